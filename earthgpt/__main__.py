@@ -1,0 +1,3 @@
+from earthgpt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``earthgpt`` CLI: one module each, exposing ``add_arguments`` and ``run``."""
