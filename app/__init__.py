@@ -1,0 +1,1 @@
+"""The GIS analyst app: raster I/O, georeferencing, overlays, map, export and the Gradio UI."""

@@ -1,0 +1,1 @@
+"""EarthGPT training package: both stages, one machine to a GPU cluster. Imports earthgpt; never imported by it."""
