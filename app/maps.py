@@ -1,0 +1,138 @@
+"""The map tab: a folium map of the image and its detections that renders with no internet.
+
+folium links Leaflet, jQuery and Bootstrap from CDNs by default. Here each map drops those links
+and inlines the vendored Leaflet from ``assets/leaflet`` (its marker and layer images become data
+URIs), so the HTML loads nothing from outside. A basemap (OpenStreetMap tiles, online only) is
+off unless asked for.
+
+A georeferenced image is reprojected to lon/lat and laid on a web-mercator map; a
+non-georeferenced one is shown in its own pixel space (Leaflet's ``Simple`` CRS).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.overlay import hex_colour
+
+LEAFLET_DIR = Path(__file__).resolve().parents[1] / "assets" / "leaflet"
+MAP_HEIGHT = 560
+
+
+@cache
+def leaflet_assets() -> tuple[str, str]:
+    """The vendored ``leaflet.js`` and ``leaflet.css`` texts, the CSS with its images inlined."""
+    js = (LEAFLET_DIR / "leaflet.js").read_text(encoding="utf-8")
+    css = (LEAFLET_DIR / "leaflet.css").read_text(encoding="utf-8")
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)  # comments hold bug-tracker URLs
+
+    def inline(match: re.Match[str]) -> str:
+        data = (LEAFLET_DIR / "images" / match.group(1)).read_bytes()
+        return f"url(data:image/png;base64,{base64.b64encode(data).decode()})"
+
+    return js, re.sub(r"url\(images/([\w.-]+\.png)\)", inline, css)
+
+
+def _offline_map(**kwargs: Any) -> Any:
+    import folium
+    from branca.element import Element
+
+    fmap = folium.Map(**kwargs)
+    fmap.default_js = []  # instance attributes: folium's class-level CDN lists stay untouched
+    fmap.default_css = []
+    js, css = leaflet_assets()
+    header = fmap.get_root().header
+    header.add_child(Element(f"<style>{css}</style>"), name="leaflet_css")
+    header.add_child(Element(f"<script>{js}</script>"), name="leaflet")
+    return fmap
+
+
+def _style(feature: dict[str, Any]) -> dict[str, Any]:
+    colour = hex_colour(str(feature["properties"].get("class", "")))
+    return {"color": colour, "weight": 2, "fillColor": colour, "fillOpacity": 0.15}
+
+
+def _detections_layer(collection: dict[str, Any]) -> Any:
+    import folium
+
+    layer = folium.FeatureGroup(name="Detections")
+    if collection["features"]:
+        folium.GeoJson(
+            collection, style_function=_style,
+            tooltip=folium.GeoJsonTooltip(fields=["class", "box", "turn"], aliases=["class", "box", "turn"]),
+        ).add_to(layer)
+    return layer
+
+
+def _reproject_to_lonlat(rgb: np.ndarray, transform: Any, crs: str) -> tuple[np.ndarray, list[list[float]]]:
+    """An RGB image in its CRS → RGBA in EPSG:4326 (transparent outside) and its [[S, W], [N, E]]."""
+    from rasterio.transform import array_bounds
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    height, width = rgb.shape[:2]
+    west, south, east, north = array_bounds(height, width, transform)
+    dst_transform, dst_w, dst_h = calculate_default_transform(crs, "EPSG:4326", width, height,
+                                                              left=west, bottom=south, right=east, top=north)
+    source = np.concatenate([np.moveaxis(rgb, -1, 0), np.full((1, height, width), 255, np.uint8)])
+    out = np.zeros((4, dst_h, dst_w), np.uint8)
+    reproject(source, out, src_transform=transform, src_crs=crs, dst_transform=dst_transform,
+              dst_crs="EPSG:4326", resampling=Resampling.nearest, dst_nodata=0)
+    w, s, e, n = array_bounds(dst_h, dst_w, dst_transform)
+    return np.moveaxis(out, 0, -1), [[s, w], [n, e]]
+
+
+def build_map(
+    overview: np.ndarray,
+    detections: dict[str, Any],
+    *,
+    transform: Any = None,
+    crs: str | None = None,
+    raster_size: tuple[int, int] | None = None,
+    basemap: bool = False,
+) -> str:
+    """A self-contained HTML page: the overview image and the detections as a vector layer.
+
+    ``overview`` is the display RGB of the whole raster; ``transform`` is the affine of *that
+    overview* (full-raster transform scaled to it) and ``crs`` its CRS. ``detections`` is a GeoJSON
+    FeatureCollection: lon/lat when georeferenced, else full-raster pixels and ``raster_size``
+    (width, height) gives the pixel extent.
+    """
+    import folium
+
+    if transform is not None and crs:
+        image, bounds = _reproject_to_lonlat(overview, transform, crs)
+        fmap = _offline_map(tiles="OpenStreetMap" if basemap else None, control_scale=True)
+        overlay = folium.raster_layers.ImageOverlay(image, bounds=bounds, name="Image", mercator_project=True)
+        overlay.add_to(fmap)
+        _detections_layer(detections).add_to(fmap)
+    else:
+        width, height = raster_size or (overview.shape[1], overview.shape[0])
+        bounds = [[-height, 0], [0, width]]
+        fmap = _offline_map(crs="Simple", tiles=None, min_zoom=-5, zoom_start=0)
+        folium.raster_layers.ImageOverlay(overview, bounds=bounds, name="Image").add_to(fmap)
+        _detections_layer(_flip_y(detections)).add_to(fmap)
+    folium.LayerControl(collapsed=False).add_to(fmap)
+    fmap.fit_bounds(bounds)
+    return fmap.get_root().render()
+
+
+def _flip_y(collection: dict[str, Any]) -> dict[str, Any]:
+    """Pixel-space features (y down) → Leaflet ``Simple`` CRS coordinates (y up)."""
+    features = []
+    for feature in collection["features"]:
+        rings = [[[x, -y] for x, y in ring] for ring in feature["geometry"]["coordinates"]]
+        features.append({**feature, "geometry": {"type": "Polygon", "coordinates": rings}})
+    return {**collection, "features": features}
+
+
+def map_iframe(page: str, height: int = MAP_HEIGHT) -> str:
+    """Wrap a map page in an ``<iframe srcdoc>`` so it runs isolated inside the Gradio page."""
+    return (f'<iframe title="map" srcdoc="{html.escape(page, quote=True)}" '
+            f'style="width:100%;height:{height}px;border:0" sandbox="allow-scripts"></iframe>')

@@ -1,0 +1,109 @@
+"""Draw detections and the analyst's region on the window image (PIL), one colour per class.
+
+Detections are kept in full-raster pixels; the image shown is a window of the raster, possibly
+resized for display. :func:`raster_to_view` does that step, :func:`draw_overlays` draws.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from earthgpt.detection import box_corners, translate_box
+from earthgpt.geometry import HBB, OBB, Box, Detection, obb_from_corners
+
+LAYERS = ("HBB", "OBB", "Labels", "Region")
+"""The overlay layers the analyst can switch on and off."""
+
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+)
+REGION_COLOUR = (255, 255, 255)
+
+
+def class_colour(label: str) -> tuple[int, int, int]:
+    """A stable colour for a class name (the same in every session and on the map)."""
+    return PALETTE[zlib.crc32(label.strip().lower().encode()) % len(PALETTE)]
+
+
+def hex_colour(label: str) -> str:
+    """:func:`class_colour` as ``#rrggbb``."""
+    return "#{:02x}{:02x}{:02x}".format(*class_colour(label))
+
+
+@dataclass(frozen=True)
+class View:
+    """How raster pixels map onto the displayed image: the window's offset and size, the display size."""
+
+    col_off: int
+    row_off: int
+    width: int
+    height: int
+    view_width: int
+    view_height: int
+
+
+def raster_to_view(box: Box, view: View) -> Box:
+    """A box in full-raster pixels → pixels of the displayed window image."""
+    sx, sy = view.view_width / view.width, view.view_height / view.height
+    moved = translate_box(box, -view.col_off, -view.row_off)
+    if isinstance(moved, HBB):
+        return HBB(moved.x1 * sx, moved.y1 * sy, moved.x2 * sx, moved.y2 * sy)
+    return obb_from_corners((x * sx, y * sy) for x, y in moved.corners)
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without scalable default font
+        return ImageFont.load_default()
+
+
+def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour: tuple[int, int, int],
+           font: ImageFont.ImageFont | ImageFont.FreeTypeFont) -> None:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x, y = xy[0], max(0.0, xy[1] - (bottom - top) - 4)
+    draw.rectangle((x, y, x + right - left + 4, y + bottom - top + 4), fill=colour)
+    ink = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
+    draw.text((x + 2 - left, y + 2 - top), text, fill=ink, font=font)
+
+
+def draw_overlays(
+    image: np.ndarray,
+    detections: Sequence[Detection],
+    view: View,
+    *,
+    layers: Sequence[str] = LAYERS,
+    region: HBB | None = None,
+) -> np.ndarray:
+    """The window image with boxes drawn: HBB as rectangles, OBB as polygons, labels, the region.
+
+    ``detections`` and ``region`` are in full-raster pixels; ``layers`` names which of
+    :data:`LAYERS` to draw. Returns a new uint8 H×W×3 array; the input is not changed.
+    """
+    canvas = Image.fromarray(np.ascontiguousarray(image[..., :3]).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    width = max(2, round(max(canvas.size) / 300))
+    font = _font(max(11, round(max(canvas.size) / 45)))
+    shown = set(layers)
+    for det in detections:
+        kind = "OBB" if isinstance(det.box, OBB) else "HBB"
+        if kind not in shown:
+            continue
+        colour = class_colour(det.label)
+        corners = box_corners(raster_to_view(det.box, view))
+        draw.polygon(corners, outline=colour, width=width)
+        if "Labels" in shown:
+            top_left = min(corners, key=lambda p: (p[1], p[0]))
+            text = det.label if det.score is None else f"{det.label} {det.score:.2f}"
+            _label(draw, top_left, text, colour, font)
+    if region is not None and "Region" in shown:
+        corners = box_corners(raster_to_view(region, view))
+        draw.polygon(corners, outline=REGION_COLOUR, width=width)
+        draw.polygon([(x + width, y + width) for x, y in corners], outline=(0, 0, 0), width=1)
+    return np.asarray(canvas)
