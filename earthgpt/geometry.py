@@ -343,7 +343,7 @@ def nms(boxes: Sequence[Box], scores: Sequence[float], iou_threshold: float = 0.
         raise ValueError("nms scores must be finite")
     if not 0.0 <= iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
-    order = sorted(range(len(boxes)), key=lambda i: -scores[i])
+    order = np.array(sorted(range(len(boxes)), key=lambda i: -scores[i]), dtype=int)
     bounds = _xyxy(boxes)
     polys = None if all(isinstance(b, HBB) for b in boxes) else _polygons(boxes)
     suppressed = np.zeros(len(boxes), dtype=bool)
@@ -351,8 +351,8 @@ def nms(boxes: Sequence[Box], scores: Sequence[float], iou_threshold: float = 0.
     for pos, i in enumerate(order):
         if suppressed[i]:
             continue
-        keep.append(i)
-        rest = np.array([j for j in order[pos + 1 :] if not suppressed[j]], dtype=int)
+        keep.append(int(i))
+        rest = order[pos + 1 :][~suppressed[order[pos + 1 :]]]
         if rest.size == 0:
             continue
         if polys is None:
