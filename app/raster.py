@@ -62,6 +62,11 @@ class RasterInfo:
     """Ground control points (rasterio ``GroundControlPoint``) when the raster has them."""
     gcps_crs: str | None = None
 
+    @property
+    def affine(self) -> rasterio.Affine:
+        """The pixel → map transform as an ``affine.Affine`` (for rasterio's helpers)."""
+        return rasterio.Affine(*self.transform)
+
 
 def _open(path: str | Path) -> rasterio.DatasetReader:
     path = Path(path)
