@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from app.export import pixel_mapper, session_geojson
 from app.overlay import hex_colour
+from app.session_io import Session
 
 LEAFLET_DIR = Path(__file__).resolve().parents[1] / "assets" / "leaflet"
 MAP_HEIGHT = 560
@@ -136,3 +138,21 @@ def map_iframe(page: str, height: int = MAP_HEIGHT) -> str:
     """Wrap a map page in an ``<iframe srcdoc>`` so it runs isolated inside the Gradio page."""
     return (f'<iframe title="map" srcdoc="{html.escape(page, quote=True)}" '
             f'style="width:100%;height:{height}px;border:0" sandbox="allow-scripts"></iframe>')
+
+
+def session_map(session: Session, model_name: str = "", basemap: bool = False) -> str:
+    """The map tab's HTML (an iframe) for a session; a hint when no image is loaded."""
+    if session.info is None or session.overview is None:
+        return "<p>Load an image to see it on the map.</p>"
+    info = session.info
+    collection = session_geojson(session, model_name)
+    mapped = pixel_mapper(info)
+    if mapped is None or info.crs is None:
+        page = build_map(session.overview, collection, raster_size=(info.width, info.height))
+    else:
+        from rasterio.transform import Affine
+
+        sx, sy = session.overview_scale
+        transform = Affine(*info.transform[:6]) * Affine.scale(sx, sy)
+        page = build_map(session.overview, collection, transform=transform, crs=info.crs, basemap=basemap)
+    return map_iframe(page)

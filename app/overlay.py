@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from app.session_io import Session
 from earthgpt.detection import box_corners, translate_box
 from earthgpt.geometry import HBB, OBB, Box, Detection, obb_from_corners
 
@@ -106,4 +107,32 @@ def draw_overlays(
         corners = box_corners(raster_to_view(region, view))
         draw.polygon(corners, outline=REGION_COLOUR, width=width)
         draw.polygon([(x + width, y + width) for x, y in corners], outline=(0, 0, 0), width=1)
+    return np.asarray(canvas)
+
+
+def session_view(session: Session) -> np.ndarray | None:
+    """The current window with the session's detections and region drawn, for the annotator."""
+    if session.view is None or session.window is None:
+        return None
+    col_off, row_off, width, height = session.window
+    view = View(col_off, row_off, width, height, session.view.shape[1], session.view.shape[0])
+    return draw_overlays(session.view, [f.detection for f in session.found], view, layers=session.layers,
+                         region=session.region)
+
+
+def session_overview(session: Session) -> np.ndarray | None:
+    """The whole-raster overview with the detections and the current window's outline."""
+    if session.overview is None or session.info is None:
+        return None
+    height, width = session.overview.shape[:2]
+    view = View(0, 0, session.info.width, session.info.height, width, height)
+    image = draw_overlays(session.overview, [f.detection for f in session.found], view,
+                          layers=[layer for layer in session.layers if layer != "Labels"])
+    if session.window is None:
+        return image
+    col_off, row_off, w, h = session.window
+    outline = box_corners(raster_to_view(HBB(col_off, row_off, col_off + w, row_off + h), view))
+    canvas = Image.fromarray(image)
+    line = max(2, round(max(width, height) / 250))
+    ImageDraw.Draw(canvas).polygon(outline, outline=(255, 255, 0), width=line)
     return np.asarray(canvas)

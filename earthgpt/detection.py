@@ -14,6 +14,7 @@ plain arrays and scripted answers.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -292,10 +293,12 @@ def write_gpkg(
     rows = [_attributes(d, extra) for d, extra in zip(dets, properties, strict=True)]
     names = list(dict.fromkeys(name for row in rows for name in row)) or ["class"]
     columns = [_column([row.get(name) for row in rows]) for name in names]
-    pyogrio.raw.write(
-        path, shapely.to_wkb(np.array(polygons, dtype=object)), columns, names, layer=layer,
-        driver="GPKG", geometry_type="Polygon", crs=_crs_text(crs) if to_map and crs else None,
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")  # pixel space on purpose
+        pyogrio.raw.write(
+            path, shapely.to_wkb(np.array(polygons, dtype=object)), columns, names, layer=layer,
+            driver="GPKG", geometry_type="Polygon", crs=_crs_text(crs) if to_map and crs else None,
+        )
 
 
 def _crs_text(crs: Any) -> str:
@@ -309,3 +312,23 @@ def _column(values: list[Any]) -> np.ndarray:
     if values and all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
         return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
     return np.array(["" if v is None else str(v) for v in values], dtype=object)
+
+
+def chat_answerer(
+    new_chat: Callable[[], Any], prompt: str, max_new_tokens: int = 512
+) -> Callable[[list[np.ndarray]], list[str]]:
+    """An ``answer`` function for :func:`detect_scene`: each tile gets a fresh chat and one prompt.
+
+    ``new_chat()`` returns an object with ``set_image(rgb)`` and ``ask(text, max_new_tokens=…)``,
+    such as ``earthgpt.inference.ChatSession``; a fresh one per tile keeps tiles independent.
+    """
+
+    def answer(images: list[np.ndarray]) -> list[str]:
+        texts = []
+        for image in images:
+            chat = new_chat()
+            chat.set_image(image)
+            texts.append(str(chat.ask(prompt, max_new_tokens=max_new_tokens)))
+        return texts
+
+    return answer

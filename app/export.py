@@ -1,0 +1,116 @@
+"""Export a session's detections: GeoJSON (RFC 7946, lon/lat) and GeoPackage (the raster's CRS).
+
+Each feature carries ``class``, ``score`` (where the model gave one), ``box`` (hbb/obb),
+``angle``, the ``prompt`` and chat ``turn`` it came from (no turn for a whole-scene run), the
+``model`` name and the ``source`` image. An image without georeferencing exports in pixel space,
+and the returned note (and the GeoJSON's ``note`` member) says so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rasterio.control import GroundControlPoint
+from rasterio.transform import GCPTransformer
+
+from app.georef import map_to_lonlat, pixel_to_map
+from app.raster import RasterInfo
+from app.session_io import Session
+from earthgpt.detection import PIXEL_SPACE_NOTE, Points, PointsFn, feature_collection, write_gpkg
+from earthgpt.geometry import Detection
+
+
+def pixel_mapper(info: RasterInfo) -> tuple[PointsFn, str] | None:
+    """Full-raster pixels → map coordinates of the raster and that CRS (affine first, then GCPs),
+    or None for a raster without georeferencing."""
+    if info.crs is not None and tuple(info.transform[:6]) != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
+        def affine(points: Points) -> Points:
+            cols, rows = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+            xs, ys = pixel_to_map(info.transform, cols, rows)
+            return list(zip(xs.tolist(), ys.tolist(), strict=True))
+        return affine, info.crs
+    if info.gcps and info.gcps_crs is not None:
+        gcps = [g if isinstance(g, GroundControlPoint) else GroundControlPoint(**g) for g in info.gcps]
+
+        def by_gcps(points: Points) -> Points:
+            with GCPTransformer(gcps) as transformer:
+                xs, ys = transformer.xy([p[1] for p in points], [p[0] for p in points], offset="ul")
+            return list(zip(np.atleast_1d(xs).tolist(), np.atleast_1d(ys).tolist(), strict=True))
+        return by_gcps, info.gcps_crs
+    return None
+
+
+def lonlat_mapper(info: RasterInfo) -> PointsFn | None:
+    """Full-raster pixels → (lon, lat), or None for a raster without georeferencing."""
+    mapped = pixel_mapper(info)
+    if mapped is None:
+        return None
+    to_map, crs = mapped
+
+    def convert(points: Points) -> Points:
+        xy = to_map(points)
+        lons, lats = map_to_lonlat(crs, np.array([p[0] for p in xy]), np.array([p[1] for p in xy]))
+        if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
+            raise ValueError("a box has corners off the Earth (outside the sensor's view)")
+        return list(zip(lons.tolist(), lats.tolist(), strict=True))
+
+    return convert
+
+
+def _records(session: Session, model_name: str) -> tuple[list[Detection], list[dict[str, Any]]]:
+    source = session.name or (Path(session.path).name if session.path else "")
+    dets, props = [], []
+    for item in session.found:
+        dets.append(item.detection)
+        props.append({"prompt": item.prompt, "turn": item.turn, "source_kind": item.source,
+                      "model": model_name, "source": source})
+    return dets, props
+
+
+def _note(session: Session) -> str:
+    count = len(session.found)
+    if session.info is not None and pixel_mapper(session.info) is not None:
+        return f"{count} detections exported."
+    return f"{count} detections exported. {PIXEL_SPACE_NOTE}"
+
+
+def _stem(session: Session) -> str:
+    stem = Path(session.name or session.path or "image").stem
+    return re.sub(r"[^\w.-]+", "_", stem)[:80] or "image"
+
+
+def _check(session: Session) -> None:
+    if session.info is None:
+        raise ValueError("no image loaded: load an image and find some objects first")
+    if not session.found:
+        raise ValueError("nothing to export yet: run a detection (quick task or whole scene) first")
+
+
+def session_geojson(session: Session, model_name: str) -> dict[str, Any]:
+    """The session's detections as a GeoJSON FeatureCollection (lon/lat, or pixels with a note)."""
+    dets, props = _records(session, model_name)
+    return feature_collection(dets, props, to_lonlat=lonlat_mapper(session.info) if session.info else None)
+
+
+def export_geojson(session: Session, out_dir: str | Path, model_name: str) -> tuple[Path, str]:
+    """Write ``<image>_detections.geojson`` into ``out_dir``; returns the path and a note for the user."""
+    _check(session)
+    path = Path(out_dir) / f"{_stem(session)}_detections.geojson"
+    path.write_text(json.dumps(session_geojson(session, model_name)), encoding="utf-8")
+    return path, _note(session)
+
+
+def export_gpkg(session: Session, out_dir: str | Path, model_name: str) -> tuple[Path, str]:
+    """Write ``<image>_detections.gpkg`` (native CRS) into ``out_dir``; returns the path and a note."""
+    _check(session)
+    path = Path(out_dir) / f"{_stem(session)}_detections.gpkg"
+    path.unlink(missing_ok=True)
+    dets, props = _records(session, model_name)
+    mapped = pixel_mapper(session.info)
+    to_map, crs = mapped if mapped else (None, None)
+    write_gpkg(str(path), dets, props, to_map=to_map, crs=crs)
+    return path, _note(session)

@@ -1,0 +1,377 @@
+"""The app's behaviour as plain functions: a :class:`~app.session_io.Session` goes in, a new one
+comes out. No Gradio here, so every step is tested without a server.
+
+Coordinates: the model answers on the 0–1000 grid over the *window* it saw; answers are placed in
+full-raster pixels at once (:func:`earthgpt.detection.tile_to_raster`) and only drawn or exported
+from there. The analyst's region is kept in full-raster pixels too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from rasterio.windows import Window
+
+from app import raster
+from app.session_io import Found, Session, Turn
+from app.session_io import Window as WindowTuple
+from earthgpt.detection import Tile, tile_to_raster
+from earthgpt.geometry import HBB, Detection, pixel_to_grid
+from earthgpt.sensors import colormap_display
+from earthgpt.tasks import Sensor, Task, instruction
+from earthgpt.textbox import parse_box, parse_detections
+
+VIEW_SIZE = 1024
+"""Longest side, in pixels, of the window image shown and given to the model."""
+OVERVIEW_SIZE = 768
+WINDOW_SIZES = (256, 512, 1024, 2048, 4096)
+DEFAULT_WINDOW = 1024
+
+
+class UserError(ValueError):
+    """Something the analyst can fix; the UI shows the message and carries on."""
+
+
+class ChatLike(Protocol):
+    """What the app needs from a chat with the model (``earthgpt.inference.ChatSession``)."""
+
+    def set_image(self, rgb: np.ndarray) -> None: ...
+
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The loaded model as the handlers use it: shared by all sessions, holds no user state."""
+
+    name: str
+    new_chat: Callable[[Sensor | None], ChatLike]
+    max_new_tokens: int = 256
+
+
+def _fail(message: str) -> UserError:
+    return UserError(message)
+
+
+def parse_bands(text: str | None) -> tuple[int, ...] | None:
+    """``"4,3,2"`` → ``(4, 3, 2)``; empty → None (automatic choice)."""
+    if not text or not text.strip():
+        return None
+    try:
+        bands = tuple(int(part) for part in text.replace(" ", ",").split(",") if part)
+    except ValueError as err:
+        raise _fail(f"bands must be 1 or 3 band numbers like 4,3,2; got {text!r}") from err
+    if len(bands) not in (1, 3):
+        raise _fail(f"bands must be 1 or 3 band numbers like 4,3,2; got {len(bands)} numbers")
+    return bands
+
+
+def _band_list(bands: tuple[int, ...] | None) -> list[int] | None:
+    return list(bands) if bands else None
+
+
+def _display(rgb: np.ndarray, sensor: str | None) -> np.ndarray:
+    return colormap_display(rgb[..., 0]) if sensor == Sensor.infrared else rgb
+
+
+def _default_window(info: raster.RasterInfo, size: int = DEFAULT_WINDOW) -> WindowTuple:
+    width, height = min(size, info.width), min(size, info.height)
+    return ((info.width - width) // 2, (info.height - height) // 2, width, height)
+
+
+def load_image(
+    session: Session, path: str | Path, *, sensor: str | None = None, bands: tuple[int, ...] | None = None,
+    name: str | None = None,
+) -> Session:
+    """Open a raster: header, sensor (detected unless given), overview, and a first window.
+
+    A raster of at most :data:`DEFAULT_WINDOW` pixels per side is one window; a larger one opens
+    on a centred window. The conversation starts fresh.
+    """
+    if not path:
+        raise _fail("no file given: upload a GeoTIFF, PNG or JPEG, or pick a demo tile")
+    info = raster.inspect(path)
+    try:
+        overview, meta = raster.load_for_model(path, None, sensor=sensor, bands=_band_list(bands),
+                                               max_size=OVERVIEW_SIZE)
+    except ValueError as err:  # band choice or sensor that does not fit this raster
+        raise _fail(str(err)) from err
+    chosen = str(meta["sensor"])
+    fresh = Session(path=str(path), name=name or Path(path).name, sensor=chosen, sensor_reason=meta["reason"],
+                    bands=bands, info=info, overview=_display(overview, chosen),
+                    overview_scale=tuple(meta["scale"]), layers=session.layers)
+    return set_window(fresh, *_default_window(info))
+
+
+def set_window(session: Session, col_off: int, row_off: int, width: int, height: int) -> Session:
+    """Read one window (clamped to the raster) as the image the model sees; a fresh conversation."""
+    info = _require_image(session)
+    width, height = max(1, min(int(width), info.width)), max(1, min(int(height), info.height))
+    col_off = min(max(0, int(col_off)), info.width - width)
+    row_off = min(max(0, int(row_off)), info.height - height)
+    window = Window(col_off, row_off, width, height)
+    rgb, meta = raster.load_for_model(session.path, window, sensor=session.sensor,
+                                      bands=_band_list(session.bands), max_size=VIEW_SIZE)
+    return dataclasses.replace(session, window=(col_off, row_off, width, height), scale=tuple(meta["scale"]),
+                               view=_display(rgb, session.sensor), model_image=rgb, chat=None, region=None)
+
+
+def click_overview(session: Session, x: float, y: float, size: int) -> Session:
+    """Centre a ``size``-pixel window on a click at ``(x, y)`` in the overview image."""
+    _require_image(session)
+    sx, sy = session.overview_scale
+    return set_window(session, round(x * sx - size / 2), round(y * sy - size / 2), size, size)
+
+
+def grid_windows(session: Session, size: int, overlap: int = 0) -> list[WindowTuple]:
+    """The raster cut in ``size``-pixel windows (for the window picker)."""
+    info = _require_image(session)
+    return [(int(w.col_off), int(w.row_off), int(w.width), int(w.height))
+            for w in raster.window_grid(info.width, info.height, int(size), int(overlap))]
+
+
+def _require_image(session: Session) -> raster.RasterInfo:
+    if session.info is None or not session.path:
+        raise _fail("no image loaded: upload a file or pick a demo tile first")
+    return session.info
+
+
+def view_to_raster(session: Session, box: HBB) -> HBB:
+    """A box in pixels of the displayed window → full-raster pixels."""
+    col_off, row_off, _, _ = session.window or (0, 0, 0, 0)
+    sx, sy = session.scale
+    return HBB(col_off + box.x1 * sx, row_off + box.y1 * sy, col_off + box.x2 * sx, row_off + box.y2 * sy)
+
+
+def raster_to_grid(session: Session, box: HBB) -> HBB:
+    """A full-raster pixel box → the 0–1000 grid over the current window (what the model reads)."""
+    col_off, row_off, width, height = session.window or (0, 0, 1, 1)
+    inside = HBB(box.x1 - col_off, box.y1 - row_off, box.x2 - col_off, box.y2 - row_off)
+    return pixel_to_grid(inside, width, height)  # type: ignore[return-value]
+
+
+def draw_region(session: Session, boxes: list[dict[str, Any]] | None) -> Session:
+    """The analyst's box drawn on the window image (annotator boxes, display pixels) becomes the region."""
+    _require_image(session)
+    if not boxes:
+        return dataclasses.replace(session, region=None)
+    last = boxes[-1]
+    x1, x2 = sorted((float(last["xmin"]), float(last["xmax"])))
+    y1, y2 = sorted((float(last["ymin"]), float(last["ymax"])))
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        raise _fail("the drawn box is empty: drag to draw a box with some width and height")
+    return dataclasses.replace(session, region=view_to_raster(session, HBB(x1, y1, x2, y2)))
+
+
+def type_region(session: Session, text: str) -> Session:
+    """A region typed on the window's 0–1000 grid, ``[x1, y1, x2, y2]``."""
+    _require_image(session)
+    box = parse_box(text or "")
+    if not isinstance(box, HBB) or box.width <= 0 or box.height <= 0:
+        raise _fail(f"expected a box on the 0–1000 grid like [120, 80, 460, 390]; got {text!r}")
+    col_off, row_off, width, height = session.window
+    region = tile_to_raster(Detection("region", box), Tile(col_off, row_off, width, height)).box
+    return dataclasses.replace(session, region=region)
+
+
+def build_prompt(session: Session, task: str, text: str = "", classes: str = "") -> str:
+    """The instruction for a quick task; ``ask`` sends the typed text as it is."""
+    sensor = session.sensor
+    task_text = (text or "").strip()
+    if task == "ask":
+        if not task_text:
+            raise _fail("the prompt is empty: type a question first")
+        return task_text
+    names = [c.strip() for c in (classes or "").split(",") if c.strip()] or None
+    if task == Task.vqa:
+        if not task_text:
+            raise _fail("type the question to ask first")
+        return instruction(Task.vqa, sensor, question=task_text)
+    if task == Task.grounding:
+        if not task_text:
+            raise _fail("type what to find (e.g. 'the large ship on the left') first")
+        return instruction(Task.grounding, sensor, referring=task_text)
+    if task == Task.region_caption:
+        if session.region is None:
+            raise _fail("draw a box on the image (or type one on the 0–1000 grid) first")
+        return instruction(Task.region_caption, sensor, box=raster_to_grid(session, session.region))
+    if task in (Task.detection_hbb, Task.detection_obb):
+        return instruction(task, sensor, classes=names)
+    return instruction(Task(task), sensor)
+
+
+def _ensure_chat(session: Session, engine: Engine) -> Any:
+    if session.chat is None:
+        session.chat = engine.new_chat(Sensor(session.sensor) if session.sensor else None)
+        session.chat.set_image(session.model_image)
+    return session.chat
+
+
+def ask(session: Session, engine: Engine, prompt: str, task: str = "ask") -> Iterator[Session]:
+    """Send ``prompt`` about the current window; yields the session as the answer streams in.
+
+    When the answer is complete its boxes are parsed and placed in full-raster pixels. A model
+    error ends the turn with the message in the answer; nothing already said is lost.
+    """
+    _require_image(session)
+    if not prompt or not prompt.strip():
+        raise _fail("the prompt is empty: type a question or pick a quick task")
+    session = dataclasses.replace(session, turns=list(session.turns), found=list(session.found))
+    turn = Turn(task=str(task), prompt=prompt.strip(), window=session.window, region=session.region)
+    session.turns.append(turn)
+    try:
+        chat = _ensure_chat(session, engine)
+        for piece in chat.ask(turn.prompt, max_new_tokens=engine.max_new_tokens, stream=True):
+            turn.answer += piece
+            yield session
+    except Exception as err:  # the model failing must not lose the session
+        turn.answer += f"\n[model error: {type(err).__name__}: {err}]"
+        session.chat = None
+    parsed = parse_detections(turn.answer)
+    turn.skipped = parsed.skipped
+    tile = Tile(*turn.window)
+    number = len(session.turns)
+    found = [Found(tile_to_raster(d, tile), turn.prompt, number, "chat") for d in parsed.detections]
+    session.found.extend(found)
+    yield session
+
+
+def quick_task(
+    session: Session, engine: Engine, task: str, text: str = "", classes: str = ""
+) -> Iterator[Session]:
+    """A quick-task button: build the paper's instruction for ``task`` and :func:`ask` it."""
+    _require_image(session)
+    yield from ask(session, engine, build_prompt(session, task, text, classes), task)
+
+
+def set_layers(session: Session, layers: list[str] | tuple[str, ...]) -> Session:
+    """Which overlay layers are drawn."""
+    return dataclasses.replace(session, layers=tuple(layers))
+
+
+def clear_detections(session: Session) -> Session:
+    """Forget all detections (the conversation stays)."""
+    return dataclasses.replace(session, found=[])
+
+
+def reopen(saved: Session) -> Session:
+    """A session read by :func:`app.session_io.read_session` with its image read again."""
+    if not saved.path or not Path(saved.path).is_file():
+        raise _fail(f"the session's image is no longer at {saved.path!r}: it cannot be reopened")
+    session = load_image(Session(layers=saved.layers), saved.path, sensor=saved.sensor, bands=saved.bands,
+                         name=saved.name)
+    if saved.window:
+        session = set_window(session, *saved.window)
+    return dataclasses.replace(session, turns=list(saved.turns), found=list(saved.found), region=saved.region)
+
+
+# ----------------------------------------------------------------------------- what the UI shows
+
+
+def chat_messages(session: Session) -> list[dict[str, str]]:
+    """The conversation as chat messages (``role``/``content``), one line marking each new window."""
+    messages: list[dict[str, str]] = []
+    window = None
+    for turn in session.turns:
+        if turn.window != window:
+            window = turn.window
+            messages.append({"role": "assistant", "content": f"*Window {_window_text(window)}*"})
+        messages.append({"role": "user", "content": turn.prompt})
+        messages.append({"role": "assistant", "content": turn.answer or "…"})
+    return messages
+
+
+def _window_text(window: WindowTuple | None) -> str:
+    if not window:
+        return "none"
+    col_off, row_off, width, height = window
+    return f"col {col_off}, row {row_off}, {width}×{height} px"
+
+
+def _box_text(box: Any) -> str:
+    return "[" + ", ".join(f"{v:.1f}" for v in box.as_list()) + "]"
+
+
+def parsed_markdown(session: Session) -> str:
+    """The last answer's raw text and what was parsed from it: grid, full-raster pixels and lon/lat."""
+    if not session.turns:
+        return "No answer yet."
+    from app.export import lonlat_mapper
+
+    turn = session.turns[-1]
+    number = len(session.turns)
+    mine = [f for f in session.found if f.turn == number]
+    lines = [f"**Turn {number}** · task `{turn.task}` · window {_window_text(turn.window)}",
+             "", "Raw model text:", "```text", turn.answer, "```"]
+    if not mine:
+        skipped = f" {turn.skipped} malformed line(s) skipped." if turn.skipped else ""
+        lines.append("No boxes parsed." + skipped)
+        return "\n".join(lines)
+    to_lonlat = lonlat_mapper(session.info) if session.info else None
+    lines += ["", "| class | kind | full-raster pixels | centre lon, lat |", "|---|---|---|---|"]
+    for item in mine:
+        box = item.detection.box
+        centre = "not georeferenced"
+        if to_lonlat is not None:
+            lon, lat = to_lonlat([box.center])[0]
+            centre = f"{lon:.6f}, {lat:.6f}"
+        kind = "hbb" if isinstance(box, HBB) else "obb"
+        lines.append(f"| {item.detection.label} | {kind} | {_box_text(box)} | {centre} |")
+    if turn.skipped:
+        lines.append(f"\n{turn.skipped} malformed line(s) skipped.")
+    return "\n".join(lines)
+
+
+def info_markdown(session: Session) -> str:
+    """What is open: file, size, bands, CRS, sensor and why, window, region."""
+    info = session.info
+    if info is None:
+        return "No image loaded."
+    crs = info.crs or ("GCPs in " + info.gcps_crs if info.gcps_crs else "none: pixel coordinates only")
+    bands = ",".join(map(str, session.bands)) if session.bands else "automatic"
+    region = _box_text(session.region) + " px" if session.region else "none (draw a box on the image)"
+    return "\n".join([
+        f"**{session.name}** · {info.width}×{info.height} px · {info.count} band(s) {info.dtypes[0]}",
+        f"- CRS: {crs}", f"- Sensor: **{session.sensor}** ({session.sensor_reason}) · bands: {bands}",
+        f"- Window: {_window_text(session.window)} · model image {session.model_image.shape[1]}×"
+        f"{session.model_image.shape[0]} px" if session.model_image is not None else "- Window: none",
+        f"- Region: {region}", f"- Detections: {len(session.found)}",
+    ])
+
+
+def export_file(session: Session, out_dir: str | Path, model_name: str, kind: str) -> tuple[Path, str]:
+    """Write the detections as ``geojson`` or ``gpkg`` into ``out_dir``; returns path and a note."""
+    from app.export import export_geojson, export_gpkg
+
+    writers = {"geojson": export_geojson, "gpkg": export_gpkg}
+    if kind not in writers:
+        raise _fail(f"export format must be geojson or gpkg, got {kind!r}")
+    try:
+        return writers[kind](session, out_dir, model_name)
+    except ValueError as err:
+        raise _fail(str(err)) from err
+
+
+def save_session_file(session: Session, out_dir: str | Path, model_name: str) -> Path:
+    """Save the session (image reference, conversation, detections) as one JSON file in ``out_dir``."""
+    from app.session_io import save_session
+
+    _require_image(session)
+    return save_session(session, Path(out_dir) / f"{Path(session.name).stem or 'session'}.session.json",
+                        model_name)
+
+
+def open_session_file(path: str | Path) -> Session:
+    """Reopen a saved session: read the file, then the image it refers to."""
+    from app.session_io import read_session
+
+    try:
+        saved = read_session(path)
+    except ValueError as err:
+        raise _fail(str(err)) from err
+    return reopen(saved)

@@ -1,0 +1,65 @@
+"""Whole-scene detection in the app: every window of the raster, merged, as the session's detections.
+
+The tiling, batching and cross-window NMS are :func:`earthgpt.detection.detect_scene` (the CLI
+runs the same); this module supplies the app's window reader and model, and reports progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+from rasterio.windows import Window
+
+from app import raster
+from app.handlers import Engine, UserError
+from app.session_io import Found, Session
+from earthgpt.detection import SceneResult, Tile, chat_answerer, detect_scene, tile_grid
+from earthgpt.tasks import Sensor, Task, instruction
+
+
+def tile_reader(session: Session, tile_size: int) -> Callable[[Tile], np.ndarray | None]:
+    """Read one tile as the model's RGB (at most ``tile_size`` pixels a side); None if all nodata."""
+    bands = list(session.bands) if session.bands else None
+
+    def read(tile: Tile) -> np.ndarray | None:
+        window = Window(tile.col_off, tile.row_off, tile.width, tile.height)
+        try:
+            rgb, _ = raster.load_for_model(session.path, window, sensor=session.sensor, bands=bands,
+                                           max_size=tile_size)
+        except raster.RasterError as err:
+            if "only nodata" in str(err):
+                return None
+            raise
+        return rgb
+
+    return read
+
+
+def parse_classes(text: str | None) -> list[str] | None:
+    """``"ship, plane"`` → ``["ship", "plane"]``; empty → None (all classes)."""
+    names = [c.strip() for c in (text or "").split(",") if c.strip()]
+    return names or None
+
+
+def run_scene_detection(
+    session: Session, engine: Engine, *, classes: str = "", obb: bool = False, tile: int = 512,
+    overlap: int = 64, batch: int = 4, progress: Callable[[int, int], None] | None = None,
+) -> tuple[Session, SceneResult]:
+    """Detect over the whole raster window by window; the merged result replaces earlier scene runs
+    (chat detections stay). Returns the new session and the run's result (counts per class)."""
+    if session.info is None or not session.path:
+        raise UserError("no image loaded: upload a file or pick a demo tile first")
+    if not 0 <= overlap < tile:
+        raise UserError(f"overlap must be between 0 and the tile size ({tile}), got {overlap}")
+    names = parse_classes(classes)
+    sensor = Sensor(session.sensor) if session.sensor else None
+    prompt = instruction(Task.detection_obb if obb else Task.detection_hbb, sensor, classes=names)
+    tiles = tile_grid(session.info.width, session.info.height, tile, overlap)
+    answer = chat_answerer(lambda: engine.new_chat(sensor), prompt, engine.max_new_tokens)
+    result = detect_scene(tiles, tile_reader(session, tile), answer, raster_size=(session.info.width,
+                          session.info.height), batch=batch, classes=names, progress=progress)
+    kept = [f for f in session.found if f.source != "scene"]
+    kept.extend(Found(det, prompt, None, "scene") for det in result.detections)
+    return dataclasses.replace(session, found=kept), result
