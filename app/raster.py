@@ -32,6 +32,9 @@ MAX_SIDE = 1_000_000
 MAX_PIXELS = 50_000_000_000
 MAX_WINDOW_PIXELS = 8192 * 8192
 """A window read at full resolution may hold at most this many pixels; larger ones need ``out_size``."""
+GDAL_CACHE_MB = 64
+"""GDAL's block cache (default 5 % of RAM) is capped while we read: a decimated read of a big raster
+touches every block, and without the cap the cache alone would grow to hundreds of MB."""
 DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
 
 
@@ -68,18 +71,23 @@ class RasterInfo:
         return rasterio.Affine(*self.transform)
 
 
-def _open(path: str | Path) -> rasterio.DatasetReader:
+@contextmanager
+def _open(path: str | Path) -> Iterator[rasterio.DatasetReader]:
+    """Open a raster inside a GDAL environment whose block cache is capped at ``GDAL_CACHE_MB``."""
     path = Path(path)
     if not path.is_file():
         raise RasterError(f"no such file: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioError as err:
-        raise RasterError(
-            f"{path.name} is not a raster GDAL can read (corrupt or unsupported format): {err}"
-        ) from err
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):  # rasterio takes bytes
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                src = rasterio.open(path)
+        except RasterioError as err:
+            raise RasterError(
+                f"{path.name} is not a raster GDAL can read (corrupt or unsupported format): {err}"
+            ) from err
+        with src:
+            yield src
 
 
 def _crs_text(crs: rasterio.crs.CRS | None) -> str | None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import tracemalloc
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,6 +118,21 @@ def test_overview_of_a_20000_square_raster_stays_small(tmp_path):
     assert peak < 50 * 2**20, f"peak {peak / 2**20:.1f} MiB: the full 400 MB raster must never be read"
     marked = array[0, 10240 * 1024 // 20000 + 3, 10240 * 1024 // 20000 + 3]
     assert marked == 200 and array[0, 0, 0] == 0
+
+
+def test_overview_of_a_big_raster_keeps_process_memory_bounded(tmp_path):
+    """Resident memory, GDAL's block cache included, in a fresh process (the test process holds more)."""
+    path = _sparse_big(tmp_path / "big.tif")
+    code = (
+        "import resource, sys; from app.raster import read_overview; "
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+        "read_overview(sys.argv[1], max_size=1024); "
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[1])
+    grown_mib = int(done.stdout.strip().splitlines()[-1])
+    assert grown_mib < 150, f"reading the overview grew resident memory by {grown_mib} MiB"
 
 
 def test_overview_comes_from_internal_overviews(tmp_path):
