@@ -1,0 +1,116 @@
+"""EarthGPT on the tiny random preset: splicing, the answer-only loss, the cache path, presets' wiring."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from earthgpt.config import ProjectorConfig, get_preset, shrink_for_test
+from earthgpt.model.earthgpt import EarthGPT
+from earthgpt.model.projector import build_projector
+
+
+def tiny_model(seed: int = 0) -> EarthGPT:
+    return EarthGPT.from_config(get_preset("tiny"), pretrained=False, seed=seed)
+
+
+def prompt(model: EarthGPT, batch: int = 1, text: tuple[int, ...] = (5, 6, 7)) -> torch.Tensor:
+    n = model.config.num_visual_tokens
+    row = [1, 2, *[model.image_token_id] * n, *text]
+    return torch.tensor([row] * batch)
+
+
+def test_projector_registry() -> None:
+    assert build_projector(ProjectorConfig("mlp2x_gelu"), 10, 4)(torch.randn(2, 10)).shape == (2, 4)
+    assert isinstance(build_projector(ProjectorConfig("linear"), 10, 4), torch.nn.Linear)
+    with pytest.raises(ValueError, match="unknown projector type 'qformer'; known: mlp2x_gelu, linear"):
+        build_projector(ProjectorConfig("qformer"), 10, 4)
+
+
+def test_image_token_lies_past_the_vocabulary_and_embeddings_stay_unresized() -> None:
+    model = tiny_model()
+    assert model.image_token_id == 49152
+    assert model.llm.get_input_embeddings().num_embeddings == 49152
+
+
+def test_encode_images_gives_one_llm_vector_per_grid_cell() -> None:
+    model = tiny_model()
+    assert model.encode_images(torch.randn(2, 3, 56, 56)).shape == (2, 16, 32)
+
+
+def test_embed_writes_features_over_placeholders_in_order() -> None:
+    model = tiny_model()
+    ids = prompt(model, batch=2)
+    features = torch.randn(2, 16, 32)
+    embeds = model.embed(ids, features)
+    table = model.llm.get_input_embeddings().weight
+    assert torch.equal(embeds[:, 2:18], features)
+    assert torch.equal(embeds[0, :2], table[[1, 2]])
+    assert torch.equal(embeds[1, 18:], table[[5, 6, 7]])
+
+
+def test_embed_count_mismatch_message() -> None:
+    model = tiny_model()
+    message = "Image features and image tokens do not match: tokens: 32, features: 16"
+    with pytest.raises(ValueError, match=message):
+        model.embed(prompt(model, batch=2), torch.randn(1, 16, 32))
+    with pytest.raises(ValueError, match="tokens: 16, features: 0"):
+        model.embed(prompt(model), None)
+
+
+def test_embed_rejects_ids_outside_the_vocabulary() -> None:
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"token ids must lie in 0..49151"):
+        model.embed(torch.tensor([[3, 60000]]))
+
+
+def test_loss_covers_labelled_tokens_only() -> None:
+    model = tiny_model()
+    ids = prompt(model, text=(5, 6, 7, 8))
+    labels = torch.full_like(ids, -100)
+    labels[0, -2:] = ids[0, -2:]  # only the last two tokens are the answer
+    pixels = torch.randn(1, 3, 56, 56)
+    out = model(ids, pixel_values=pixels, labels=labels)
+    logits = out.logits[0]
+    manual = F.cross_entropy(logits[-3:-1], ids[0, -2:])  # logits at t predict token t + 1
+    assert torch.allclose(out.loss, manual, atol=1e-6)
+    features = model.encode_images(pixels)
+    assert torch.allclose(model(ids, image_features=features).logits, out.logits)
+    with pytest.raises(ValueError, match="not both"):
+        model(ids, pixel_values=pixels, image_features=features)
+
+
+def test_cached_decoding_matches_one_full_pass() -> None:
+    model = tiny_model()
+    pixels = torch.randn(1, 3, 56, 56)
+    full = prompt(model, text=(5, 6, 7, 8))
+    reference = model(full, pixel_values=pixels).logits[0, -1]
+    first = model(full[:, :-1], pixel_values=pixels, use_cache=True)
+    step = model(full[:, -1:], pixel_values=pixels, past_key_values=first.cache, use_cache=True)
+    assert torch.allclose(step.logits[0, -1], reference, atol=1e-5)
+
+
+def test_same_seed_same_weights() -> None:
+    a, b = tiny_model(seed=3).state_dict(), tiny_model(seed=3).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["projector.0.weight"], tiny_model(seed=4).state_dict()["projector.0.weight"])
+
+
+def test_quantization_needs_a_pretrained_llm() -> None:
+    with pytest.raises(ValueError, match="4bit quantization needs a pretrained LLM"):
+        EarthGPT.from_config(get_preset("tiny"), pretrained=False, load_4bit=True)
+    with pytest.raises(ValueError, match="not both"):
+        EarthGPT.from_config(get_preset("tiny"), pretrained=True, load_4bit=True, load_8bit=True)
+
+
+@pytest.mark.parametrize("preset", ["nano", "7b", "13b"])
+def test_shrunken_presets_build_and_train_a_step(preset: str) -> None:
+    config = shrink_for_test(get_preset(preset))
+    model = EarthGPT.from_config(config, pretrained=False)
+    assert type(model.llm).__name__ == "LlamaForCausalLM"
+    assert model.config.cnn.arch == get_preset(preset).cnn.arch
+    ids = prompt(model, batch=2)
+    out = model(ids, pixel_values=torch.randn(2, 3, config.image_size, config.image_size), labels=ids)
+    assert out.logits.shape == (2, ids.shape[1], config.llm.vocab_size)
+    assert torch.isfinite(out.loss)

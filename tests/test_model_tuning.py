@@ -1,0 +1,139 @@
+"""Training stages: exact trainable sets, where gradients flow, scale/shift identity, merge/unmerge."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from earthgpt.config import get_preset
+from earthgpt.model.earthgpt import EarthGPT
+from earthgpt.model.tuning import (
+    ScaleShiftLinear,
+    apply_stage,
+    merge_scale_shift,
+    parameter_report,
+    scale_shift_layers,
+    trainable_parameter_names,
+    unmerge_scale_shift,
+)
+
+LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+           "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+
+
+def tiny() -> EarthGPT:
+    return EarthGPT.from_config(get_preset("tiny"), pretrained=False)
+
+
+def batch(model: EarthGPT) -> dict[str, torch.Tensor]:
+    ids = torch.tensor([[1, 2, *[model.image_token_id] * 16, 5, 6, 7]])
+    return {"input_ids": ids, "pixel_values": torch.randn(1, 3, 56, 56), "labels": ids}
+
+
+def names_with_grad(model: EarthGPT) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+def test_stage1_trains_projector_attention_and_norms_only() -> None:
+    model = tiny()
+    apply_stage(model, 1)
+    expected = {"projector.0.weight", "projector.0.bias", "projector.2.weight", "projector.2.bias",
+                "llm.model.norm.weight"}
+    for i in range(2):
+        layer = f"llm.model.layers.{i}"
+        expected |= {f"{layer}.{part}.weight" for part in LINEARS[:4]}
+        expected |= {f"{layer}.input_layernorm.weight", f"{layer}.post_attention_layernorm.weight"}
+    assert set(trainable_parameter_names(model)) == expected
+    model(**batch(model)).loss.backward()
+    assert names_with_grad(model) == expected
+    assert model.stage == 1
+
+
+def test_stage2_trains_scale_and_shift_of_every_llm_linear() -> None:
+    model = tiny()
+    apply_stage(model, 1)
+    data = batch(model)
+    before = model(**data).logits
+    apply_stage(model, 2)
+    wrapped = [f"llm.model.layers.{i}.{part}" for i in range(2) for part in LINEARS] + ["llm.lm_head"]
+    expected = {f"{name}.{v}" for name in wrapped for v in ("scale", "shift")}
+    assert set(trainable_parameter_names(model)) == expected
+    assert torch.equal(model(**data).logits, before)  # scale 1, shift 0: the identity
+    model(**data).loss.backward()
+    assert names_with_grad(model) == expected
+    apply_stage(model, 2)  # idempotent: nothing wrapped twice
+    assert len(scale_shift_layers(model)) == len(wrapped)
+    with pytest.raises(ValueError, match="stage 1 runs before stage 2"):
+        apply_stage(model, 1)
+    with pytest.raises(ValueError, match="stage must be 1 or 2, got 3"):
+        apply_stage(model, 3)
+
+
+def test_parameter_report_counts_exactly() -> None:
+    model = tiny()
+    cfg = model.config
+    d, inter, layers = cfg.llm.hidden_size, cfg.llm.intermediate_size, cfg.llm.num_layers
+    kv = d // cfg.llm.num_heads * cfg.llm.num_kv_heads
+    attention = layers * (2 * d * d + 2 * d * kv)
+    norms = (2 * layers + 1) * d
+    c = cfg.vit.out_channels + cfg.cnn.out_channels
+    projector = c * d + d + d * d + d
+    apply_stage(model, 1)
+    report = parameter_report(model)
+    assert report["llm_attention"] == {"trainable": attention, "total": attention}
+    assert report["llm_norms"] == {"trainable": norms, "total": norms}
+    assert report["projector"] == {"trainable": projector, "total": projector}
+    assert report["llm_mlp"] == {"trainable": 0, "total": layers * 3 * d * inter}
+    assert report["llm_embeddings"]["total"] == cfg.llm.vocab_size * d  # tied: counted once
+    assert report["all"]["trainable"] == attention + norms + projector
+    apply_stage(model, 2)
+    outputs = layers * (d + 2 * kv + d + 2 * inter + d) + cfg.llm.vocab_size
+    report = parameter_report(model)
+    assert report["scale_shift"] == {"trainable": 2 * outputs, "total": 2 * outputs}
+    assert report["all"]["trainable"] == 2 * outputs
+
+
+def perturb(model: EarthGPT) -> None:
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in scale_shift_layers(model):
+            layer.scale.copy_(1 + 0.1 * torch.randn(layer.scale.shape, generator=generator))
+            layer.shift.copy_(0.1 * torch.randn(layer.shift.shape, generator=generator))
+
+
+def test_merge_and_unmerge_keep_outputs() -> None:
+    model = tiny()
+    apply_stage(model, 2)
+    perturb(model)
+    data = batch(model)
+    wrapped = model(**data).logits
+    embeddings = model.llm.get_input_embeddings().weight.clone()
+    assert merge_scale_shift(model) == 15
+    assert torch.allclose(model(**data).logits, wrapped, atol=1e-5)
+    lm_head = model.llm.lm_head
+    assert lm_head.base.bias is not None
+    assert lm_head.base.weight is not model.llm.get_input_embeddings().weight
+    assert torch.equal(model.llm.get_input_embeddings().weight, embeddings)  # tied table untouched
+    assert not trainable_parameter_names(model)
+    assert unmerge_scale_shift(model) == 15
+    assert torch.allclose(model(**data).logits, wrapped, atol=1e-5)
+    assert lm_head.base.bias is None and lm_head.base.weight is model.llm.get_input_embeddings().weight
+    q_proj = model.llm.model.layers[0].self_attn.q_proj
+    assert isinstance(q_proj, ScaleShiftLinear) and q_proj.base.bias is None
+
+
+class PackedLinear(nn.Linear):
+    """Stands in for a quantized layer (bitsandbytes' Linear4bit also subclasses nn.Linear)."""
+
+
+def test_merge_refuses_quantized_layers_and_changes_nothing() -> None:
+    model = tiny()
+    layer = model.llm.model.layers[1].mlp
+    packed = PackedLinear(layer.up_proj.in_features, layer.up_proj.out_features, bias=False)
+    layer.up_proj = packed
+    apply_stage(model, 2)
+    with pytest.raises(TypeError, match=r"cannot merge scale/shift into model.layers.1.mlp.up_proj: it is a "
+                                        r"test_model_tuning.PackedLinear"):
+        merge_scale_shift(model)
+    assert not any(layer.merged for layer in scale_shift_layers(model))
