@@ -110,7 +110,7 @@ def load_image(
 
 def set_window(session: Session, col_off: int, row_off: int, width: int, height: int) -> Session:
     """Read one window (clamped to the raster) as the image the model sees; a fresh conversation."""
-    info = _require_image(session)
+    info = require_image(session)
     width, height = max(1, min(int(width), info.width)), max(1, min(int(height), info.height))
     col_off = min(max(0, int(col_off)), info.width - width)
     row_off = min(max(0, int(row_off)), info.height - height)
@@ -123,19 +123,19 @@ def set_window(session: Session, col_off: int, row_off: int, width: int, height:
 
 def click_overview(session: Session, x: float, y: float, size: int) -> Session:
     """Centre a ``size``-pixel window on a click at ``(x, y)`` in the overview image."""
-    _require_image(session)
+    require_image(session)
     sx, sy = session.overview_scale
     return set_window(session, round(x * sx - size / 2), round(y * sy - size / 2), size, size)
 
 
 def grid_windows(session: Session, size: int, overlap: int = 0) -> list[WindowTuple]:
     """The raster cut in ``size``-pixel windows (for the window picker)."""
-    info = _require_image(session)
+    info = require_image(session)
     return [(int(w.col_off), int(w.row_off), int(w.width), int(w.height))
             for w in raster.window_grid(info.width, info.height, int(size), int(overlap))]
 
 
-def _require_image(session: Session) -> raster.RasterInfo:
+def require_image(session: Session) -> raster.RasterInfo:
     if session.info is None or not session.path:
         raise _fail("no image loaded: upload a file or pick a demo tile first")
     return session.info
@@ -157,7 +157,7 @@ def raster_to_grid(session: Session, box: HBB) -> HBB:
 
 def draw_region(session: Session, boxes: list[dict[str, Any]] | None) -> Session:
     """The analyst's box drawn on the window image (annotator boxes, display pixels) becomes the region."""
-    _require_image(session)
+    require_image(session)
     if not boxes:
         return dataclasses.replace(session, region=None)
     last = boxes[-1]
@@ -170,7 +170,7 @@ def draw_region(session: Session, boxes: list[dict[str, Any]] | None) -> Session
 
 def type_region(session: Session, text: str) -> Session:
     """A region typed on the window's 0–1000 grid, ``[x1, y1, x2, y2]``."""
-    _require_image(session)
+    require_image(session)
     box = parse_box(text or "")
     if not isinstance(box, HBB) or box.width <= 0 or box.height <= 0:
         raise _fail(f"expected a box on the 0–1000 grid like [120, 80, 460, 390]; got {text!r}")
@@ -218,7 +218,7 @@ def ask(session: Session, engine: Engine, prompt: str, task: str = "ask") -> Ite
     When the answer is complete its boxes are parsed and placed in full-raster pixels. A model
     error ends the turn with the message in the answer; nothing already said is lost.
     """
-    _require_image(session)
+    require_image(session)
     if not prompt or not prompt.strip():
         raise _fail("the prompt is empty: type a question or pick a quick task")
     session = dataclasses.replace(session, turns=list(session.turns), found=list(session.found))
@@ -245,7 +245,7 @@ def quick_task(
     session: Session, engine: Engine, task: str, text: str = "", classes: str = ""
 ) -> Iterator[Session]:
     """A quick-task button: build the paper's instruction for ``task`` and :func:`ask` it."""
-    _require_image(session)
+    require_image(session)
     yield from ask(session, engine, build_prompt(session, task, text, classes), task)
 
 
@@ -361,7 +361,7 @@ def save_session_file(session: Session, out_dir: str | Path, model_name: str) ->
     """Save the session (image reference, conversation, detections) as one JSON file in ``out_dir``."""
     from app.session_io import save_session
 
-    _require_image(session)
+    require_image(session)
     return save_session(session, Path(out_dir) / f"{Path(session.name).stem or 'session'}.session.json",
                         model_name)
 

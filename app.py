@@ -1,0 +1,69 @@
+"""Start the EarthGPT analyst app: ``python app.py [--model NAME|PATH] [--load-4bit|--load-8bit]
+[--host 127.0.0.1] [--port 7860]``.
+
+The model loads once, here, before the server starts; nothing heavy happens at import. The app
+binds to localhost, sends no analytics and is never shared through a public link.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.handlers import Engine
+
+DEFAULT_MODEL = "nano"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python app.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="preset name (nano, tiny, 7b, 13b) or checkpoint folder (default: %(default)s)")
+    quant = parser.add_mutually_exclusive_group()
+    quant.add_argument("--load-4bit", action="store_true", help="quantize the LLM to 4 bit (bitsandbytes)")
+    quant.add_argument("--load-8bit", action="store_true", help="quantize the LLM to 8 bit (bitsandbytes)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens")
+    return parser.parse_args(argv)
+
+
+def load_engine(
+    name: str, load_4bit: bool = False, load_8bit: bool = False, max_new_tokens: int = 256
+) -> Engine:
+    """Load the model once and wrap it as the app's :class:`app.handlers.Engine`."""
+    from app.handlers import Engine
+    from earthgpt.inference import ChatSession, load_model
+
+    model, processor = load_model(name, load_4bit=load_4bit, load_8bit=load_8bit)
+
+    def new_chat(sensor: object = None) -> ChatSession:
+        return ChatSession(model, processor, sensor=str(sensor) if sensor else None)
+
+    return Engine(name=name, new_chat=new_chat, max_new_tokens=max_new_tokens)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, load the model, build the app and serve it until interrupted."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    args = parse_args(argv)
+    try:
+        engine = load_engine(args.model, args.load_4bit, args.load_8bit, args.max_new_tokens)
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"error: cannot load model {args.model!r}: {err}", file=sys.stderr)
+        return 2
+    from app.ui import build, theme
+
+    demo = build(engine)
+    demo.queue(default_concurrency_limit=1)
+    print(f"EarthGPT analyst on http://{args.host}:{args.port} (model {engine.name})", flush=True)
+    demo.launch(server_name=args.host, server_port=args.port, share=False, theme=theme(), footer_links=[])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
