@@ -1,0 +1,327 @@
+"""Generation and multi-turn chat about one image.
+
+- :func:`generate` / :func:`iter_generate`: a plain token loop over :class:`EarthGPT` with a KV
+  cache, greedy or temperature/top-p sampling, stopping at EOS / end-of-turn ids.
+- :class:`ChatSession`: ``set_image`` encodes the image once; each ``ask`` renders the whole
+  conversation with the LLM's chat template but feeds the model only the tokens that are not in
+  the KV cache yet (the new turn), so a follow-up costs a few dozen tokens, not image + history.
+- :func:`load_model`: a preset name or checkpoint folder → ``(model, processor)``.
+
+No module-level state: every session owns its cache, features and random generator, so an app can
+serve several sessions at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from earthgpt.conversation import Conversation
+from earthgpt.processor import EarthGPTProcessor
+
+
+def load_model(
+    name_or_path: str = "nano", *, load_4bit: bool = False, load_8bit: bool = False
+) -> tuple[Any, EarthGPTProcessor]:
+    """Load a model (preset name or checkpoint folder) and its processor, ready for inference."""
+    from earthgpt.model.checkpoint import load_pretrained
+
+    model = load_pretrained(name_or_path, load_4bit=load_4bit, load_8bit=load_8bit)
+    if getattr(model, "tokenizer", None) is None:
+        raise ValueError(f"model {name_or_path!r} has no tokenizer (a random-weight preset cannot chat)")
+    return model, EarthGPTProcessor(model.tokenizer, model.config)
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def sample_token(
+    logits: torch.Tensor, *, temperature: float = 0.0, top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> int:
+    """Pick the next id from ``(vocab,)`` logits: argmax when ``temperature`` is 0, else nucleus sampling."""
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    choice = torch.multinomial(probs.cpu(), 1, generator=generator)
+    return int(choice)
+
+
+def iter_generate(
+    model: Any,
+    input_ids: torch.Tensor,
+    image_features: torch.Tensor | None = None,
+    *,
+    cache: DynamicCache,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop_ids: Iterable[int] = (),
+    generator: torch.Generator | None = None,
+) -> Iterator[int]:
+    """Feed ``input_ids`` ``(1, T)`` after whatever ``cache`` already holds, then yield new ids one by one.
+
+    ``image_features`` are needed only when ``input_ids`` contains image placeholders. The last
+    yielded id is a stop id or the ``max_new_tokens``-th id; it is never fed to the model, so on
+    exit the cache holds the previous contents, ``input_ids`` and every yielded id but the last.
+    """
+    if input_ids.ndim != 2 or input_ids.shape[0] != 1 or input_ids.shape[1] == 0:
+        raise ValueError(f"expected input_ids of shape (1, T) with T >= 1, got {tuple(input_ids.shape)}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    stops = set(stop_ids)
+    device = model.device
+    step_ids = input_ids.to(device)
+    features = image_features if bool((input_ids == model.image_token_id).any()) else None
+    with torch.inference_mode():
+        for step in range(max_new_tokens):
+            past = cache.get_seq_length()
+            positions = torch.arange(past, past + step_ids.shape[1], device=device).unsqueeze(0)
+            out = model(step_ids, image_features=features, past_key_values=cache, use_cache=True,
+                        position_ids=positions)
+            features = None
+            token = sample_token(out.logits[0, -1], temperature=temperature, top_p=top_p, generator=generator)
+            yield token
+            if token in stops or step == max_new_tokens - 1:
+                return
+            step_ids = torch.tensor([[token]], device=device)
+
+
+def generate(
+    model: Any,
+    input_ids: torch.Tensor,
+    image_features: torch.Tensor | None = None,
+    *,
+    past_key_values: DynamicCache | None = None,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop_ids: Iterable[int] = (),
+    on_token: Callable[[int], None] | None = None,
+    seed: int | None = None,
+) -> list[int]:
+    """Generate up to ``max_new_tokens`` ids after ``input_ids`` ``(1, T)``; the stop id is not returned.
+
+    ``past_key_values`` (a DynamicCache, grown in place) lets ``input_ids`` be only the tokens
+    after a cached prefix. ``on_token`` is called with each new id as it is produced (streaming).
+    ``seed`` makes sampling reproducible without touching the global random state.
+    """
+    stops = set(stop_ids)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    cache = past_key_values if past_key_values is not None else DynamicCache()
+    out: list[int] = []
+    for token in iter_generate(model, input_ids, image_features, cache=cache, max_new_tokens=max_new_tokens,
+                               temperature=temperature, top_p=top_p, stop_ids=stops, generator=generator):
+        if token in stops:
+            break
+        out.append(token)
+        if on_token is not None:
+            on_token(token)
+    return out
+
+
+class IncrementalDecoder:
+    """Turns a stream of token ids into text pieces, holding back incomplete multi-byte characters.
+
+    Each piece is the text that decoding the ids so far adds beyond what was already emitted; a
+    piece is emitted only when it does not end in the replacement character U+FFFD (a UTF-8
+    sequence split across tokens), so joined pieces equal the decode of all ids.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self._prefix = 0  # start of the window decoded for context
+        self._read = 0  # ids up to here have been emitted
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def push(self, token: int) -> str:
+        """Add one id; return the new text it completes ('' while a character is still incomplete)."""
+        self.ids.append(token)
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+    @property
+    def text(self) -> str:
+        """The decode of every id pushed so far."""
+        return self._decode(self.ids)
+
+    def flush(self) -> str:
+        """The text of ids still held back (an incomplete character at the very end)."""
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        self._prefix = self._read = len(self.ids)
+        return after[len(before) :]
+
+
+# ----------------------------------------------------------------------------- chat
+
+
+class ChatSession:
+    """A multi-turn chat about one image with the image features and the KV prefix cached.
+
+    ``set_image`` encodes the image once. ``ask`` renders the whole conversation with the chat
+    template, keeps the longest prefix of cached token ids it shares with the rendering (normally
+    everything fed so far: the template is prefix-stable) and feeds only the rest. When the
+    re-rendered ids diverge from the cache (the answer re-tokenizes differently, a template
+    quirk), the cache is cropped back to the common prefix, so the result always equals a full
+    recompute of the conversation.
+    """
+
+    def __init__(
+        self, model: Any, processor: EarthGPTProcessor, sensor: str | None = None, system: str | None = None
+    ) -> None:
+        if model.image_token_id != processor.image_token_id:
+            raise ValueError(
+                f"model and processor disagree on the image token id: {model.image_token_id} vs "
+                f"{processor.image_token_id}"
+            )
+        self.model = model
+        self.processor = processor
+        self.sensor = sensor
+        self.system = system
+        self.image_features: torch.Tensor | None = None
+        self.reused_tokens = 0  # tokens of the last prompt taken from the cache
+        self.fed_tokens = 0  # tokens of the last prompt fed to the model
+        self.answer_ids: list[int] = []  # ids of the last answer (without the stop id)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the conversation (and its cache); the image stays."""
+        self.conversation: Conversation = self.processor.new_conversation(system=self.system)
+        self._questions: list[str] = []
+        self._cache = DynamicCache()
+        self._cached_ids: list[int] = []
+
+    @property
+    def history(self) -> list[tuple[str, str]]:
+        """Completed exchanges as ``(question as asked, answer)`` pairs."""
+        answers = [t.text for t in self.conversation.turns if t.role == "assistant"]
+        return list(zip(self._questions, answers, strict=False))
+
+    @property
+    def turns(self) -> int:
+        """Number of completed question/answer exchanges."""
+        return len(self.history)
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        """Encode an RGB ``uint8`` H×W×3 image once and start a new conversation about it."""
+        pixels = self.processor.preprocess_image(rgb).unsqueeze(0)
+        device, dtype = _vision_placement(self.model)
+        with torch.inference_mode():
+            self.image_features = self.model.encode_images(pixels.to(device=device, dtype=dtype))
+        self.reset()
+
+    def ask(
+        self, text: str, *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+        stream: bool = False, seed: int | None = None,
+    ) -> str | Iterator[str]:
+        """Answer ``text`` about the current image, continuing the conversation.
+
+        Returns the answer, or with ``stream=True`` an iterator of text pieces (the turn is added
+        to the history when the iterator finishes or is closed early).
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the question is empty: expected some text")
+        if self.image_features is None:
+            raise RuntimeError("no image: call set_image(rgb) before ask()")
+        question = text.strip()
+        content = self._with_sensor(question) if not self.conversation.turns else question
+        candidate = Conversation(list(self.conversation.turns), self.conversation.system,
+                                 self.conversation.image_token)
+        ids = self.processor.tokenize(candidate.add_human(content))["input_ids"]  # raises on bad input
+        pieces = self._stream(question, content, ids, max_new_tokens, temperature, top_p, seed)
+        return pieces if stream else "".join(pieces)
+
+    def _stream(
+        self, question: str, content: str, ids: list[int], max_new_tokens: int, temperature: float,
+        top_p: float, seed: int | None,
+    ) -> Iterator[str]:
+        """Run one turn: nothing changes until iteration starts; the turn is recorded when it ends."""
+        self.conversation.add_human(content)
+        keep = self._reuse_prefix(ids)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        tokens = iter_generate(
+            self.model, torch.tensor([ids[keep:]], dtype=torch.long), self.image_features, cache=self._cache,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+            stop_ids=self.processor.stop_token_ids, generator=generator,
+        )
+        decoder = IncrementalDecoder(self.processor.tokenizer)
+        produced: list[int] = []
+        try:
+            for token in tokens:
+                produced.append(token)
+                if token in self.processor.stop_token_ids:
+                    break
+                piece = decoder.push(token)
+                if piece:
+                    yield piece
+            tail = decoder.flush()
+            if tail:
+                yield tail
+        finally:
+            tokens.close()
+            self._commit(question, ids, produced, decoder.text)
+
+    def _commit(self, question: str, ids: list[int], produced: list[int], answer: str) -> None:
+        """Record the answer and what the cache now holds: the prompt and every produced id but the last."""
+        fed = ids + produced[:-1]
+        if self._cache.get_seq_length() != len(fed):  # closed before the first forward pass finished
+            fed = fed[: self._cache.get_seq_length()]
+        self._cached_ids = fed
+        self.answer_ids = [t for t in produced if t not in self.processor.stop_token_ids]
+        self.conversation.add_assistant(answer)
+        self._questions.append(question)
+
+    def _reuse_prefix(self, ids: list[int]) -> int:
+        """Crop the cache to the longest prefix it shares with ``ids`` (at least one id left to feed)."""
+        keep = _common_prefix(self._cached_ids, ids)
+        keep = min(keep, len(ids) - 1)
+        image_id = self.model.image_token_id
+        if image_id in ids[keep:] and image_id in ids[:keep]:
+            keep = ids.index(image_id)  # never split the visual tokens between cache and input
+        cached = self._cache.get_seq_length()
+        if keep < cached:
+            self._cache.crop(keep - cached)
+        self._cached_ids = self._cached_ids[:keep]
+        self.reused_tokens, self.fed_tokens = keep, len(ids) - keep
+        return keep
+
+    def _with_sensor(self, question: str) -> str:
+        if self.sensor is None:
+            return question
+        from earthgpt.tasks import Sensor, sensor_sentence
+
+        sentence = sensor_sentence(Sensor(self.sensor))
+        return question if question.startswith(sentence) else f"{sentence} {question}"
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _vision_placement(model: Any) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the vision encoder's weights (where pixels must go)."""
+    for param in model.vision.parameters():
+        if param.is_floating_point():
+            return param.device, param.dtype
+    return model.device, torch.float32

@@ -1,0 +1,188 @@
+"""Generation and ChatSession on the tiny random model: the cached multi-turn path equals a full recompute."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_conversation import tiny_tokenizer
+from test_processor import tiny_processor
+
+from earthgpt.conversation import Conversation
+from earthgpt.inference import ChatSession, IncrementalDecoder, generate, sample_token
+from earthgpt.model.earthgpt import EarthGPT
+
+QUESTIONS = ["What is the category of this image?", "How many planes are there?", "Describe the harbour."]
+
+
+@pytest.fixture(scope="module")
+def parts():
+    processor = tiny_processor()
+    model = EarthGPT.from_config(processor.config, pretrained=False, seed=3)
+    image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    return model, processor, image
+
+
+@pytest.fixture(scope="module")
+def loud_model(parts):
+    """The tiny model with large random weights: it babbles byte tokens that are not valid UTF-8,
+    so its answers re-tokenize differently from what it generated (the cache-crop path)."""
+    processor = parts[1]
+    model = EarthGPT.from_config(processor.config, pretrained=False, seed=3)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.llm.parameters():
+            if param.ndim == 2:
+                param.copy_(torch.randn(param.shape, generator=generator))
+    return model
+
+
+def full_recompute(model, processor, features, turns, question, max_new_tokens):
+    """The baseline: render the whole conversation and run it from scratch, no cache kept."""
+    conv = Conversation(turns=list(turns)).add_human(question)
+    ids = processor.tokenize(conv)["input_ids"]
+    return generate(model, torch.tensor([ids]), features, max_new_tokens=max_new_tokens,
+                    stop_ids=processor.stop_token_ids)
+
+
+def test_cached_generation_equals_recomputing_every_step(parts):
+    model, processor, image = parts
+    features = model.encode_images(processor.preprocess_image(image)[None])
+    ids = torch.tensor([processor.tokenize(Conversation().add_human("What is this?"))["input_ids"]])
+    cached = generate(model, ids, features, max_new_tokens=12)
+    naive, seq = [], ids
+    with torch.inference_mode():
+        for _ in range(12):
+            naive.append(int(model(seq, image_features=features).logits[0, -1].argmax()))
+            seq = torch.cat([seq, torch.tensor([[naive[-1]]])], dim=1)
+    assert cached == naive
+
+
+@pytest.mark.parametrize("which", ["quiet", "loud"])
+def test_three_turns_match_full_recompute_and_feed_only_the_new_turn(parts, loud_model, which):
+    model, processor, image = parts
+    model = loud_model if which == "loud" else model
+    session = ChatSession(model, processor)
+    session.set_image(image)
+    previous_prompt = 0
+    for i, question in enumerate(QUESTIONS):
+        cached_before = len(session._cached_ids)
+        expected = full_recompute(model, processor, session.image_features, session.conversation.turns,
+                                  question, max_new_tokens=10)
+        answer = session.ask(question, max_new_tokens=10)
+        assert session.answer_ids == expected, f"turn {i + 1}"
+        assert answer == processor.tokenizer.decode(expected, skip_special_tokens=True)
+        assert session.reused_tokens >= previous_prompt  # image and history come from the cache
+        if which == "quiet" and i > 0:
+            assert session.reused_tokens == cached_before  # everything cached was reusable
+        if which == "loud" and i > 0:
+            assert session.reused_tokens < cached_before  # the answer re-tokenized: the cache was cropped
+        previous_prompt = session.reused_tokens + session.fed_tokens
+    assert session.turns == 3
+    assert [q for q, _ in session.history] == QUESTIONS
+
+
+def test_divergent_history_crops_the_cache_and_still_matches(parts):
+    model, processor, image = parts
+    session = ChatSession(model, processor)
+    session.set_image(image)
+    session.ask(QUESTIONS[0], max_new_tokens=6)
+    session.conversation.turns[-1].text = "airport"  # what was cached no longer matches the rendering
+    before = len(session._cached_ids)
+    expected = full_recompute(model, processor, session.image_features, session.conversation.turns,
+                              QUESTIONS[1], max_new_tokens=8)
+    session.ask(QUESTIONS[1], max_new_tokens=8)
+    assert session.answer_ids == expected
+    assert processor.config.num_visual_tokens < session.reused_tokens < before
+
+
+def test_stream_yields_the_answer_in_pieces_and_records_the_turn(parts):
+    model, processor, image = parts
+    session = ChatSession(model, processor)
+    session.set_image(image)
+    pieces = session.ask(QUESTIONS[0], max_new_tokens=8, stream=True)
+    assert session.turns == 0  # nothing happens until the stream is read
+    text = "".join(pieces)
+    assert session.turns == 1 and session.history[0] == (QUESTIONS[0], text)
+    stream = session.ask(QUESTIONS[1], max_new_tokens=8, stream=True)
+    next(stream, None)
+    stream.close()  # abandoned early: the partial answer is kept and the cache stays consistent
+    assert session.turns == 2
+    assert session._cache.get_seq_length() == len(session._cached_ids)
+    expected = full_recompute(model, processor, session.image_features, session.conversation.turns,
+                              QUESTIONS[2], max_new_tokens=6)
+    session.ask(QUESTIONS[2], max_new_tokens=6)
+    assert session.answer_ids == expected
+
+
+def test_image_is_encoded_once_and_reset_keeps_it(parts):
+    model, processor, image = parts
+    calls = []
+    original = model.encode_images
+
+    def counting(pixels):
+        calls.append(pixels.shape)
+        return original(pixels)
+
+    model.encode_images = counting
+    try:
+        session = ChatSession(model, processor)
+        session.set_image(image)
+        session.ask(QUESTIONS[0], max_new_tokens=3)
+        session.ask(QUESTIONS[1], max_new_tokens=3)
+        session.reset()
+        assert session.turns == 0
+        session.ask(QUESTIONS[2], max_new_tokens=3)
+    finally:
+        del model.encode_images
+    assert len(calls) == 1
+
+
+def test_bad_questions_leave_the_session_unchanged(parts):
+    model, processor, image = parts
+    session = ChatSession(model, processor)
+    with pytest.raises(RuntimeError, match="set_image"):
+        session.ask("hello")
+    session.set_image(image)
+    with pytest.raises(ValueError, match="empty"):
+        session.ask("   ")
+    session.ask("first", max_new_tokens=2)
+    with pytest.raises(ValueError, match="only the first human turn"):
+        session.ask("look at <image> again")
+    assert session.turns == 1
+    session.ask("second", max_new_tokens=2)
+    assert session.turns == 2
+
+
+def test_sampling_is_seeded_and_top_p_near_zero_is_greedy(parts):
+    model, processor, image = parts
+    session = ChatSession(model, processor)
+    session.set_image(image)
+    a = session.ask("q", max_new_tokens=6, temperature=1.0, seed=7)
+    session.reset()
+    b = session.ask("q", max_new_tokens=6, temperature=1.0, seed=7)
+    assert a == b
+    logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
+    assert sample_token(logits, temperature=1.0, top_p=1e-6, generator=torch.Generator().manual_seed(0)) == 1
+    assert sample_token(logits) == 1
+
+
+def test_incremental_decoder_holds_back_split_characters():
+    tokenizer = tiny_tokenizer()
+    text = "héllo 中文 🌍 airport"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text.split())  # multi-byte characters span several tokens
+    decoder = IncrementalDecoder(tokenizer)
+    pieces = [decoder.push(t) for t in ids] + [decoder.flush()]
+    assert all("\ufffd" not in p for p in pieces)
+    assert "".join(pieces) == text == decoder.text
+
+
+def test_model_and_processor_must_agree_on_the_image_token(parts):
+    processor = parts[1]
+
+    class Other:
+        image_token_id = processor.image_token_id + 1
+
+    with pytest.raises(ValueError, match="disagree"):
+        ChatSession(Other(), processor)
