@@ -98,8 +98,9 @@ def percentile_stretch(
 ) -> np.ndarray:
     """Stretch each band between its ``low`` and ``high`` percentiles to uint8 (bands, H, W).
 
-    Statistics use valid, finite pixels only; invalid pixels come out 0. A constant band becomes
-    mid-grey (128); a band with no valid pixel is all 0.
+    Statistics use valid, finite pixels only; invalid pixels come out 0. When the percentiles
+    coincide (one value dominates) the band's min..max is used; a constant band becomes mid-grey
+    (128); a band with no valid pixel is all 0.
     """
     if not 0 <= low < high <= 100:
         raise ValueError(f"expected 0 <= low < high <= 100, got low={low}, high={high}")
@@ -112,6 +113,8 @@ def percentile_stretch(
         if values.size == 0:
             continue
         lo, hi = np.percentile(values, [low, high])
+        if hi <= lo:  # more than (high - low) % of one value: fall back to the full range
+            lo, hi = values.min(), values.max()
         if hi <= lo:
             out[i][band_ok] = 128
             continue

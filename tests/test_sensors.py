@@ -55,6 +55,10 @@ def test_percentile_stretch_constant_and_empty_bands_do_not_divide_by_zero():
     assert (out == 0).all()  # NaN in band 2 makes every pixel invalid
     out = percentile_stretch(np.full((1, 4, 4), 10000, dtype=np.uint16))
     assert (out == 128).all()
+    sparse = np.zeros((1, 10, 10), dtype=np.uint8)
+    sparse[0, 0, 0] = 9  # 99 % zeros: the 2nd and 98th percentiles coincide
+    out = percentile_stretch(sparse)
+    assert out[0, 0, 0] == 255 and out[0, 5, 5] == 0
 
 
 def test_valid_mask_needs_every_band_nodata_and_any_band_nan():
