@@ -1,0 +1,115 @@
+"""``earthgpt eval``: score a model, or saved predictions, on an MMRS set.
+
+    earthgpt eval --data DIR|FILE [--split val] (--model NAME|PATH | --predictions FILE [--dialect geochat])
+                  --out report.json [--markdown report.md] [--limit N] [--tasks vqa caption ...]
+
+With ``--model`` the raw answers are saved next to the report (``<out stem>.predictions.jsonl``)
+so they can be rescored with ``--predictions``. Metric definitions and the predictions format:
+``docs/EVAL.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from earthgpt.tasks import Task
+
+if TYPE_CHECKING:
+    from earthgpt.eval.predictor import ChatPredictor
+
+
+def _root(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR (image root name and folder), got {text!r}")
+    return name, Path(path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the options of ``earthgpt eval``."""
+    from earthgpt.textbox import DIALECTS
+
+    parser.add_argument(
+        "--data", type=Path, required=True, help="MMRS records: a .jsonl file or a folder of them"
+    )
+    parser.add_argument(
+        "--split", default="val", help="split of the records (default val; 'all': every split)"
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model to answer the questions: preset name or checkpoint folder")
+    source.add_argument("--predictions", type=Path, help="saved answers (JSONL: id, turn, answer[, dialect])")
+    parser.add_argument(
+        "--dialect",
+        default="earthgpt",
+        choices=sorted(DIALECTS),
+        help="box dialect of the answers (default earthgpt)",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="report JSON to write")
+    parser.add_argument("--markdown", type=Path, help="Markdown summary to write (default: next to --out)")
+    parser.add_argument("--limit", type=int, help="at most N items per task (quick runs)")
+    parser.add_argument("--tasks", nargs="+", choices=[t.value for t in Task], help="only these tasks")
+    parser.add_argument(
+        "--image-root",
+        type=_root,
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="folder of the images of root NAME (repeatable; model mode)",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (model mode)")
+    parser.add_argument("--load-4bit", action="store_true", help="load the model in 4 bit (bitsandbytes)")
+    parser.add_argument("--load-8bit", action="store_true", help="load the model in 8 bit (bitsandbytes)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the records, answer or read the predictions, score, write the report; exit status."""
+    from earthgpt.eval.inputs import EvalError, load_predictions, load_records, write_predictions
+    from earthgpt.eval.report import markdown_summary, write_json, write_markdown
+    from earthgpt.eval.runner import default_output_paths, evaluate, run_predictions, select_turns
+
+    paths = default_output_paths(args.out)
+    try:
+        records = load_records(args.data, None if args.split == "all" else args.split)
+        if args.predictions is not None:
+            rows = list(load_predictions(args.predictions).values())
+        else:
+            predictor = _predictor(args)
+            asked = select_turns(records, tasks=args.tasks, limit=args.limit)
+            rows = run_predictions(
+                records, predictor, asked, dialect=args.dialect, progress=not args.no_progress
+            )
+            write_predictions(rows, paths["predictions"])
+            print(f"answers saved to {paths['predictions']}", file=sys.stderr)
+        report = evaluate(records, predictions=rows, dialect=args.dialect, tasks=args.tasks, limit=args.limit)
+    except (EvalError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    report["summary"]["data"] = str(args.data)
+    report["summary"]["split"] = args.split
+    report["summary"]["answers_from"] = args.model or str(args.predictions)
+    write_json(report, args.out)
+    markdown = args.markdown or paths["markdown"]
+    write_markdown(report, markdown)
+    print(markdown_summary(report))
+    print(f"report written to {args.out} and {markdown}", file=sys.stderr)
+    if report["summary"]["turns_unanswered"]:
+        print(
+            f"note: {report['summary']['turns_unanswered']} turns of the selected tasks have no answer "
+            "and are not scored",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _predictor(args: argparse.Namespace) -> ChatPredictor:
+    from earthgpt.eval.predictor import ChatPredictor, ImageResolver
+    from earthgpt.inference import load_model
+
+    model, processor = load_model(args.model, load_4bit=args.load_4bit, load_8bit=args.load_8bit)
+    data_dir = args.data if args.data.is_dir() else args.data.parent
+    resolver = ImageResolver(data_dir, dict(args.image_root))
+    return ChatPredictor(model, processor, resolver, max_new_tokens=args.max_new_tokens)

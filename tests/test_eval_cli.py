@@ -1,0 +1,164 @@
+"""``earthgpt eval`` end to end in predictions mode and (with a stand-in chat session) model mode,
+plus the image lookup and reading of the model mode."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_eval_runner import perfect, tiny_set
+
+from earthgpt.cli import main
+from earthgpt.eval.inputs import EvalError, TurnRef
+from earthgpt.eval.predictor import ChatPredictor, ImageResolver, question_text, read_rgb
+from earthgpt.eval.runner import run_predictions
+
+
+def _write_set(folder: Path) -> list[dict[str, Any]]:
+    records = tiny_set()
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "val.jsonl").open("w") as out:
+        for record in records:
+            out.write(json.dumps(record) + "\n")
+    return records
+
+
+def test_cli_scores_saved_predictions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    records = _write_set(tmp_path / "mmrs")
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(
+        "".join(json.dumps(r) + "\n" for r in run_predictions(records, perfect, progress=False))
+    )
+    out = tmp_path / "out" / "report.json"
+    status = main(
+        ["eval", "--data", str(tmp_path / "mmrs"), "--predictions", str(answers), "--out", str(out)]
+    )
+    assert status == 0
+    report = json.loads(out.read_text())
+    assert report["tasks"]["vqa"]["all"]["accuracy"] == 1.0
+    assert report["summary"]["split"] == "val" and report["summary"]["records"] == 4
+    markdown = out.with_suffix(".md").read_text()
+    assert "| accuracy | 1.0000 | 2 | all | all |" in markdown  # two classification records
+    assert "## grounding" in capsys.readouterr().out
+
+
+def test_cli_messages_for_missing_files_and_wrong_ids(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = str(tmp_path / "r.json")
+    assert main(["eval", "--data", str(tmp_path / "nowhere"), "--predictions", "p.jsonl", "--out", out]) == 1
+    assert "MMRS data not found" in capsys.readouterr().err
+    _write_set(tmp_path / "mmrs")
+    data = str(tmp_path / "mmrs")
+    assert main(["eval", "--data", data, "--predictions", str(tmp_path / "p.jsonl"), "--out", out]) == 1
+    assert "predictions file not found" in capsys.readouterr().err
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text('{"id": "x/1", "turn": 0, "answer": "yes"}\n')
+    assert main(["eval", "--data", data, "--predictions", str(wrong), "--out", out]) == 1
+    assert "none of the 1 predictions matches a record id" in capsys.readouterr().err
+    assert main(["eval", "--data", data, "--split", "test", "--predictions", str(wrong), "--out", out]) == 1
+    assert "no records with split 'test'" in capsys.readouterr().err
+
+
+class FakeSession:
+    """Stands in for ChatSession: records what it was shown and answers with the image's mean."""
+
+    def __init__(self, model: Any, processor: Any, sensor: str | None = None) -> None:
+        self.sensor = sensor
+        self.image: np.ndarray | None = None
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+        self.image = rgb
+
+    def ask(self, text: str, max_new_tokens: int = 256) -> str:
+        assert "<image>" not in text and self.image is not None
+        return f"{self.sensor} {self.image.shape[1]}x{self.image.shape[0]}"
+
+
+def _write_images(folder: Path, records: Sequence[dict[str, Any]]) -> None:
+    from PIL import Image
+
+    for record in records:
+        path = folder / record["image_root"] / record["image"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((6, 8, 3), 90, dtype=np.uint8)).save(path)
+
+
+def test_cli_model_mode_saves_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import earthgpt.inference as inference
+
+    records = _write_set(tmp_path / "mmrs")
+    _write_images(tmp_path / "images", records)
+    monkeypatch.setattr(inference, "ChatSession", FakeSession)
+    monkeypatch.setattr(inference, "load_model", lambda name, **kw: ("model", "processor"))
+    roots = []
+    for record in records:
+        roots += ["--image-root", f"{record['image_root']}={tmp_path / 'images' / record['image_root']}"]
+    out = tmp_path / "report.json"
+    args = [
+        "eval",
+        "--data",
+        str(tmp_path / "mmrs" / "val.jsonl"),
+        "--model",
+        "fake",
+        "--out",
+        str(out),
+        "--limit",
+        "1",
+        "--no-progress",
+        *roots,
+    ]
+    assert main(args) == 0
+    saved = [json.loads(line) for line in out.with_name("report.predictions.jsonl").read_text().splitlines()]
+    assert {row["task"] for row in saved} == set(json.loads(out.read_text())["tasks"])
+    assert len([row for row in saved if row["task"] == "vqa"]) == 1
+    assert saved[0]["answer"] == "optical 8x6"
+
+
+def test_image_resolver_search_order_and_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    record = {"id": "r/1", "image_root": "AID", "image": "Forest/f_1.png"}
+    monkeypatch.setenv("EARTHGPT_DATA", str(tmp_path / "shared"))
+    resolver = ImageResolver(tmp_path / "mmrs")
+    assert resolver.candidates(record) == [
+        tmp_path / "mmrs" / "Forest/f_1.png",
+        tmp_path / "mmrs" / "AID" / "Forest/f_1.png",
+        tmp_path / "shared" / "AID" / "Forest/f_1.png",
+    ]
+    with pytest.raises(EvalError, match="image of record 'r/1' not found; tried"):
+        resolver(record)
+    target = tmp_path / "shared" / "AID" / "Forest" / "f_1.png"
+    _write_images(tmp_path / "shared", [record])
+    assert resolver(record) == target
+
+
+def test_read_rgb_png_and_geotiff(tmp_path: Path, fixtures_dir: Path) -> None:
+    import rasterio
+
+    optical = read_rgb(fixtures_dir / "rotated.tif", "optical")
+    assert optical.dtype == np.uint8 and optical.shape == (30, 40, 3)
+    sar = tmp_path / "sar.tif"
+    values = np.random.default_rng(0).uniform(0.001, 0.5, size=(1, 12, 10)).astype("float32")
+    profile = {"driver": "GTiff", "width": 10, "height": 12, "count": 1, "dtype": "float32"}
+    transform = rasterio.transform.from_origin(500000, 4000000, 30, 30)
+    with rasterio.open(sar, "w", crs="EPSG:32611", transform=transform, **profile) as dst:
+        dst.write(values)
+    assert read_rgb(sar, "sar").shape == (12, 10, 3)
+    _write_images(tmp_path, [{"image_root": "x", "image": "a.png"}])
+    assert read_rgb(tmp_path / "x" / "a.png").shape == (6, 8, 3)
+
+
+def test_chat_predictor_asks_turns_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import earthgpt.inference as inference
+
+    monkeypatch.setattr(inference, "ChatSession", FakeSession)
+    _write_images(tmp_path, [{"image_root": "x", "image": "a.png"}])
+    predictor = ChatPredictor("model", "processor", ImageResolver(tmp_path / "x"))
+    turns = [TurnRef(0, "x/a", k, "vqa", f"<image>\nq{k}", "yes") for k in range(2)]
+    record = {"id": "x/a", "image": "a.png", "sensor": "infrared"}
+    assert predictor(record, turns) == ["infrared 8x6", "infrared 8x6"]
+    assert question_text("<image>\nWhat is it?") == "What is it?"
