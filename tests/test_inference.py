@@ -186,3 +186,101 @@ def test_model_and_processor_must_agree_on_the_image_token(parts):
 
     with pytest.raises(ValueError, match="disagree"):
         ChatSession(Other(), processor)
+
+
+# ----------------------------------------------------------------------------- the chat command
+
+
+@pytest.fixture
+def png(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def tiny_chat(parts, monkeypatch):
+    """``earthgpt chat`` with the tiny model standing in for the loaded one."""
+    import earthgpt.inference
+
+    model, processor, _ = parts
+    monkeypatch.setattr(earthgpt.inference, "load_model", lambda *a, **k: (model, processor))
+
+
+def test_chat_json_reports_answer_boxes_and_the_untrained_warning(tiny_chat, png, capsys):
+    import json
+
+    from earthgpt.cli import main
+
+    assert main(["chat", str(png), "Detect all objects.", "--json", "--max-new-tokens", "5"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert set(report) == {"answer", "detections", "skipped", "model", "image", "sensor", "warning"}
+    assert isinstance(report["answer"], str) and report["model"] == "nano" and report["image"] == str(png)
+    assert "projector" in report["warning"] and err.startswith("WARNING:")
+
+
+def test_chat_streams_the_answer_with_the_sensor_named(tiny_chat, parts, png, capsys):
+    from earthgpt.cli import main
+
+    assert main(["chat", str(png), "What is this?", "--sensor", "sar", "--max-new-tokens", "4"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.endswith("\n")
+
+
+def test_json_report_gives_grid_and_pixel_boxes():
+    from earthgpt.commands.chat import json_report
+
+    report = json_report("plane [100, 200, 300, 400]\nbroken [1, 2", (2000, 1000), model="m", image="i",
+                         sensor=None, warning=None)
+    plane = {"label": "plane", "kind": "hbb", "box_grid": [100, 200, 300, 400]}
+    assert report["detections"] == [{**plane, "box_pixels": [200, 200, 600, 400]}]
+    assert report["skipped"] == 1
+
+
+def test_read_image_decimates_large_geotiffs_and_detects_the_sensor(tmp_path):
+    import rasterio
+
+    from earthgpt.commands.chat import MAX_READ_SIDE, read_image
+
+    path = tmp_path / "big_vv.tif"
+    data = np.random.default_rng(0).gamma(1.0, 0.05, (1, 2500, 3000)).astype(np.float32)
+    profile = {"driver": "GTiff", "width": 3000, "height": 2500, "count": 1, "dtype": "float32",
+               "crs": "EPSG:32633", "transform": rasterio.Affine(10, 0, 500000, 0, -10, 4000000)}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    rgb, size, sensor = read_image(path, None)
+    assert size == (3000, 2500) and sensor == "sar"
+    assert rgb.dtype == np.uint8 and rgb.shape[2] == 3 and max(rgb.shape[:2]) <= MAX_READ_SIDE
+
+
+@pytest.mark.parametrize(
+    ("make", "prompt", "message"),
+    [
+        (lambda d: d / "missing.png", "q", "image not found"),
+        (lambda d: _write(d / "bad.png", b"not a png"), "q", "cannot read image"),
+        (lambda d: _write(d / "bad.tif", b"II*\x00garbage"), "q", "cannot read image"),
+        (lambda d: _png(d / "ok.png"), "   ", "prompt is empty"),
+        (lambda d: _png(d / "ok.png"), "see <image>", "must not contain"),
+    ],
+)
+def test_chat_bad_input_exits_2_with_a_message(tmp_path, capsys, make, prompt, message):
+    from earthgpt.cli import main
+
+    assert main(["chat", str(make(tmp_path)), prompt]) == 2
+    _, err = capsys.readouterr()
+    assert message in err and "Traceback" not in err
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def _png(path):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    return path

@@ -1,0 +1,197 @@
+"""``earthgpt chat IMAGE "PROMPT"``: one answer about one image, streamed to stdout.
+
+PNG/JPEG go through Pillow; GeoTIFF and other rasters through rasterio, read as a decimated
+overview (never the whole raster) and made model-ready by :func:`earthgpt.sensors.to_model_rgb`.
+``--json`` prints the answer with the boxes parsed from it (grid 0–1000 and pixels of IMAGE).
+Bad input gets a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from earthgpt.tasks import Sensor
+
+EXIT_BAD_INPUT = 2
+MAX_READ_SIDE = 1024  # longest side of the decimated read; the model sees config.image_size anyway
+PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}
+_EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+
+
+class InputError(ValueError):
+    """Bad user input: the message is shown as is and the command exits with status 2."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the chat arguments."""
+    parser.add_argument("image", type=Path, help="PNG, JPEG or GeoTIFF image")
+    parser.add_argument("prompt", help="the question or instruction")
+    parser.add_argument("--model", default="nano", help="preset name or checkpoint folder (default: nano)")
+    parser.add_argument("--sensor", choices=[s.value for s in Sensor], default=None,
+                        help="sensor of the image (default: guessed from a GeoTIFF's metadata)")
+    parser.add_argument("--json", action="store_true", help="print answer and parsed boxes as JSON")
+    parser.add_argument("--max-new-tokens", type=_positive_int, default=256, help="answer length limit")
+    quant = parser.add_mutually_exclusive_group()
+    quant.add_argument("--load-4bit", action="store_true", help="load the LLM in 4 bit (bitsandbytes)")
+    quant.add_argument("--load-8bit", action="store_true", help="load the LLM in 8 bit (bitsandbytes)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Answer the prompt; returns the exit status (2 for bad input)."""
+    from earthgpt.inference import ChatSession, load_model
+
+    try:
+        prompt = _check_prompt(args.prompt)
+        rgb, size, sensor = read_image(args.image, args.sensor)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        model, processor = load_model(args.model, load_4bit=args.load_4bit, load_8bit=args.load_8bit)
+    except (ValueError, FileNotFoundError, ConnectionError, ImportError) as error:
+        print(f"error: cannot load model {args.model!r}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    warning = untrained_warning(model)
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    session = ChatSession(model, processor, sensor=sensor)
+    session.set_image(rgb)
+    if args.json:
+        answer = session.ask(prompt, max_new_tokens=args.max_new_tokens)
+        report = json_report(
+            answer, size, model=args.model, image=str(args.image), sensor=sensor, warning=warning
+        )
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    for piece in session.ask(prompt, max_new_tokens=args.max_new_tokens, stream=True):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def untrained_warning(model: Any) -> str | None:
+    """A warning when the model carries no trained EarthGPT weights (the projector is random)."""
+    if getattr(model, "stage", 0) == 0:
+        return (
+            "this model has no trained EarthGPT weights: the projector from image to text is untrained "
+            "(random), so answers do not describe the image"
+        )
+    return None
+
+
+def json_report(
+    answer: str, size: tuple[int, int], *, model: str, image: str, sensor: str | None, warning: str | None
+) -> dict[str, Any]:
+    """The ``--json`` output: the answer, its parsed detections (grid and pixel boxes) and context."""
+    from earthgpt.geometry import HBB, grid_to_pixel
+    from earthgpt.textbox import parse_detections
+
+    width, height = size
+    parsed = parse_detections(answer)
+    detections = [
+        {
+            "label": det.label,
+            "kind": "hbb" if isinstance(det.box, HBB) else "obb",
+            "box_grid": det.box.as_list(),
+            "box_pixels": [round(v, 2) for v in grid_to_pixel(det.box, width, height).as_list()],
+        }
+        for det in parsed.detections
+    ]
+    return {
+        "answer": answer,
+        "detections": detections,
+        "skipped": parsed.skipped,
+        "model": model,
+        "image": image,
+        "sensor": sensor,
+        "warning": warning,
+    }
+
+
+def read_image(path: Path, sensor: str | None) -> tuple[np.ndarray, tuple[int, int], str | None]:
+    """The image as model-ready uint8 H×W×3, its full size ``(width, height)`` and the sensor used.
+
+    Raises :class:`InputError` for a missing, unreadable or unsupported file.
+    """
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
+    if path.suffix.lower() in PIL_SUFFIXES:
+        return _read_pil(path, sensor)
+    return _read_raster(path, sensor)
+
+
+def _read_pil(path: Path, sensor: str | None) -> tuple[np.ndarray, tuple[int, int], str | None]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            image.draft("RGB", (MAX_READ_SIDE, MAX_READ_SIDE))  # JPEG: decode at a reduced scale
+            if image.mode in _EIGHT_BIT_MODES:
+                image = image.convert("RGB")
+                image.thumbnail((MAX_READ_SIDE, MAX_READ_SIDE))
+                return np.asarray(image, dtype=np.uint8), size, sensor
+            image.thumbnail((MAX_READ_SIDE, MAX_READ_SIDE))
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as error:
+        raise InputError(f"cannot read image {path}: {error}") from error
+    from earthgpt.sensors import to_model_rgb
+
+    used = sensor or Sensor.optical.value
+    return to_model_rgb(array[np.newaxis], used), size, used
+
+
+def _read_raster(path: Path, sensor: str | None) -> tuple[np.ndarray, tuple[int, int], str | None]:
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+    from earthgpt.sensors import detect_sensor, to_model_rgb
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                scale = max(src.width, src.height) / MAX_READ_SIDE
+                out_h, out_w = (max(1, math.ceil(n / max(scale, 1.0))) for n in (src.height, src.width))
+                array = src.read(out_shape=(src.count, out_h, out_w), masked=True)
+                size, nodata = (src.width, src.height), src.nodata
+                descriptions, colorinterp = src.descriptions, src.colorinterp
+                tags, dtype = src.tags(), src.dtypes[0]
+    except (RasterioError, OSError) as error:
+        raise InputError(f"cannot read image {path}: {error}") from error
+    if sensor is None:
+        sample = array.compressed()[:: max(1, array.size // 100_000)]
+        detected, _ = detect_sensor(array.shape[0], dtype, descriptions, tags, path.name, sample=sample)
+        sensor = detected.value
+    try:
+        rgb = to_model_rgb(array, sensor, nodata=nodata, descriptions=descriptions, colorinterp=colorinterp)
+    except ValueError as error:
+        raise InputError(f"cannot make a model image from {path} as {sensor}: {error}") from error
+    return rgb, size, sensor
+
+
+def _check_prompt(prompt: str) -> str:
+    if not prompt or not prompt.strip():
+        raise InputError("the prompt is empty: give a question or instruction")
+    if "<image>" in prompt:
+        raise InputError("the prompt must not contain '<image>': the image is placed automatically")
+    return prompt.strip()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from error
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
