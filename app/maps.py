@@ -82,7 +82,8 @@ def _reproject_to_lonlat(rgb: np.ndarray, transform: Any, crs: str) -> tuple[np.
     west, south, east, north = array_bounds(height, width, transform)
     dst_transform, dst_w, dst_h = calculate_default_transform(crs, "EPSG:4326", width, height,
                                                               left=west, bottom=south, right=east, top=north)
-    source = np.concatenate([np.moveaxis(rgb, -1, 0), np.full((1, height, width), 255, np.uint8)])
+    alpha = np.where(rgb.any(axis=-1), 255, 0).astype(np.uint8)[np.newaxis]  # nodata is drawn black
+    source = np.concatenate([np.moveaxis(rgb, -1, 0), alpha])
     out = np.zeros((4, dst_h, dst_w), np.uint8)
     reproject(source, out, src_transform=transform, src_crs=crs, dst_transform=dst_transform,
               dst_crs="EPSG:4326", resampling=Resampling.nearest, dst_nodata=0)

@@ -194,6 +194,12 @@ def _export_panel(c: SimpleNamespace) -> None:
     c.session_file = gr.File(label="Reopen a saved session (.json)", file_types=[".json"], type="filepath")
 
 
+def _same_region(a: Any, b: Any, tolerance: float = 2.0) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(abs(x - y) <= tolerance for x, y in zip(a.as_list(), b.as_list(), strict=True))
+
+
 def _loaded(session: Session, what: str) -> tuple[Any, ...]:
     return _everything(session, f"Opened {session.name} ({what}); a new conversation starts.")
 
@@ -245,6 +251,8 @@ def _wire_image(c: SimpleNamespace, demos: dict) -> None:
         if session.info is None or not value:
             return gr.skip(), gr.skip(), gr.skip()
         new = H.draw_region(session, value.get("boxes") or [])
+        if _same_region(new.region, session.region, 1.0 + max(session.scale)):  # our own redraw
+            return gr.skip(), gr.skip(), gr.skip()
         return new, H.info_markdown(new), "Region set." if new.region else "Region cleared."
 
     def reopen(session: Session, path: str | None) -> tuple:
