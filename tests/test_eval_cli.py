@@ -4,6 +4,8 @@ plus the image lookup and reading of the model mode."""
 from __future__ import annotations
 
 import json
+import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,13 +91,18 @@ def _write_images(folder: Path, records: Sequence[dict[str, Any]]) -> None:
         Image.fromarray(np.full((6, 8, 3), 90, dtype=np.uint8)).save(path)
 
 
-def test_cli_model_mode_saves_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import earthgpt.inference as inference
+def _fake_inference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put a stand-in ``earthgpt.inference`` in place (no torch import, no model)."""
+    fake = types.ModuleType("earthgpt.inference")
+    fake.ChatSession = FakeSession  # type: ignore[attr-defined]
+    fake.load_model = lambda name, **kw: ("model", "processor")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "earthgpt.inference", fake)
 
+
+def test_cli_model_mode_saves_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     records = _write_set(tmp_path / "mmrs")
     _write_images(tmp_path / "images", records)
-    monkeypatch.setattr(inference, "ChatSession", FakeSession)
-    monkeypatch.setattr(inference, "load_model", lambda name, **kw: ("model", "processor"))
+    _fake_inference(monkeypatch)
     roots = []
     for record in records:
         roots += ["--image-root", f"{record['image_root']}={tmp_path / 'images' / record['image_root']}"]
@@ -153,9 +160,7 @@ def test_read_rgb_png_and_geotiff(tmp_path: Path, fixtures_dir: Path) -> None:
 
 
 def test_chat_predictor_asks_turns_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import earthgpt.inference as inference
-
-    monkeypatch.setattr(inference, "ChatSession", FakeSession)
+    _fake_inference(monkeypatch)
     _write_images(tmp_path, [{"image_root": "x", "image": "a.png"}])
     predictor = ChatPredictor("model", "processor", ImageResolver(tmp_path / "x"))
     turns = [TurnRef(0, "x/a", k, "vqa", f"<image>\nq{k}", "yes") for k in range(2)]
