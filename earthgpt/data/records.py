@@ -10,6 +10,7 @@ builder merges samples of the same image, turns the annotations into turns
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -177,9 +178,13 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def relative_posix(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` as a POSIX string; raises ``ValueError`` if it lies outside."""
-    rel = Path(path).resolve().relative_to(Path(root).resolve())
-    return PurePosixPath(*rel.parts).as_posix()
+    """``path`` relative to ``root`` as a POSIX string (symbolic links are not followed, so a
+    linked data folder works); raises ``ValueError`` if it lies outside ``root``."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    parts = Path(rel).parts
+    if Path(rel).is_absolute() or not parts or parts[0] == "..":
+        raise ValueError(f"{path} is not inside {root}")
+    return PurePosixPath(*parts).as_posix()
 
 
 def find_image(folder: Path, stem: str, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> Path | None:

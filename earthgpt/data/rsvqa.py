@@ -45,6 +45,11 @@ def _entries(source: Source, log: SkipLog, path: Path, key: str) -> dict[int, di
     }
 
 
+def _with_mark(question: str) -> str:
+    """A question ending in ``?`` (some RSVQA questions have no mark: "Is it a rural or an urban area")."""
+    return question if question.endswith(("?", ".")) else question + "?"
+
+
 def _qa(image: dict[str, Any], questions: dict, answers: dict) -> list[dict[str, str]]:
     """The Q/A of one image in question-id order (questions without an active answer dropped)."""
     rows = []
@@ -56,7 +61,7 @@ def _qa(image: dict[str, Any], questions: dict, answers: dict) -> list[dict[str,
         qtype = str(question.get("type", "unknown"))
         rows.append(
             {
-                "question": " ".join(str(question["question"]).split()),
+                "question": _with_mark(" ".join(str(question["question"]).split())),
                 "answer": str(answer.get("answer", "")).strip(),
                 "type": QUESTION_TYPES.get(qtype, qtype),
             }

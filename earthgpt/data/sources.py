@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -85,41 +86,42 @@ class Source:
     """One ``--source KIND=PATH`` with its options.
 
     Images are stored relative to :attr:`root_dir` (``PATH`` itself, or its folder when ``PATH`` is
-    a file) under the name :attr:`root_name`.
+    a file) under the name :attr:`root_name`. Derived values are computed once (options are not
+    changed after construction).
     """
 
     kind: str
     path: Path
     options: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def root_dir(self) -> Path:
         return self.path if self.path.is_dir() else self.path.parent
 
-    @property
+    @cached_property
     def root_name(self) -> str:
         return self.options.get("root") or self.root_dir.resolve().name
 
-    @property
+    @cached_property
     def label(self) -> str:
         """How logs and the card name this source: ``kind:root``."""
         return f"{self.kind}:{self.root_name}"
 
-    @property
+    @cached_property
     def dataset(self) -> str:
         return dataset_key(self.options.get("dataset") or self.root_name)
 
-    @property
+    @cached_property
     def info(self) -> DatasetInfo | None:
         return DATASETS.get(self.dataset)
 
-    @property
+    @cached_property
     def licence(self) -> str:
         if "licence" in self.options:
             return self.options["licence"]
         return self.info.licence if self.info else "unknown"
 
-    @property
+    @cached_property
     def sensor(self) -> Sensor:
         name = self.options.get("sensor")
         if name is None:
@@ -131,7 +133,7 @@ class Source:
                 f"{self.label}: sensor must be one of {[s.value for s in Sensor]}, got {name!r}"
             ) from None
 
-    @property
+    @cached_property
     def excluded_classes(self) -> set[str]:
         """Source class names to leave out (option ``exclude=a,b``; default from the dataset table)."""
         if "exclude" in self.options:

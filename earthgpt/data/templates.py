@@ -44,7 +44,7 @@ def plural(name: str) -> str:
     lower = last.lower()
     if lower in _IRREGULAR:
         word = _IRREGULAR[lower]
-    elif lower.endswith(("ss", "sh", "ch", "x", "z")):
+    elif lower.endswith(("ss", "us", "sh", "ch", "x", "z")):
         word = last + "es"
     elif lower.endswith("s"):
         word = last

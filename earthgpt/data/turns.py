@@ -53,7 +53,8 @@ def expression_phrase(text: str) -> str:
     """A referring expression as a phrase inside a sentence: first letter lower-cased unless the
     first word looks like an acronym (``"A green golf field"`` → ``"a green golf field"``)."""
     text = " ".join(text.split()).rstrip(".")
-    if len(text) > 1 and text[0].isupper() and not text.split()[0].isupper():
+    first = text.split()[0] if text else ""
+    if text[:1].isupper() and not (len(first) > 1 and first.isupper()):
         return text[0].lower() + text[1:]
     return text
 

@@ -1,0 +1,191 @@
+"""A torch ``Dataset`` over MMRS records for training, and the collate function that batches it.
+
+A record (one image, many human/assistant turns) becomes one or more training examples
+(:class:`TrainingExample`): its turn pairs, kept when their ``task`` is wanted, are packed in order
+into examples whose estimated token length fits ``max_length`` (or one pair per example, the
+stage-1 caption recipe). Every example carries the image in its first human turn.
+
+An item is ``input_ids``, ``labels`` (answers only, see :mod:`earthgpt.conversation`),
+``attention_mask`` and either ``pixel_values`` (the image read and preprocessed) or, when the
+dataset is given a ``features`` function, ``vision_features`` (cached outputs of the frozen vision
+encoders, so no image is decoded). ``image_path`` is always present, for the feature cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset
+
+from earthgpt.conversation import IGNORE_INDEX, Conversation, Turn
+from earthgpt.data.dataset import IMAGE_PLACEHOLDER, iter_turn_pairs
+from earthgpt.processor import EarthGPTProcessor
+
+TURN_OVERHEAD_TOKENS = 8
+"""Template tokens a chat turn adds around its text (role headers, end of turn), for length estimates."""
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """Which turn pairs of which record form one example, and its estimated length in tokens."""
+
+    record: int
+    pairs: tuple[int, ...]
+    length: int
+
+
+def turn_pairs(record: Mapping[str, Any], tasks: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """The record's ``(question, answer)`` texts in order (image placeholder removed), only pairs
+    whose ``task`` is in ``tasks`` when given (see :func:`earthgpt.data.dataset.iter_turn_pairs`)."""
+    return [
+        (pair.question.replace(IMAGE_PLACEHOLDER, "").strip(), pair.answer)
+        for pair in iter_turn_pairs(record)
+        if not tasks or pair.task in tasks
+    ]
+
+
+def make_examples(
+    records: Sequence[Mapping[str, Any]],
+    tokenizer: Any,
+    *,
+    num_visual_tokens: int,
+    max_length: int,
+    tasks: Sequence[str] = (),
+    one_pair_per_example: bool = False,
+) -> list[TrainingExample]:
+    """Split records into examples whose estimated length is at most ``max_length`` tokens.
+
+    The estimate is ``num_visual_tokens`` plus the token count of each pair's texts plus
+    ``TURN_OVERHEAD_TOKENS`` per turn; a single pair longer than ``max_length`` still forms an
+    example (it is truncated when tokenized). Records with no wanted pair give no example.
+    """
+    all_pairs = [turn_pairs(record, tasks) for record in records]
+    texts = [text for pairs in all_pairs for pair in pairs for text in pair]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    counts = iter(len(ids) for ids in encoded)
+    examples: list[TrainingExample] = []
+    for index, pairs in enumerate(all_pairs):
+        current: list[int] = []
+        length = num_visual_tokens
+        for pair_index in range(len(pairs)):
+            cost = next(counts) + next(counts) + 2 * TURN_OVERHEAD_TOKENS
+            full = current and (one_pair_per_example or length + cost > max_length)
+            if full:
+                examples.append(TrainingExample(index, tuple(current), length))
+                current, length = [], num_visual_tokens
+            current.append(pair_index)
+            length += cost
+        if current:
+            examples.append(TrainingExample(index, tuple(current), length))
+    return examples
+
+
+class MMRSTorchDataset(Dataset):
+    """Training examples of MMRS records as tensors (see the module doc for the item keys).
+
+    ``resolve_image(record) -> Path`` finds a record's image file; ``read_image(path, sensor)``
+    reads it as uint8 RGB (default: :func:`earthgpt.eval.predictor.read_rgb`, GeoTIFFs through
+    :func:`earthgpt.sensors.to_model_rgb`); ``features(path) -> Tensor`` returns cached vision
+    features instead of reading the image.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        examples: Sequence[TrainingExample],
+        processor: EarthGPTProcessor,
+        resolve_image: Callable[[Mapping[str, Any]], Path],
+        *,
+        max_length: int,
+        tasks: Sequence[str] = (),
+        system_prompt: str | None = None,
+        features: Callable[[Path], torch.Tensor] | None = None,
+        read_image: Callable[[Path, str | None], Any] | None = None,
+    ) -> None:
+        self.records = records
+        self.examples = list(examples)
+        self.processor = processor
+        self.resolve_image = resolve_image
+        self.max_length = max_length
+        self.tasks = tuple(tasks)
+        self.system_prompt = system_prompt
+        self.features = features
+        if read_image is None:
+            from earthgpt.eval.predictor import read_rgb
+
+            read_image = read_rgb
+        self.read_image = read_image
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Estimated token length of every example (for length-grouped batches)."""
+        return [example.length for example in self.examples]
+
+    def image_path(self, index: int) -> Path:
+        """The image file of example ``index``."""
+        return Path(self.resolve_image(self.records[self.examples[index].record]))
+
+    def conversation(self, index: int) -> Conversation:
+        """The conversation of example ``index`` (its turn pairs, the image in the first turn)."""
+        example = self.examples[index]
+        pairs = turn_pairs(self.records[example.record], self.tasks)
+        turns: list[Turn] = []
+        for pair_index in example.pairs:
+            human, answer = pairs[pair_index]
+            turns += [Turn("human", human), Turn("assistant", answer)]
+        return Conversation(turns=turns, system=self.system_prompt, image_token=self.processor.image_token)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        tokens = self.processor.tokenize(self.conversation(index), for_training=True)
+        ids, labels = tokens["input_ids"], tokens["labels"]
+        if len(ids) > self.max_length:
+            image_id = self.processor.image_token_id
+            if image_id in ids[self.max_length:]:
+                raise ValueError(
+                    f"example {index}: max_length {self.max_length} cuts into the image tokens; "
+                    f"it must exceed {self.processor.config.num_visual_tokens} plus the prompt"
+                )
+            ids, labels = ids[: self.max_length], labels[: self.max_length]
+        input_ids = torch.tensor(ids, dtype=torch.long)
+        item: dict[str, Any] = {
+            "input_ids": input_ids,
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "attention_mask": torch.ones_like(input_ids),
+        }
+        path = self.image_path(index)
+        item["image_path"] = str(path)
+        if self.features is not None:
+            item["vision_features"] = self.features(path)
+        else:
+            record = self.records[self.examples[index].record]
+            image = self.read_image(path, record.get("sensor"))
+            item["pixel_values"] = self.processor.preprocess_image(image)
+        return item
+
+
+def collate(batch: Sequence[Mapping[str, Any]], pad_token_id: int) -> dict[str, Any]:
+    """Right-pad ``input_ids`` (pad id), ``labels`` (-100), ``attention_mask`` (0); stack
+    ``pixel_values`` or ``vision_features``; list ``image_path``."""
+    if not batch:
+        raise ValueError("collate got an empty batch")
+    fills = {"input_ids": pad_token_id, "labels": IGNORE_INDEX, "attention_mask": 0}
+    out: dict[str, Any] = {
+        key: pad_sequence([example[key] for example in batch], batch_first=True, padding_value=fill)
+        for key, fill in fills.items()
+    }
+    for key in ("pixel_values", "vision_features"):
+        present = [key in example for example in batch]
+        if any(present):
+            if not all(present):
+                raise ValueError(f"{key!r} is in some examples of the batch but not all")
+            out[key] = torch.stack([example[key] for example in batch])
+    out["image_path"] = [example["image_path"] for example in batch]
+    return out
