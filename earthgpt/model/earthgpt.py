@@ -8,6 +8,7 @@ id 0 and then overwritten, so the LLM's embeddings are never resized.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -26,6 +27,9 @@ class EarthGPT(nn.Module):
 
     ``stage`` records the last training stage applied (0 none, 1, 2; see ``earthgpt.model.tuning``);
     ``tokenizer`` is the LLM's tokenizer when the LLM was loaded pretrained, else None.
+    ``pretrained_base``, ``seed`` and ``dtype`` say how the base components were made, and
+    ``base_identity`` is the identity of a random base, taken when it was built (before any
+    training); a pretrained base's identity is read from its weight files when needed.
     """
 
     def __init__(
@@ -44,6 +48,10 @@ class EarthGPT(nn.Module):
         self.tokenizer = tokenizer
         self.image_token_id = config.resolved_image_token_id
         self.stage = 0
+        self.pretrained_base = False
+        self.seed = 0
+        self.dtype = torch.float32
+        self.base_identity: dict | None = None
 
     @classmethod
     def from_config(
@@ -72,6 +80,9 @@ class EarthGPT(nn.Module):
             )
             projector = build_projector(config.projector, vision.out_channels, config.llm.hidden_size)
         model = cls(config, vision, projector.to(dtype), llm, tokenizer)
+        model.pretrained_base, model.seed, model.dtype = pretrained, seed, dtype
+        if not pretrained:
+            model.base_identity = _random_base_identity(model)
         model.requires_grad_(False)
         return model.eval()
 
@@ -178,6 +189,25 @@ def _build_llm(
     llm, tokenizer = weights.load_llm(cfg.source, dtype=dtype, quantization=quantization)
     check_llm_config(cfg, llm.config)
     return llm, tokenizer
+
+
+def tensor_identity(module: nn.Module, name: str) -> dict:
+    """``{"name", "sha256"}`` over a module's state (names, dtypes, shapes and bytes of every tensor)."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return {"name": name, "sha256": digest.hexdigest()}
+
+
+def _random_base_identity(model: EarthGPT) -> dict:
+    from earthgpt.model import weights
+
+    parts = {"llm": model.llm, "vit": model.vision.vit, "cnn": model.vision.cnn}
+    label = f"random-{model.config.name}-seed{model.seed}"
+    return weights.base_identity(
+        {role: tensor_identity(module, f"{label}-{role}") for role, module in parts.items()}, prefix=label
+    )
 
 
 def check_llm_config(cfg: LLMConfig, hf_config: Any) -> None:

@@ -1,0 +1,207 @@
+"""Saving and loading EarthGPT: delta checkpoints on top of a known base, or full ones.
+
+A checkpoint folder holds ``config.json`` and ``model.safetensors``.
+
+- **delta** (default): only what training changed: the projector, and by stage the LLM's
+  attention and norm tensors (stage 1 and later) and the scale/shift vectors (stage 2). The
+  config records the identity of the base components (their names and weight hashes; for a random
+  base the hash of its tensors and the seed that made it). Loading rebuilds that base, checks the
+  identity, and loads the delta strictly: every expected tensor present, nothing unexpected.
+- **full**: every parameter and buffer; loading rebuilds the architecture from the config with
+  random weights (no download) and loads everything strictly. The tokenizer, when the model has
+  one, is saved beside it in ``tokenizer/``.
+
+Scale/shift must be unmerged (``tuning.unmerge_scale_shift``) before saving, so that a checkpoint
+always holds the base weights and the vectors apart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from earthgpt.config import PRESETS, EarthGPTConfig, get_preset
+from earthgpt.model.earthgpt import EarthGPT
+from earthgpt.model.tuning import inject_scale_shift, parameter_groups, scale_shift_layers
+
+FORMAT = "earthgpt-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+STAGE_GROUPS = {0: ("projector",), 1: ("projector", "llm_attention", "llm_norms")}
+STAGE_GROUPS[2] = (*STAGE_GROUPS[1], "scale_shift")
+_DTYPES = {str(d): d for d in (torch.float32, torch.float16, torch.bfloat16)}
+
+
+def base_identity(model: EarthGPT) -> dict:
+    """The identity of the model's base components (see ``weights.base_identity``)."""
+    if model.base_identity is None:
+        from earthgpt.model import weights
+
+        cfg = model.config
+        sources = {"llm": cfg.llm.source, "vit": cfg.vit.source, "cnn": cfg.cnn.source}
+        model.base_identity = weights.base_identity(
+            {role: weights.source_identity(role, source) for role, source in sources.items()}
+        )
+    return model.base_identity
+
+
+def delta_state(model: EarthGPT) -> dict[str, torch.Tensor]:
+    """The tensors a delta checkpoint of ``model`` holds, by parameter name."""
+    groups = parameter_groups(model)
+    return {name: p.detach() for g in STAGE_GROUPS[model.stage] for name, p in groups[g]}
+
+
+def save_pretrained(model: EarthGPT, folder: str | Path, *, delta: bool = True) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (a delta or a full checkpoint) into ``folder``."""
+    if any(layer.merged for layer in scale_shift_layers(model.llm)):
+        raise ValueError("scale/shift layers are merged; call tuning.unmerge_scale_shift before saving")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta: dict[str, Any] = {
+        "format": FORMAT, "version": FORMAT_VERSION, "kind": "delta" if delta else "full",
+        "stage": model.stage, "pretrained_base": model.pretrained_base, "seed": model.seed,
+        "dtype": str(model.dtype), "config": model.config.to_dict(),
+    }
+    if delta:
+        meta["base"] = base_identity(model)
+        tensors = {name: t.contiguous() for name, t in delta_state(model).items()}
+        _refuse_quantized(tensors)
+        save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT})
+    else:
+        _refuse_quantized(dict(model.state_dict()))
+        save_model(model, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT})
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def _refuse_quantized(tensors: dict[str, torch.Tensor]) -> None:
+    packed = [name for name, t in tensors.items() if not t.is_floating_point()]
+    if packed:
+        raise ValueError(
+            f"cannot save quantized tensors ({packed[0]} and {len(packed) - 1} more): "
+            "train and save with the LLM unquantized"
+        )
+
+
+def load_pretrained(
+    folder_or_preset: str | Path,
+    *,
+    load_4bit: bool = False,
+    load_8bit: bool = False,
+    dtype: torch.dtype | None = None,
+) -> EarthGPT:
+    """An EarthGPT from a checkpoint folder, or from a preset name (its untrained start: the
+    preset's base components with a fresh projector). Returns the model frozen, in eval mode."""
+    path = Path(folder_or_preset)
+    if not path.is_dir():
+        if str(folder_or_preset) in PRESETS:
+            config = get_preset(str(folder_or_preset))
+            pretrained = config.llm.source is not None
+            return EarthGPT.from_config(
+                config, pretrained=pretrained, load_4bit=load_4bit, load_8bit=load_8bit,
+                dtype=dtype or torch.float32,
+            )
+        raise FileNotFoundError(
+            f"{folder_or_preset!r} is neither a checkpoint folder nor a preset ({', '.join(PRESETS)})"
+        )
+    meta = read_meta(path)
+    if meta["kind"] == "full":
+        if load_4bit or load_8bit:
+            raise ValueError(
+                "a full checkpoint loads unquantized; quantize a delta checkpoint's base instead"
+            )
+        return _load_full(path, meta, dtype)
+    return _load_delta(path, meta, load_4bit=load_4bit, load_8bit=load_8bit, dtype=dtype)
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    """The checkpoint's ``config.json``, checked for format and version."""
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder} is not an EarthGPT checkpoint: expected {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
+    meta = json.loads(config_path.read_text())
+    found = (meta.get("format"), meta.get("version"))
+    if found != (FORMAT, FORMAT_VERSION):
+        raise ValueError(f"{config_path}: expected format {FORMAT!r} version {FORMAT_VERSION}, found {found}")
+    return meta
+
+
+def _base_from_meta(meta: dict[str, Any], dtype: torch.dtype | None, **quantization: bool) -> EarthGPT:
+    config = EarthGPTConfig.from_dict(meta["config"])
+    pretrained = meta["pretrained_base"]
+    if not pretrained:
+        dtype = _DTYPES[meta["dtype"]]  # a random base is only the same base in the same dtype
+    model = EarthGPT.from_config(
+        config, pretrained=pretrained, seed=meta["seed"], dtype=dtype or torch.float32, **quantization
+    )
+    if meta["stage"] >= 2:
+        inject_scale_shift(model.llm)
+    model.stage = meta["stage"]
+    return model
+
+
+def _load_delta(path: Path, meta: dict[str, Any], *, load_4bit: bool, load_8bit: bool, dtype) -> EarthGPT:
+    from earthgpt.model import weights
+
+    model = _base_from_meta(meta, dtype, load_4bit=load_4bit, load_8bit=load_8bit)
+    try:
+        weights.verify_identity(meta["base"], base_identity(model))
+    except ValueError as err:
+        raise ValueError(f"checkpoint {path} was trained on another base: {err}") from err
+    saved = load_file(str(path / WEIGHTS_FILE))
+    params = dict(delta_state(model))
+    missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {path} does not fit the model: missing {missing[:5]} ({len(missing)}), "
+            f"unexpected {unexpected[:5]} ({len(unexpected)})"
+        )
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in saved.items():
+            target = named[name]
+            if not target.is_floating_point():
+                raise ValueError(
+                    f"checkpoint {path} changes {name}, which is quantized in this model; "
+                    "load it without load_4bit/load_8bit"
+                )
+            if target.shape != tensor.shape:
+                raise ValueError(
+                    f"{name}: checkpoint shape {tuple(tensor.shape)}, model {tuple(target.shape)}"
+                )
+            target.copy_(tensor.to(target.dtype))
+    return model.eval()
+
+
+def _load_full(path: Path, meta: dict[str, Any], dtype: torch.dtype | None) -> EarthGPT:
+    config = EarthGPTConfig.from_dict(meta["config"])
+    model = EarthGPT.from_config(config, pretrained=False, seed=meta["seed"], dtype=_DTYPES[meta["dtype"]])
+    if meta["stage"] >= 2:
+        inject_scale_shift(model.llm)
+    model.stage = meta["stage"]
+    missing, unexpected = load_model(model, str(path / WEIGHTS_FILE), strict=True)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}"
+        )
+    model.pretrained_base = meta["pretrained_base"]
+    if model.pretrained_base:  # the base is the pretrained one named in the config, not this random build
+        model.base_identity = None
+    if (path / TOKENIZER_DIR).is_dir():
+        from transformers import AutoTokenizer
+
+        model.tokenizer = AutoTokenizer.from_pretrained(str(path / TOKENIZER_DIR))
+    if dtype is not None:
+        model.to(dtype)
+        model.dtype = dtype
+    return model.requires_grad_(False).eval()
