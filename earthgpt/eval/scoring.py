@@ -78,8 +78,9 @@ class Cases:
 
 
 def record_groups(record: Mapping[str, Any]) -> dict[str, str]:
-    """``{"sensor", "source"}`` of a record; ``source`` may be a name or ``{"dataset": …}``."""
-    source = record.get("source", "unknown")
+    """``{"sensor", "source"}`` of a record; the source is its ``dataset`` (or a ``source`` name, or
+    ``source.dataset`` when ``source`` is an object)."""
+    source = record.get("source") or record.get("dataset") or "unknown"
     if isinstance(source, Mapping):
         source = source.get("dataset") or source.get("name") or "unknown"
     return {"sensor": str(record.get("sensor", "unknown")), "source": str(source)}
