@@ -213,7 +213,7 @@ def _ensure_chat(session: Session, engine: Engine) -> Any:
 
 
 def ask(session: Session, engine: Engine, prompt: str, task: str = "ask") -> Iterator[Session]:
-    """Send ``prompt`` about the current window; yields the session as the answer streams in.
+    """Send ``prompt`` about the current window; yields a new session as each piece streams in.
 
     When the answer is complete its boxes are parsed and placed in full-raster pixels. A model
     error ends the turn with the message in the answer; nothing already said is lost.
@@ -221,24 +221,25 @@ def ask(session: Session, engine: Engine, prompt: str, task: str = "ask") -> Ite
     require_image(session)
     if not prompt or not prompt.strip():
         raise _fail("the prompt is empty: type a question or pick a quick task")
-    session = dataclasses.replace(session, turns=list(session.turns), found=list(session.found))
     turn = Turn(task=str(task), prompt=prompt.strip(), window=session.window, region=session.region)
-    session.turns.append(turn)
+    earlier = list(session.turns)
+    session = dataclasses.replace(session, turns=[*earlier, turn])
+    answer = ""
     try:
         chat = _ensure_chat(session, engine)
         for piece in chat.ask(turn.prompt, max_new_tokens=engine.max_new_tokens, stream=True):
-            turn.answer += piece
+            answer += piece
+            session = dataclasses.replace(session, turns=[*earlier, dataclasses.replace(turn, answer=answer)])
             yield session
     except Exception as err:  # the model failing must not lose the session
-        turn.answer += f"\n[model error: {type(err).__name__}: {err}]"
+        answer += f"\n[model error: {type(err).__name__}: {err}]"
         session.chat = None
-    parsed = parse_detections(turn.answer)
-    turn.skipped = parsed.skipped
+    parsed = parse_detections(answer)
+    done = dataclasses.replace(turn, answer=answer, skipped=parsed.skipped)
+    number = len(earlier) + 1
     tile = Tile(*turn.window)
-    number = len(session.turns)
     found = [Found(tile_to_raster(d, tile), turn.prompt, number, "chat") for d in parsed.detections]
-    session.found.extend(found)
-    yield session
+    yield dataclasses.replace(session, turns=[*earlier, done], found=[*session.found, *found])
 
 
 def quick_task(

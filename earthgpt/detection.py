@@ -213,7 +213,7 @@ PointsFn = Callable[[Points], Points]
 
 def affine_to_map(transform: Any) -> PointsFn:
     """Raster pixels (x = column, y = row) → map coordinates through an affine (rasterio ``Affine``)."""
-    return lambda points: [tuple(transform * (x, y)) for x, y in points]
+    return lambda points: [tuple(transform @ (x, y)) for x, y in points]
 
 
 def affine_to_lonlat(transform: Any, crs: Any) -> PointsFn:

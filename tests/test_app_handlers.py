@@ -1,0 +1,221 @@
+"""The app's pure handlers, without a server: a scripted model checks the whole chain from a grid
+box in a window to full-raster pixels to lon/lat, and bad input gets a clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.warp import transform as warp_transform
+
+from app import handlers as H
+from app.export import session_geojson
+from app.overlay import session_overview, session_view
+from app.raster import RasterError
+from app.session_io import Session
+from earthgpt.geometry import HBB, OBB
+
+
+class ScriptedChat:
+    """Answers every question with a fixed text, streamed in two pieces; records what it saw."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.images: list[np.ndarray] = []
+        self.questions: list[str] = []
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        self.images.append(rgb)
+
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False):
+        self.questions.append(text)
+        half = len(self.answer) // 2
+        return iter([self.answer[:half], self.answer[half:]]) if stream else self.answer
+
+
+def scripted_engine(answer: str) -> tuple[H.Engine, list[ScriptedChat]]:
+    chats: list[ScriptedChat] = []
+
+    def new_chat(sensor: object) -> ScriptedChat:
+        chats.append(ScriptedChat(answer))
+        return chats[-1]
+
+    return H.Engine("scripted", new_chat), chats
+
+
+def run(turns):
+    """The last session a streaming handler yields."""
+    return list(turns)[-1]
+
+
+@pytest.fixture
+def landsat(shared_data: Path) -> Path:
+    return shared_data / "geotiff" / "optical" / "RGB.byte.tif"
+
+
+def test_grid_box_in_window_lands_on_rasterio_lonlat(landsat: Path) -> None:
+    engine, chats = scripted_engine("ship [100, 200, 300, 400]\nboat [1, 2, 3")
+    session = H.load_image(Session(), landsat)
+    session = H.set_window(session, 200, 100, 400, 300)
+    steps = list(H.quick_task(session, engine, "detection_hbb"))
+    assert len(steps) >= 3 and steps[0].turns[-1].answer != steps[-1].turns[-1].answer  # streamed
+    session = steps[-1]
+    assert chats[0].images[0].shape == (300, 400, 3)
+    assert "horizontal" in chats[0].questions[0]
+    assert session.turns[-1].skipped == 1
+    (found,) = session.found
+    assert found.turn == 1 and found.detection.label == "ship"
+    box = found.detection.box
+    assert (box.x1, box.y1, box.x2, box.y2) == pytest.approx((240, 160, 320, 220))
+    with rasterio.open(landsat) as src:
+        xs, ys = rasterio.transform.xy(src.transform, [160, 220], [240, 320], offset="ul")
+        lons, lats = warp_transform(src.crs, "EPSG:4326", list(xs), list(ys))
+    collection = session_geojson(session, "scripted")
+    ring = collection["features"][0]["geometry"]["coordinates"][0]
+    for lon, lat in zip(lons, lats, strict=True):
+        assert min(abs(p[0] - lon) + abs(p[1] - lat) for p in ring) < 1e-6
+
+
+def test_region_enters_prompt_as_grid_box(landsat: Path) -> None:
+    engine, chats = scripted_engine("a small island")
+    session = H.set_window(H.load_image(Session(), landsat), 0, 0, 400, 400)
+    session = H.draw_region(session, [{"xmin": 40, "ymin": 100, "xmax": 200, "ymax": 300}])
+    assert session.region == HBB(40, 100, 200, 300)
+    session = run(H.quick_task(session, engine, "region_caption"))
+    assert "[100, 250, 500, 750]" in chats[0].questions[0]
+    typed = H.type_region(session, "[100, 250, 500, 750]")
+    assert typed.region == HBB(40, 100, 200, 300)
+
+
+def test_obb_answer_and_overlays(landsat: Path) -> None:
+    engine, _ = scripted_engine("plane [100, 100, 300, 120, 280, 300, 80, 280]\nship [500, 500, 600, 600]")
+    session = run(H.quick_task(H.load_image(Session(), landsat), engine, "detection_obb"))
+    assert [type(f.detection.box) for f in session.found] == [OBB, HBB]
+    drawn = session_view(session)
+    assert drawn.shape == session.view.shape and not np.array_equal(drawn, session.view)
+    only_obb = session_view(H.set_layers(session, ["OBB"]))
+    none = session_view(H.set_layers(session, []))
+    assert np.array_equal(none, session.view) and not np.array_equal(only_obb, drawn)
+    assert session_overview(session).shape == session.overview.shape
+
+
+def test_fresh_conversation_per_window_and_many_turns(landsat: Path) -> None:
+    engine, chats = scripted_engine("harbour")
+    session = H.load_image(Session(), landsat)
+    session = run(H.ask(session, engine, "What is this?"))
+    session = run(H.ask(session, engine, "And the clouds?"))
+    assert len(chats) == 1 and chats[0].questions == ["What is this?", "And the clouds?"]
+    session = run(H.ask(H.set_window(session, 0, 0, 256, 256), engine, "Again?"))
+    assert len(chats) == 2 and len(session.turns) == 3
+    messages = H.chat_messages(session)
+    assert sum(m["role"] == "user" for m in messages) == 3 and "Window" in messages[0]["content"]
+
+
+def test_click_overview_centres_window(landsat: Path) -> None:
+    session = H.load_image(Session(), landsat)
+    sx, sy = session.overview_scale
+    moved = H.click_overview(session, 300, 200, 256)
+    assert moved.window == (round(300 * sx - 128), round(200 * sy - 128), 256, 256)
+    assert moved.view.shape == (256, 256, 3)
+    assert len(H.grid_windows(session, 256)) == 4 * 3  # 791 × 718 px: edge windows shifted inward
+
+
+def test_empty_prompt_is_refused(landsat: Path) -> None:
+    engine, _ = scripted_engine("x")
+    session = H.load_image(Session(), landsat)
+    with pytest.raises(H.UserError, match="empty"):
+        run(H.ask(session, engine, "   "))
+    with pytest.raises(H.UserError, match="draw a box"):
+        run(H.quick_task(session, engine, "region_caption"))
+    with pytest.raises(H.UserError, match="no image"):
+        run(H.ask(Session(), engine, "hello"))
+
+
+def test_model_error_keeps_the_session(landsat: Path) -> None:
+    class Broken(ScriptedChat):
+        def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False):
+            raise RuntimeError("out of memory")
+
+    session = run(H.ask(H.load_image(Session(), landsat), H.Engine("b", lambda s: Broken("")), "hi"))
+    assert "model error" in session.turns[-1].answer and session.chat is None
+
+
+def _write(path: Path, array: np.ndarray, **profile: object) -> Path:
+    meta = {"driver": "GTiff", "count": array.shape[0], "height": array.shape[1], "width": array.shape[2],
+            "dtype": str(array.dtype), **profile}
+    with rasterio.open(path, "w", **meta) as dst:
+        dst.write(array)
+    return path
+
+
+def test_bad_input_gets_clear_errors(tmp_path: Path) -> None:
+    corrupt = tmp_path / "broken.tif"
+    corrupt.write_bytes(b"II*\x00" + bytes(range(256)) * 4)
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    for path in (corrupt, text, tmp_path / "missing.tif"):
+        with pytest.raises(RasterError):
+            H.load_image(Session(), path)
+    cube = _write(tmp_path / "cube.tif", np.ones((20, 8, 8), np.uint16))
+    with pytest.raises(RasterError, match="20 bands"):
+        H.load_image(Session(), cube)
+    with pytest.raises(H.UserError, match="band numbers"):
+        H.parse_bands("4,3")
+
+
+def test_thirteen_bands_and_band_override(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    s2 = _write(tmp_path / "s2.tif", rng.integers(1, 4000, (13, 32, 32), dtype=np.uint16),
+                crs="EPSG:32633", transform=from_origin(500000, 4000000, 10, 10))
+    session = H.load_image(Session(), s2)
+    assert session.sensor == "optical" and session.view.shape == (32, 32, 3)
+    chosen = H.load_image(Session(), s2, bands=H.parse_bands("8,4,3"))
+    assert chosen.bands == (8, 4, 3) and not np.array_equal(chosen.view, session.view)
+
+
+def test_all_nodata_window_is_refused(tmp_path: Path) -> None:
+    data = np.zeros((1, 64, 64), np.uint8)
+    data[0, :32, :32] = 200
+    path = _write(tmp_path / "half.tif", data, nodata=0, crs="EPSG:32633",
+                  transform=from_origin(500000, 4000000, 10, 10))
+    session = H.load_image(Session(), path)
+    with pytest.raises(RasterError, match="nodata"):
+        H.set_window(session, 40, 40, 16, 16)
+
+
+def test_no_crs_exports_in_pixel_space(tmp_path: Path) -> None:
+    from PIL import Image
+
+    png = tmp_path / "frame.png"
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(png)
+    engine, _ = scripted_engine("car [0, 0, 500, 500]")
+    session = run(H.quick_task(H.load_image(Session(), png), engine, "detection_hbb"))
+    path, note = H.export_file(session, tmp_path, "scripted", "geojson")
+    data = json.loads(path.read_text())
+    assert "pixels" in note and "pixels" in data["note"]
+    xs = [p[0] for p in data["features"][0]["geometry"]["coordinates"][0]]
+    assert (min(xs), max(xs)) == (0, 30)
+    with pytest.raises(H.UserError, match="nothing to export"):
+        H.export_file(H.clear_detections(session), tmp_path, "scripted", "gpkg")
+
+
+def test_save_and_reopen_session(landsat: Path, tmp_path: Path) -> None:
+    engine, _ = scripted_engine("ship [100, 200, 300, 400]")
+    session = H.set_window(H.load_image(Session(), landsat), 100, 50, 300, 300)
+    session = H.draw_region(session, [{"xmin": 10, "ymin": 10, "xmax": 50, "ymax": 60}])
+    session = run(H.quick_task(session, engine, "detection_hbb"))
+    path = H.save_session_file(session, tmp_path, "scripted")
+    saved = json.loads(path.read_text())
+    assert saved["image"]["path"] == str(landsat)
+    assert saved["turns"][0]["answer"] == "ship [100, 200, 300, 400]"
+    back = H.open_session_file(path)
+    assert back.window == session.window and back.region == session.region
+    assert [f.detection for f in back.found] == [f.detection for f in session.found]
+    assert [t.prompt for t in back.turns] == [t.prompt for t in session.turns] and back.view is not None
+    path.write_text("{not json")
+    with pytest.raises(H.UserError, match="session file"):
+        H.open_session_file(path)
