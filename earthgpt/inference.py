@@ -14,6 +14,7 @@ serve several sessions at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,13 +28,25 @@ from earthgpt.processor import EarthGPTProcessor
 def load_model(
     name_or_path: str = "nano", *, load_4bit: bool = False, load_8bit: bool = False
 ) -> tuple[Any, EarthGPTProcessor]:
-    """Load a model (preset name or checkpoint folder) and its processor, ready for inference."""
+    """Load a model (preset name or checkpoint folder) and its processor, ready for inference.
+
+    A preset name gives the preset's untrained start (see :func:`is_untrained_start`).
+    """
     from earthgpt.model.checkpoint import load_pretrained
 
     model = load_pretrained(name_or_path, load_4bit=load_4bit, load_8bit=load_8bit)
     if getattr(model, "tokenizer", None) is None:
-        raise ValueError(f"model {name_or_path!r} has no tokenizer (a random-weight preset cannot chat)")
+        raise ValueError(
+            f"model {name_or_path!r} has no tokenizer: a preset with a random LLM cannot chat; "
+            "use a preset with a pretrained LLM (nano) or a checkpoint folder"
+        )
     return model, EarthGPTProcessor(model.tokenizer, model.config)
+
+
+def is_untrained_start(name_or_path: str | Path) -> bool:
+    """True when ``name_or_path`` names a preset rather than a checkpoint folder: the model is its
+    base components with a random projector, so its answers do not describe the image."""
+    return not Path(name_or_path).is_dir()
 
 
 # ----------------------------------------------------------------------------- generation

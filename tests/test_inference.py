@@ -220,6 +220,9 @@ def test_chat_json_reports_answer_boxes_and_the_untrained_warning(tiny_chat, png
     assert set(report) == {"answer", "detections", "skipped", "model", "image", "sensor", "warning"}
     assert isinstance(report["answer"], str) and report["model"] == "nano" and report["image"] == str(png)
     assert "projector" in report["warning"] and err.startswith("WARNING:")
+    assert main(["chat", str(png), "q", "--json", "--max-new-tokens", "2", "--model", str(png.parent)]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["warning"] is None and "WARNING" not in err  # a checkpoint folder is trained
 
 
 def test_chat_streams_the_answer_with_the_sensor_named(tiny_chat, parts, png, capsys):

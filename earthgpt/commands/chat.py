@@ -23,6 +23,10 @@ from earthgpt.tasks import Sensor
 EXIT_BAD_INPUT = 2
 MAX_READ_SIDE = 1024  # longest side of the decimated read; the model sees config.image_size anyway
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}
+UNTRAINED_WARNING = (
+    "no trained EarthGPT weights: this is the preset's base with an untrained (random) projector "
+    "from image to text, so answers do not describe the image; pass --model CHECKPOINT_DIR"
+)
 _EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
 
 
@@ -46,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Answer the prompt; returns the exit status (2 for bad input)."""
-    from earthgpt.inference import ChatSession, load_model
+    from earthgpt.inference import ChatSession, is_untrained_start, load_model
 
     try:
         prompt = _check_prompt(args.prompt)
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, ConnectionError, ImportError) as error:
         print(f"error: cannot load model {args.model!r}: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    warning = untrained_warning(model)
+    warning = UNTRAINED_WARNING if is_untrained_start(args.model) else None
     if warning:
         print(f"WARNING: {warning}", file=sys.stderr)
     session = ChatSession(model, processor, sensor=sensor)
@@ -76,16 +80,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
-
-
-def untrained_warning(model: Any) -> str | None:
-    """A warning when the model carries no trained EarthGPT weights (the projector is random)."""
-    if getattr(model, "stage", 0) == 0:
-        return (
-            "this model has no trained EarthGPT weights: the projector from image to text is untrained "
-            "(random), so answers do not describe the image"
-        )
-    return None
 
 
 def json_report(
