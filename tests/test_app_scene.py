@@ -1,0 +1,155 @@
+"""Whole-scene detection: tiling, placing tile answers in the raster, merging across tiles, the
+``earthgpt detect`` command and the app's scene button (scripted model, real raster)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from app import handlers as H
+from app.scene import run_scene_detection
+from app.session_io import Session
+from earthgpt.commands import detect as detect_cmd
+from earthgpt.detection import (
+    Tile,
+    detect_scene,
+    edge_margin,
+    merge_detections,
+    tile_grid,
+    tile_to_raster,
+)
+from earthgpt.geometry import HBB, Detection, obb_from_cxcywha
+
+
+def test_tile_grid_covers_the_raster_with_overlap() -> None:
+    tiles = tile_grid(1000, 600, tile=512, overlap=64)
+    offsets = [(t.col_off, t.row_off) for t in tiles]
+    assert offsets == [(0, 0), (448, 0), (488, 0), (0, 88), (448, 88), (488, 88)]
+    assert all(t.width == 512 and t.height == 512 for t in tiles)
+    covered = np.zeros((600, 1000), bool)
+    for t in tiles:
+        covered[t.row_off : t.row_off + t.height, t.col_off : t.col_off + t.width] = True
+    assert covered.all()
+    assert tile_grid(100, 50, 512, 64) == [Tile(0, 0, 100, 50)]
+    with pytest.raises(ValueError, match="overlap"):
+        tile_grid(100, 100, 64, 64)
+
+
+def test_tile_to_raster_places_hbb_and_obb() -> None:
+    tile = Tile(448, 88, 512, 512)
+    det = tile_to_raster(Detection("ship", HBB(0, 500, 1000, 1000)), tile)
+    assert det.box == HBB(448, 88 + 256, 448 + 512, 88 + 512)
+    obb = obb_from_cxcywha(500, 500, 200, 100, 30)
+    placed = tile_to_raster(Detection("plane", obb), tile).box
+    assert placed.center == pytest.approx((448 + 256, 88 + 256))
+
+
+def test_merge_prefers_the_tile_that_sees_the_object_whole() -> None:
+    whole = Detection("ship", HBB(100, 100, 140, 120))
+    cut = Detection("ship", HBB(100, 100, 130, 120))  # clipped by the right border of its tile
+    other = Detection("car", HBB(100, 100, 140, 120))  # another class is never suppressed
+    margins = [edge_margin(whole.box, Tile(0, 0, 300, 300), 1000, 1000),
+               edge_margin(cut.box, Tile(-170, 0, 300, 300), 1000, 1000), 5.0]
+    assert margins[1] == 0
+    kept = merge_detections([cut, whole, other], 0.5, [margins[1], margins[0], margins[2]])
+    assert kept == [whole, other]
+
+
+def test_detect_scene_batches_skips_nodata_and_filters_classes() -> None:
+    tiles = tile_grid(200, 100, tile=100, overlap=0)
+    calls: list[int] = []
+
+    def read(tile: Tile) -> np.ndarray | None:
+        return None if tile.col_off == 100 else np.zeros((100, 100, 3), np.uint8)
+
+    def answer(images: list[np.ndarray]) -> list[str]:
+        calls.append(len(images))
+        return ["Ship [0, 0, 500, 500]\ncar [500, 500, 1000, 1000]\nbroken [1, 2"] * len(images)
+
+    seen: list[tuple[int, int]] = []
+    result = detect_scene(tiles, read, answer, raster_size=(200, 100), batch=2, classes=["ship"],
+                          progress=lambda done, total: seen.append((done, total)))
+    assert calls == [1] and seen == [(2, 2)]
+    assert result.tiles == 2 and result.tiles_empty == 1 and result.lines_skipped == 1
+    assert result.counts() == {"Ship": 1} and result.detections[0].box == HBB(0, 0, 50, 50)
+
+
+class TileChat:
+    """Answers with one ship at the raster position (1000, 650) in whatever tile it is shown."""
+
+    def __init__(self) -> None:
+        self.image = None
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        self.image = rgb
+
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False) -> str:
+        return "ship [100, 100, 200, 200]\nship [900, 900, 1000, 1000]"
+
+
+def _scene(tmp_path: Path, crs: str | None = "EPSG:32633") -> Path:
+    profile = {"driver": "GTiff", "count": 3, "height": 300, "width": 400, "dtype": "uint8"}
+    if crs:
+        profile.update(crs=crs, transform=from_origin(500000, 4000000, 10, 10))
+    path = tmp_path / "scene.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.random.default_rng(1).integers(1, 255, (3, 300, 400), dtype=np.uint8))
+    return path
+
+
+def _args(image: Path, out: Path, **extra: object) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    detect_cmd.add_arguments(parser)
+    argv = [str(image), "--out", str(out), "--tile", "200", "--overlap", "40", "--batch", "3"]
+    for key, value in extra.items():
+        argv += [f"--{key}", str(value)] if value is not True else [f"--{key}"]
+    return parser.parse_args(argv)
+
+
+def test_cli_detect_writes_geojson_and_gpkg(tmp_path: Path) -> None:
+    image = _scene(tmp_path)
+    args = _args(image, tmp_path / "out.geojson")
+    result, sensor = detect_cmd.detect_file(args, lambda s: TileChat(), "tiny")
+    assert sensor == "optical" and result.tiles == 6
+    assert sum(result.counts().values()) == len(result.detections) > 0
+    data = json.loads((tmp_path / "out.geojson").read_text())
+    assert len(data["features"]) == len(result.detections) and "note" not in data
+    props = data["features"][0]["properties"]
+    assert props["model"] == "tiny" and props["source"] == "scene.tif" and props["box"] == "hbb"
+    lon, lat = data["features"][0]["geometry"]["coordinates"][0][0]
+    assert 14 < lon < 16 and 35 < lat < 37  # UTM 33N near 36°N
+    detect_cmd.detect_file(_args(image, tmp_path / "out.gpkg"), lambda s: TileChat(), "tiny")
+    info = pyogrio.read_info(tmp_path / "out.gpkg")
+    assert info["crs"] == "EPSG:32633" and info["features"] == len(result.detections)
+    west, south, east, north = info["total_bounds"]
+    assert 500000 <= west < east <= 504000 and 3997000 <= south < north <= 4000000
+
+
+def test_cli_detect_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a tiff at all")
+    with pytest.raises(ValueError, match="corrupt"):
+        detect_cmd.detect_file(_args(broken, tmp_path / "x.geojson"), lambda s: TileChat(), "t")
+    with pytest.raises(ValueError, match="--out"):
+        detect_cmd.detect_file(_args(_scene(tmp_path), tmp_path / "x.shp"), lambda s: TileChat(), "t")
+
+
+def test_app_scene_button_replaces_earlier_scene_runs(tmp_path: Path) -> None:
+    engine = H.Engine("scripted", lambda sensor: TileChat())
+    session = H.load_image(Session(), _scene(tmp_path))
+    progress: list[tuple[int, int]] = []
+    first, result = run_scene_detection(session, engine, tile=200, overlap=40, batch=2,
+                                        progress=lambda d, t: progress.append((d, t)))
+    assert progress[-1] == (6, 6) and len(progress) == 3
+    assert len(first.found) == len(result.detections) and all(f.source == "scene" for f in first.found)
+    again, _ = run_scene_detection(first, engine, tile=200, overlap=40, obb=True)
+    assert len(again.found) == len(first.found)
+    with pytest.raises(H.UserError, match="overlap"):
+        run_scene_detection(session, engine, tile=200, overlap=200)
