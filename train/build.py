@@ -1,0 +1,156 @@
+"""Assemble what a run needs from its config: the model at its stage, the tokenizer, the records.
+
+- Stage 1 builds the preset (pretrained base or random at the preset's sizes) and applies
+  ``tuning.apply_stage(model, 1)``.
+- Stage 2 loads the stage-1 export named by ``model.init_from`` with
+  ``earthgpt.model.checkpoint.load_pretrained`` (which checks the base weights' identity) after
+  checking that the export was made by stage 1 on the base this config names; a mismatch is
+  refused with the differences listed. Then ``apply_stage(model, 2)``.
+- The tokenizer is the pretrained LLM's, a folder or hub id, or ``byte-level``: a ChatML byte-level
+  BPE without merges, for random-weight runs (tests, benchmarks) that have no tokenizer of their own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from earthgpt.config import EarthGPTConfig, get_preset
+from earthgpt.model.earthgpt import EarthGPT
+from earthgpt.model.tuning import apply_stage
+from train.config import TrainConfig
+
+BYTE_LEVEL = "byte-level"
+CHATML = (
+    "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<|im_start|>assistant\n'}}{% endif %}"
+)
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def byte_level_tokenizer() -> Any:
+    """A byte-level BPE (256 byte tokens, no merges) with ChatML specials, ``<image>`` and a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=256 + 3, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator([], trainer=trainer)
+    out = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    out.chat_template = CHATML
+    out.add_special_tokens({"extra_special_tokens": ["<image>"]})
+    return out
+
+
+def load_tokenizer(spec: str | None, model: EarthGPT) -> Any:
+    """The tokenizer ``spec`` names (module doc); None means the model's own."""
+    if spec is None:
+        if model.tokenizer is None:
+            raise ValueError(
+                "the model has no tokenizer (random weights); set model.tokenizer to a folder, a hub id "
+                f"or {BYTE_LEVEL!r}"
+            )
+        return model.tokenizer
+    if spec == BYTE_LEVEL:
+        return byte_level_tokenizer()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(spec)
+
+
+def model_config(cfg: TrainConfig) -> EarthGPTConfig:
+    """The preset named by ``model.preset`` with ``model.config`` overrides (nested, checked)."""
+    base = get_preset(cfg.model.preset).to_dict()
+    merged = _merge(base, cfg.model.config, "model.config")
+    return EarthGPTConfig.from_dict(merged)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any], where: str) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if key not in out:
+            raise ValueError(f"unknown key {where}.{key}; known: {sorted(out)}")
+        out[key] = _merge(out[key], value, f"{where}.{key}") if isinstance(value, dict) else value
+    return out
+
+
+def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
+    """Refuse a stage-1 export that was not made by stage 1 on the base ``cfg`` names."""
+    from earthgpt.model.checkpoint import read_meta
+
+    meta = read_meta(folder)
+    if meta.get("stage") != 1:
+        raise ValueError(f"stage 2 starts from a stage-1 export; {folder} is stage {meta.get('stage')}")
+    expected = {k: v for k, v in model_config(cfg).to_dict().items() if k != "name"}
+    found = {k: v for k, v in meta["config"].items() if k != "name"}
+    diffs = [f"model config differs at {path}: export {a!r}, this run {b!r}" for path, a, b in _diff(found, expected)]
+    if bool(meta.get("pretrained_base")) != cfg.model.pretrained:
+        diffs.append(f"pretrained base: export {meta.get('pretrained_base')}, this run {cfg.model.pretrained}")
+    if not cfg.model.pretrained and meta.get("seed") != cfg.model.seed:
+        diffs.append(f"random base seed: export {meta.get('seed')}, this run {cfg.model.seed}")
+    if diffs:
+        raise ValueError(f"refusing stage 2: {folder} was trained on another base: " + "; ".join(diffs))
+
+
+def _diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _diff(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+        return out
+    return [] if a == b else [(path, a, b)]
+
+
+def build_model(cfg: TrainConfig) -> EarthGPT:
+    """The model with the trainable parameters of ``cfg.stage`` unfrozen, those kept in float32."""
+    dtype = TORCH_DTYPES[cfg.model.dtype]
+    if cfg.stage == 1:
+        model = EarthGPT.from_config(model_config(cfg), pretrained=cfg.model.pretrained, seed=cfg.model.seed,
+                                     dtype=dtype)
+    else:
+        from earthgpt.model.checkpoint import load_pretrained
+
+        folder = Path(cfg.model.init_from or "")
+        check_stage2_base(cfg, folder)
+        model = load_pretrained(folder, dtype=dtype)
+        if model.tokenizer is None and (folder / "tokenizer").is_dir() and cfg.model.tokenizer is None:
+            from transformers import AutoTokenizer
+
+            model.tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    apply_stage(model, cfg.stage)
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    _set_attention(model, cfg.model.attn_implementation)
+    return model
+
+
+def _set_attention(model: EarthGPT, implementation: str) -> None:
+    """Select the LLM's attention kernel (``sdpa``, ``eager``, ``flash_attention_2``)."""
+    setter = getattr(model.llm, "set_attn_implementation", None)
+    if setter is not None:
+        setter(implementation)
+    else:
+        model.llm.config._attn_implementation = implementation
+
+
+def describe(model: EarthGPT) -> str:
+    """A one-line parameter summary by group (trainable / total)."""
+    from earthgpt.model.tuning import parameter_report
+
+    report = parameter_report(model)
+    parts = [f"{g} {r['trainable']:,}/{r['total']:,}" for g, r in report.items() if r["total"] and g != "all"]
+    return f"trainable {report['all']['trainable']:,} of {report['all']['total']:,} ({'; '.join(parts)})"
+
+
+def save_json(path: Path, data: Any) -> None:
+    """Write indented JSON."""
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")

@@ -1,0 +1,273 @@
+"""The typed training configuration: one YAML per stage and recipe, plus ``key=value`` overrides.
+
+A YAML file holds the four sections of :class:`TrainConfig` (``model``, ``data``, ``optim``,
+``run``) and ``stage``. Overrides on the command line use dotted keys (``optim.lr=1e-4``,
+``run.output_dir=runs/a``, ``data.sources=[mmrs=data/train.jsonl]``); each value is parsed as YAML
+and checked against the field's type, so ``optim.lr=fast`` or ``optim.lrr=1`` fail with a message
+naming the key, the expected type and the known keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MIXED_PRECISIONS = ("no", "fp16", "bf16")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass
+class ModelSection:
+    """Which model to train.
+
+    ``preset`` names an ``earthgpt.config`` preset; ``pretrained`` loads its base components (else
+    random weights at the preset's sizes, drawn from ``seed``). ``init_from`` is a stage-1 export
+    folder (``<output_dir>/final``) that stage 2 starts from. ``tokenizer`` is a folder or hub id;
+    ``None`` means the pretrained LLM's own tokenizer, ``byte-level`` a byte-level BPE for random
+    weights. ``config`` overrides fields of the preset's ``EarthGPTConfig`` (nested, e.g.
+    ``{image_token_id: 259}``). ``dtype`` is the storage type of the frozen
+    weights; trainable parameters are always kept in float32.
+    """
+
+    preset: str = "tiny"
+    pretrained: bool = False
+    seed: int = 0
+    init_from: str | None = None
+    tokenizer: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class DataSection:
+    """What to train on.
+
+    ``sources`` are ``KIND=PATH`` strings: ``mmrs=FILE.jsonl`` (or a folder with ``train.jsonl``)
+    for MMRS records, or any ``earthgpt mmrs build`` kind (``karpathy-json=…``, ``coco-captions=…``,
+    ``llava=…``) converted on the fly. ``image_roots`` maps a record's ``image_root`` name to a
+    folder; unmapped roots are looked up under ``$EARTHGPT_DATA``. ``tasks`` keeps only turns of
+    these tasks (stage 1: ``[caption]``); empty keeps all. ``split`` keeps records of that split.
+    ``one_pair_per_example`` makes each turn pair its own example (the stage-1 caption recipe);
+    otherwise a record's pairs are packed into examples up to ``max_length``. ``feature_cache`` is a
+    folder for cached vision-encoder outputs (see ``train/features.py``); ``None`` disables it.
+    """
+
+    sources: list[str] = field(default_factory=list)
+    image_roots: dict[str, str] = field(default_factory=dict)
+    split: str | None = "train"
+    tasks: list[str] = field(default_factory=list)
+    max_length: int = 2048
+    group_by_length: bool = True
+    num_workers: int = 0
+    one_pair_per_example: bool = False
+    feature_cache: str | None = None
+    system_prompt: str | None = None
+
+
+@dataclass
+class OptimSection:
+    """AdamW on the trainable parameters with a cosine schedule after a linear warm-up.
+
+    ``batch_size`` is per device; one optimizer step sees ``batch_size · grad_accum · world_size``
+    examples. ``max_steps`` counts optimizer steps; ``warmup_steps`` takes precedence over
+    ``warmup_ratio`` when positive.
+    """
+
+    lr: float = 2e-4
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.03
+    max_steps: int = 1000
+    batch_size: int = 4
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+
+
+@dataclass
+class RunSection:
+    """Where outputs go and how the run is executed.
+
+    ``resume`` is ``auto`` (the last complete checkpoint in ``output_dir``, if any), ``never``, or a
+    checkpoint folder. ``peak_tflops`` overrides the GPU peak used for MFU (see ``train/flops.py``).
+    """
+
+    output_dir: str = "runs/default"
+    seed: int = 0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    log_every: int = 10
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    resume: str = "auto"
+    tensorboard: bool = True
+    progress: bool = True
+    peak_tflops: float | None = None
+    export_final: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run: ``stage`` 1 or 2 and the four sections."""
+
+    stage: int = 1
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def validate(self) -> None:
+        """Raise ValueError when values are out of range or contradict each other."""
+        checks = [
+            (self.stage in (1, 2), f"stage must be 1 or 2, got {self.stage}"),
+            (self.run.mixed_precision in MIXED_PRECISIONS,
+             f"run.mixed_precision must be one of {MIXED_PRECISIONS}, got {self.run.mixed_precision!r}"),
+            (self.model.dtype in DTYPES, f"model.dtype must be one of {DTYPES}, got {self.model.dtype!r}"),
+            (self.optim.max_steps > 0, f"optim.max_steps must be positive, got {self.optim.max_steps}"),
+            (self.optim.batch_size > 0 and self.optim.grad_accum > 0,
+             "optim.batch_size and optim.grad_accum must be positive"),
+            (len(self.optim.betas) == 2, f"optim.betas needs two values, got {self.optim.betas}"),
+            (self.data.max_length > 0, f"data.max_length must be positive, got {self.data.max_length}"),
+            (bool(self.data.sources), "data.sources is empty: give at least one KIND=PATH"),
+            (self.stage == 1 or self.model.init_from is not None,
+             "stage 2 starts from a stage-1 export: set model.init_from to its folder (…/final)"),
+            (self.run.save_every > 0 and self.run.log_every > 0,
+             "run.save_every and run.log_every must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        for source in self.data.sources:
+            if "=" not in source:
+                raise ValueError(f"data.sources entry {source!r}: expected KIND=PATH")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (what ``config.yaml`` in the run folder holds)."""
+        return dataclasses.asdict(self)
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """``value`` checked (and, for numbers, converted) against a type annotation."""
+    if annotation is Any:
+        return value
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(value, option, key)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise ValueError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(annotation)
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        _, item = typing.get_args(annotation)
+        return {str(k): _convert(v, item, f"{key}.{k}") for k, v in value.items()}
+    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if annotation is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if annotation in (int, str, bool) and type(value) is annotation:
+        return value
+    raise ValueError(f"{key}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {[f'{where}{k}' for k in unknown]}; known in "
+                         f"{where.rstrip('.') or 'the top level'}: {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{where}{name}.")
+        else:
+            kwargs[name] = _convert(value, hint, f"{where}{name}")
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=1e-4", …]`` → a nested dict; values parsed as YAML (``1e-4`` is a float)."""
+    tree: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-4")
+        value = yaml.safe_load(raw) if raw else ""
+        if isinstance(value, str) and _looks_like_float(raw):
+            value = float(raw)
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _looks_like_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("image_roots", "config"):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from a nested dict."""
+    config = _build(TrainConfig, data, "")
+    config.validate()
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config, apply dotted ``key=value`` overrides, check types and values.
+
+    Relative paths inside the YAML stay relative to the working directory (where the run starts),
+    the same as paths given on the command line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training config {path} not found")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    return config_from_dict(_merge(data, parse_overrides(overrides or [])))

@@ -1,0 +1,179 @@
+"""Training checkpoints: the trainable parameters (delta) plus everything a resume needs.
+
+A checkpoint is a folder ``<output_dir>/checkpoints/step-<N>``::
+
+    trainable.safetensors   the parameters that learn, full precision, nothing else
+    rank<r>.pt              optimizer state (this rank's), scheduler state, RNG states (torch, CUDA,
+                            numpy, python) of rank r; read back with ``torch.load(weights_only=True)``
+    state.json              step, data position (epoch, batch), world size, the run's identity,
+                            and the size and sha256 of every other file: written last
+
+The folder is assembled under a temporary name and renamed into place, and every file inside is
+written to a temp file and renamed, so a run killed during a write leaves either no new
+checkpoint or a complete one. :func:`latest_checkpoint` also verifies sizes and hashes, and falls
+back to the previous checkpoint when the newest one is damaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+TRAINABLE = "trainable.safetensors"
+STATE = "state.json"
+PREFIX = "step-"
+TEMP_PREFIX = ".tmp-"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temp)`` then rename ``temp`` to ``path`` (same folder, so the rename is atomic)."""
+    temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
+    write(temp)
+    os.replace(temp, path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def rng_state() -> dict[str, Any]:
+    """The RNG states of this process, as tensors and plain values (loadable with weights_only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "gauss": gauss},
+        "python": json.dumps(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["gauss"]))
+    version, internal, gauss = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    """``<output_dir>/checkpoints/step-<step, 8 digits>``."""
+    return Path(output_dir) / "checkpoints" / f"{PREFIX}{step:08d}"
+
+
+def temp_dir(output_dir: Path, step: int) -> Path:
+    """The folder a checkpoint is assembled in before it is renamed into place."""
+    final = checkpoint_dir(output_dir, step)
+    return final.with_name(f"{TEMP_PREFIX}{final.name}")
+
+
+def write_trainable(folder: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+    """Write the trainable parameters (called on the main process only)."""
+    data = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in tensors.items()}
+    atomic_write(folder / TRAINABLE, lambda p: save_file(data, str(p), metadata=dict(metadata)))
+
+
+def write_rank_state(folder: Path, rank: int, state: Mapping[str, Any]) -> None:
+    """Write one rank's optimizer, scheduler and RNG state."""
+    atomic_write(folder / f"rank{rank}.pt", lambda p: torch.save(dict(state), p))
+
+
+def finalize(folder: Path, final: Path, info: Mapping[str, Any]) -> None:
+    """Record every file's size and hash in ``state.json`` (last), then rename ``folder`` to ``final``."""
+    files = {
+        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(TEMP_PREFIX) and p.name != STATE
+    }
+    payload = {**info, "files": files}
+    atomic_write(folder / STATE, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(folder, final)
+
+
+def verify(folder: Path) -> dict[str, Any]:
+    """``state.json`` of a complete, undamaged checkpoint; ValueError naming what is wrong otherwise."""
+    state_file = folder / STATE
+    if not state_file.is_file():
+        raise ValueError(f"{folder}: no {STATE} (the write did not finish)")
+    try:
+        info = json.loads(state_file.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{state_file}: not valid JSON ({err.msg})") from None
+    for name, expected in info.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise ValueError(f"{folder}: {name} is missing")
+        if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
+            raise ValueError(f"{folder}: {name} is damaged (size or sha256 differs from {STATE})")
+    if TRAINABLE not in info.get("files", {}):
+        raise ValueError(f"{folder}: {STATE} lists no {TRAINABLE}")
+    return info
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Checkpoint folders of a run, oldest first (temporary folders excluded)."""
+    root = Path(output_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint that verifies, skipping (with a warning) damaged or incomplete ones."""
+    for folder in reversed(list_checkpoints(output_dir)):
+        try:
+            verify(folder)
+        except ValueError as err:
+            log.warning("skipping checkpoint: %s", err)
+            continue
+        return folder
+    return None
+
+
+def prune(output_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, and leftovers of interrupted writes."""
+    root = Path(output_dir) / "checkpoints"
+    if root.is_dir():
+        for leftover in root.glob(f"{TEMP_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    folders = list_checkpoints(output_dir)
+    for folder in folders[: max(0, len(folders) - keep)]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_trainable(folder: Path) -> dict[str, torch.Tensor]:
+    """The trainable parameters stored in a checkpoint."""
+    return load_file(folder / TRAINABLE)
+
+
+def read_rank_state(folder: Path, rank: int) -> dict[str, Any]:
+    """One rank's optimizer, scheduler and RNG state (weights-only unpickling)."""
+    path = folder / f"rank{rank}.pt"
+    if not path.is_file():
+        raise ValueError(f"{folder} has no state for rank {rank}: was it written with another world size?")
+    return torch.load(path, weights_only=True)
