@@ -154,6 +154,6 @@ def session_map(session: Session, model_name: str = "", basemap: bool = False) -
         from rasterio.transform import Affine
 
         sx, sy = session.overview_scale
-        transform = Affine(*info.transform[:6]) * Affine.scale(sx, sy)
+        transform = Affine(*info.transform[:6]) @ Affine.scale(sx, sy)
         page = build_map(session.overview, collection, transform=transform, crs=info.crs, basemap=basemap)
     return map_iframe(page)
