@@ -257,6 +257,19 @@ def test_failed_prepare_leaves_nothing(tmp_path: Path, fake_bundled: list[str],
         weights.read_manifest(tmp_path)
 
 
+def test_prepare_keeps_a_base_another_process_finished_first(tmp_path: Path, fake_bundled: list[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    def other_process_finishes(out: Path) -> dict:
+        (tmp_path / "nano-base").mkdir()
+        (tmp_path / "nano-base" / "manifest.json").write_text(json.dumps({"format": 1, "base_id": "theirs"}))
+        return _fake_converter("cnn", fake_bundled)(out)
+
+    monkeypatch.setattr(bundled, "convert_cnn", other_process_finishes)
+    assert weights.prepare_nano_base(tmp_path, progress=False) == tmp_path / "nano-base"
+    assert weights.read_manifest(tmp_path)["base_id"] == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nano-base"]
+
+
 def test_prepare_removes_leftovers_of_killed_runs(tmp_path: Path, fake_bundled: list[str]) -> None:
     dead_pid = max(int(p) for p in os.listdir("/proc") if p.isdigit()) + 100_000
     leftover = tmp_path / f".nano-base-tmp-{dead_pid}-x1y2"

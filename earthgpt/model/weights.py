@@ -88,10 +88,10 @@ def prepare_nano_base(cache: Path | None = None, *, force: bool = False, progres
         manifest = _manifest(build, components, time.perf_counter() - started)
         (build / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         build.chmod(0o755)  # mkdtemp makes it private; the finished cache is an ordinary folder
-        _replace_dir(build, final)
+        _publish(build, final, replace=force or _manifest_format(final) != MANIFEST_FORMAT)
     finally:
         shutil.rmtree(build, ignore_errors=True)
-    log.info("nano-base ready at %s (base_id %s)", final, manifest["base_id"])
+    log.info("nano-base ready at %s (base_id %s)", final, read_manifest(root)["base_id"])
     return final
 
 
@@ -130,13 +130,23 @@ def _manifest_format(folder: Path) -> int | None:
         return None
 
 
-def _replace_dir(build: Path, final: Path) -> None:
-    """Rename ``build`` to ``final``, moving an older ``final`` aside first and deleting it after."""
+def _publish(build: Path, final: Path, *, replace: bool) -> None:
+    """Rename the finished ``build`` to ``final``.
+
+    An existing ``final`` is moved aside and deleted when ``replace``; otherwise it is kept (another
+    process finished the same conversion first) and ``build`` is left for the caller to delete.
+    """
+    if final.exists() and not replace:
+        return
     old = None
     if final.exists():
         old = final.with_name(f"{_TMP_PREFIX}{os.getpid()}-old")
         final.rename(old)
-    build.rename(final)
+    try:
+        build.rename(final)
+    except OSError:
+        if _manifest_format(final) != MANIFEST_FORMAT:  # not a concurrent, complete build: a real error
+            raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
