@@ -98,3 +98,38 @@ def test_presets_and_bad_paths(tmp_path: Path) -> None:
         load_pretrained(str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="is not an EarthGPT checkpoint"):
         load_pretrained(tmp_path)
+
+
+def test_delta_in_bfloat16_halves_the_file_and_loads_close(tmp_path: Path) -> None:
+    model = trained_tiny(1)
+    save_pretrained(model, tmp_path / "f32")
+    save_pretrained(model, tmp_path / "bf16", dtype=torch.bfloat16)
+    size = {k: (tmp_path / k / "model.safetensors").stat().st_size for k in ("f32", "bf16")}
+    assert size["bf16"] < 0.6 * size["f32"]
+    loaded = load_pretrained(tmp_path / "bf16")
+    assert next(loaded.projector.parameters()).dtype == torch.float32
+    assert torch.allclose(logits(loaded), logits(model), atol=0.05)
+
+
+@pytest.mark.slow
+def test_delta_round_trip_on_the_bundled_nano_base(tmp_path: Path) -> None:
+    from earthgpt.model import weights
+
+    try:
+        weights.read_manifest()
+    except FileNotFoundError:
+        pytest.skip("the bundled base is not prepared (earthgpt weights prepare)")
+    model = EarthGPT.from_config(get_preset("nano"), pretrained=True)
+    generator = torch.Generator().manual_seed(0)
+    for stage in (1, 2):
+        apply_stage(model, stage)
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.add_(0.01 * torch.randn(param.shape, generator=generator))
+    ids = torch.tensor([[1, *[model.image_token_id] * 64, 30, 31]])
+    pixels = torch.linspace(-1, 1, 3 * 224 * 224).reshape(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = model(ids, pixel_values=pixels).logits
+        save_pretrained(model, tmp_path)
+        assert torch.equal(load_pretrained(tmp_path)(ids, pixel_values=pixels).logits, expected)

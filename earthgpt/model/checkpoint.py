@@ -57,8 +57,14 @@ def delta_state(model: EarthGPT) -> dict[str, torch.Tensor]:
     return {name: p.detach() for g in STAGE_GROUPS[model.stage] for name, p in groups[g]}
 
 
-def save_pretrained(model: EarthGPT, folder: str | Path, *, delta: bool = True) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` (a delta or a full checkpoint) into ``folder``."""
+def save_pretrained(
+    model: EarthGPT, folder: str | Path, *, delta: bool = True, dtype: torch.dtype | None = None
+) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (a delta or a full checkpoint) into ``folder``.
+
+    ``dtype`` (delta only) stores the tensors in another float type, e.g. ``torch.bfloat16`` to
+    halve the file; loading casts them back to the model's dtype.
+    """
     if any(layer.merged for layer in scale_shift_layers(model.llm)):
         raise ValueError("scale/shift layers are merged; call tuning.unmerge_scale_shift before saving")
     folder = Path(folder)
@@ -72,8 +78,12 @@ def save_pretrained(model: EarthGPT, folder: str | Path, *, delta: bool = True) 
         meta["base"] = base_identity(model)
         tensors = {name: t.contiguous() for name, t in delta_state(model).items()}
         _refuse_quantized(tensors)
+        if dtype is not None:
+            tensors = {name: t.to(dtype) for name, t in tensors.items()}
         save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT})
     else:
+        if dtype is not None:
+            raise ValueError("dtype applies to delta checkpoints; cast the model itself for a full one")
         _refuse_quantized(dict(model.state_dict()))
         save_model(model, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT})
         if model.tokenizer is not None:

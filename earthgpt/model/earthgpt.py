@@ -196,7 +196,7 @@ def tensor_identity(module: nn.Module, name: str) -> dict:
     digest = hashlib.sha256()
     for key, tensor in sorted(module.state_dict().items()):
         digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return {"name": name, "sha256": digest.hexdigest()}
 
 

@@ -73,7 +73,8 @@ class EfficientNetFeatures(nn.Module):
     """Stage-end outputs of an ``efficientnet_lite_pytorch.EfficientNet`` at chosen strides.
 
     A stage end is the last block that runs at a given output stride; strides are read from the
-    stem and each block's depthwise convolution, so nothing depends on the block count.
+    stem and each block's depthwise convolution, so nothing depends on the block count. The blocks
+    past the last chosen stage and the classification head never run, so they are dropped.
     """
 
     def __init__(self, backbone: nn.Module, strides: list[int]) -> None:
@@ -91,6 +92,8 @@ class EfficientNetFeatures(nn.Module):
             )
         self.block_indices = [last_block_at[s] for s in strides]
         self.channels = [backbone._blocks[i]._bn2.num_features for i in self.block_indices]
+        backbone._blocks = backbone._blocks[: max(self.block_indices) + 1]
+        backbone._conv_head = backbone._bn1 = backbone._fc = nn.Identity()
 
     def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps, one per chosen stride, finest first."""
@@ -98,7 +101,7 @@ class EfficientNetFeatures(nn.Module):
         x = net._swish(net._bn0(net._conv_stem(pixel_values)))
         wanted = set(self.block_indices)
         maps = []
-        for index, block in enumerate(net._blocks[: max(self.block_indices) + 1]):
+        for index, block in enumerate(net._blocks):
             x = block(x)
             if index in wanted:
                 maps.append(x)
