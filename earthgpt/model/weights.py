@@ -70,8 +70,7 @@ def prepare_nano_base(cache: Path | None = None, *, force: bool = False, progres
         return final
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(root)
-    for package in bundled.ALL_PACKAGES:  # fail before any slow work when a package is missing
-        bundled.package_version(package)
+    bundled.check_requirements()
     steps: list[tuple[str, Callable[[Path], dict]]] = [
         ("llm", bundled.convert_llm), ("vit", bundled.convert_vit), ("cnn", bundled.convert_cnn),
     ]
