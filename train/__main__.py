@@ -41,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from train.steps import train
 
-    result = train(config)
+    try:
+        result = train(config)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(result))
     return 0
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -176,6 +176,9 @@ def setup(cfg: TrainConfig) -> Run:
     accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision,
                               log_with="tensorboard" if cfg.run.tensorboard else None, project_dir=str(output))
     set_seed(cfg.run.seed)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and cfg.optim.grad_accum > 1:
+        raise ValueError("with DeepSpeed, accumulate in DeepSpeed's own config: set optim.grad_accum=1 and "
+                         "gradient_accumulation_steps in the accelerate config (or raise optim.batch_size)")
     model = build_model(cfg)
     processor = EarthGPTProcessor(load_tokenizer(cfg.model.tokenizer, model), model.config)
     model.tokenizer = processor.tokenizer

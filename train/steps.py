@@ -21,9 +21,9 @@ def _micro_batch(run: Run, batch: dict[str, Any], scale: float, sync: bool) -> t
     acc = run.accelerator
     inputs = {k: batch[k].to(acc.device) for k in _BATCH_KEYS if k in batch}
     context = acc.no_sync(run.module) if not sync else contextlib.nullcontext()
-    with context, acc.autocast():
-        loss = run.module(**inputs)
     with context:
+        with acc.autocast():
+            loss = run.module(**inputs)
         acc.backward(loss * scale)
     images = int(inputs["input_ids"].shape[0])
     counts = [float(inputs["attention_mask"].sum()), float(images),

@@ -1,0 +1,112 @@
+"""Training end to end on the tiny random model: stage 1 then stage 2 on real AID images, the loss on a
+repeated batch, resume after a kill (and after a half-written checkpoint), the stage-2 base check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from train_helpers import CONFIGS, aid_records, generated_records, overrides, write_records
+
+import train.steps
+from earthgpt.model.checkpoint import load_pretrained
+from train import state
+from train.__main__ import main
+
+STAGE1 = str(CONFIGS / "tiny_stage1.yaml")
+STAGE2 = str(CONFIGS / "tiny_stage2.yaml")
+
+
+def losses(output: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def aid_set(tmp_path_factory, shared_data):
+    folder = tmp_path_factory.mktemp("aid_mmrs")
+    return write_records(folder, aid_records(shared_data / "aid" / "AID", 6)), {"AID": shared_data / "aid" / "AID"}
+
+
+@pytest.fixture(scope="module")
+def generated_set(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gen_mmrs")
+    return write_records(folder, generated_records(folder, 6)), {"images": folder / "images"}
+
+
+def test_stage1_then_stage2_on_aid_images(aid_set, tmp_path):
+    records, roots = aid_set
+    out1, out2 = tmp_path / "s1", tmp_path / "s2"
+    assert main([STAGE1, *overrides(records, roots, out1, "optim.max_steps=3")]) == 0
+    assert all(torch.isfinite(torch.tensor(losses(out1))))
+    stage1 = load_pretrained(out1 / "final")
+    assert stage1.stage == 1
+    assert main([STAGE2, *overrides(records, roots, out2, f"model.init_from={out1 / 'final'}",
+                                    "optim.max_steps=3")]) == 0
+    assert all(torch.isfinite(torch.tensor(losses(out2))))
+    stage2 = load_pretrained(out2 / "final")
+    assert stage2.stage == 2
+    projector_1 = dict(stage1.projector.named_parameters())
+    for name, param in stage2.projector.named_parameters():  # stage 2 keeps the stage-1 projector
+        assert torch.equal(param, projector_1[name])
+    scales = [m.scale for m in stage2.llm.modules() if hasattr(m, "scale")]
+    assert scales and any(not torch.equal(s, torch.ones_like(s)) for s in scales)
+
+
+def test_loss_decreases_on_a_repeated_batch(generated_set, tmp_path):
+    records, roots = generated_set
+    two = write_records(tmp_path / "two", [json.loads(x) for x in records.read_text().splitlines()[:2]])
+    assert main([STAGE1, *overrides(two, roots, tmp_path / "run", "optim.max_steps=5", "optim.batch_size=2",
+                                    "optim.warmup_steps=1", "run.save_every=100")]) == 0
+    values = losses(tmp_path / "run")
+    assert len(values) == 5 and all(torch.isfinite(torch.tensor(values)))
+    assert values[-1] < values[0] - 0.05, values
+
+
+def test_resume_after_kill_and_partial_write_equals_uninterrupted(generated_set, tmp_path, monkeypatch):
+    records, roots = generated_set
+    common = ["optim.max_steps=4", "run.save_every=2", "optim.grad_accum=2", "optim.batch_size=1"]
+    assert main([STAGE1, *overrides(records, roots, tmp_path / "a", *common)]) == 0
+
+    real_save = train.steps.save_checkpoint
+
+    def save_then_die(run):
+        real_save(run)
+        if run.step == 2:
+            raise KeyboardInterrupt("simulated kill after the step-2 checkpoint")
+
+    monkeypatch.setattr(train.steps, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        main([STAGE1, *overrides(records, roots, tmp_path / "b", *common)])
+    monkeypatch.undo()
+    good = state.checkpoint_dir(tmp_path / "b", 2)
+    # A run killed while writing step 3: a complete-looking folder whose weights file is cut short,
+    # plus a temporary folder of another write.
+    broken = state.checkpoint_dir(tmp_path / "b", 3)
+    shutil.copytree(good, broken)
+    data = (broken / state.TRAINABLE).read_bytes()
+    (broken / state.TRAINABLE).write_bytes(data[: len(data) // 2])
+    state.temp_dir(tmp_path / "b", 4).mkdir()
+    assert state.latest_checkpoint(tmp_path / "b") == good
+
+    assert main([STAGE1, *overrides(records, roots, tmp_path / "b", *common)]) == 0
+    final_a = load_file(state.checkpoint_dir(tmp_path / "a", 4) / state.TRAINABLE)
+    final_b = load_file(state.checkpoint_dir(tmp_path / "b", 4) / state.TRAINABLE)
+    assert final_a.keys() == final_b.keys() and len(final_a) > 0
+    for name in final_a:
+        assert torch.equal(final_a[name], final_b[name]), name
+    assert losses(tmp_path / "a")[2:] == losses(tmp_path / "b")[-2:]
+
+
+def test_stage2_refuses_an_export_of_another_base(generated_set, tmp_path, capsys):
+    records, roots = generated_set
+    assert main([STAGE1, *overrides(records, roots, tmp_path / "s1", "optim.max_steps=1")]) == 0
+    final = tmp_path / "s1" / "final"
+    code = main([STAGE2, *overrides(records, roots, tmp_path / "s2", f"model.init_from={final}", "model.seed=7")])
+    assert code == 2
+    assert "trained on another base" in capsys.readouterr().err
+    code = main([STAGE2, *overrides(records, roots, tmp_path / "s3", f"model.init_from={tmp_path / 's2'}")])
+    assert code == 2

@@ -1,0 +1,138 @@
+"""Training parts on their own: config overrides, length-grouped batches, checkpoint files, the
+feature cache and its invalidation, the FLOP formula, every shipped YAML."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import yaml
+from train_helpers import CONFIGS
+
+from earthgpt.config import get_preset
+from earthgpt.model.earthgpt import EarthGPT
+from earthgpt.model.tuning import apply_stage
+from train import state
+from train.config import load_config
+from train.features import FeatureCache, precompute, vision_fingerprint
+from train.flops import flop_model, peak_tflops_for
+from train.sampler import epoch_batches, global_batches
+
+SOURCE = "data.sources=[mmrs=x.jsonl]"
+
+
+def test_overrides_are_typed_and_unknown_keys_are_named():
+    cfg = load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "optim.lr=1e-4", "optim.max_steps=3",
+                                                      "run.peak_tflops=312", "data.tasks=[caption,vqa]"])
+    assert cfg.optim.lr == 1e-4 and cfg.optim.max_steps == 3 and cfg.run.peak_tflops == 312.0
+    assert cfg.data.tasks == ["caption", "vqa"] and cfg.model.config == {"image_token_id": 259}
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['optim.lrr'\].*'lr'"):
+        load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "optim.lrr=1"])
+    with pytest.raises(ValueError, match="optim.max_steps: expected int, got 'many'"):
+        load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "optim.max_steps=many"])
+    with pytest.raises(ValueError, match="run.mixed_precision must be one of"):
+        load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "run.mixed_precision=fp8"])
+    with pytest.raises(ValueError, match="set model.init_from"):
+        load_config(CONFIGS / "tiny_stage2.yaml", [SOURCE, "model.init_from=null"])
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_stage_config_loads(path):
+    cfg = load_config(path, [SOURCE])
+    assert cfg.stage in (1, 2)
+    get_preset(cfg.model.preset)
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_accelerate_configs_are_valid_yaml(path):
+    data = yaml.safe_load(path.read_text())
+    assert data["distributed_type"] in ("NO", "MULTI_GPU", "MULTI_CPU", "FSDP", "DEEPSPEED")
+
+
+def test_length_grouped_batches_are_deterministic_and_split_across_ranks():
+    lengths = [int(x) for x in torch.randint(10, 500, (203,), generator=torch.Generator().manual_seed(0))]
+    kwargs = {"seed": 3, "epoch": 0, "group_by_length": True}
+    first = global_batches(lengths, 8, **kwargs)
+    assert first == global_batches(lengths, 8, **kwargs) and len(first) == 203 // 8
+    assert first != global_batches(lengths, 8, seed=3, epoch=1, group_by_length=True)
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first)
+    plain = global_batches(lengths, 8, seed=3, epoch=0, group_by_length=False)
+    assert spread < sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in plain) / 3
+    ranks = [epoch_batches(lengths, 4, world_size=2, rank=r, **kwargs) for r in range(2)]
+    for batch, low, high in zip(first, *ranks, strict=True):
+        assert sorted(low + high) == sorted(batch) and not set(low) & set(high)
+
+
+def test_checkpoint_verification_rejects_damaged_and_incomplete_folders(tmp_path):
+    for step in (1, 2):
+        temp, final = state.temp_dir(tmp_path, step), state.checkpoint_dir(tmp_path, step)
+        temp.mkdir(parents=True)
+        state.write_trainable(temp, {"w": torch.full((4,), float(step))}, {})
+        state.write_rank_state(temp, 0, {"rng": state.rng_state()})
+        state.finalize(temp, final, {"step": step})
+    assert state.latest_checkpoint(tmp_path) == state.checkpoint_dir(tmp_path, 2)
+    (state.checkpoint_dir(tmp_path, 2) / "rank0.pt").write_bytes(b"cut")
+    assert state.latest_checkpoint(tmp_path) == state.checkpoint_dir(tmp_path, 1)
+    (state.checkpoint_dir(tmp_path, 1) / state.STATE).unlink()
+    assert state.latest_checkpoint(tmp_path) is None
+
+
+def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(5)
+    state.write_rank_state(tmp_path, 0, {"rng": state.rng_state()})
+    expected = (torch.rand(3), np.random.rand(), random.random())
+    state.set_rng_state(state.read_rank_state(tmp_path, 0)["rng"])
+    again = (torch.rand(3), np.random.rand(), random.random())
+    assert torch.equal(again[0], expected[0]) and again[1:] == expected[1:]
+
+
+def _tiny(seed: int) -> EarthGPT:
+    model = EarthGPT.from_config(get_preset("tiny"), pretrained=False, seed=seed)
+    apply_stage(model, 1)
+    return model
+
+
+def test_feature_cache_hits_and_invalidation(tmp_path):
+    model = _tiny(0)
+    images = []
+    for i in range(3):
+        images.append(tmp_path / f"im{i}.bin")
+        images[-1].write_bytes(bytes([i]) * 10)
+    pixels = {p: torch.randn(3, 56, 56, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(images)}
+    fingerprint = vision_fingerprint(model.vision, model.config, torch.float32)
+    cache = FeatureCache(tmp_path / "cache", fingerprint)
+    assert precompute(cache, images * 2, model.vision, pixels.__getitem__, progress=False) == 3
+    assert precompute(cache, images, model.vision, pixels.__getitem__, progress=False) == 0
+    direct = model.vision(pixels[images[1]][None])[0]
+    assert torch.allclose(cache(images[1]), direct, atol=1e-5)  # batched vs single: rounding only
+    os.utime(images[1], ns=(1, 1))  # the image changed on disk
+    assert images[1] not in cache and images[0] in cache
+    assert vision_fingerprint(_tiny(1).vision, model.config, torch.float32) != fingerprint
+    assert vision_fingerprint(model.vision, model.config, torch.bfloat16) != fingerprint
+    other = get_preset("tiny")
+    other.image_size = 70
+    assert vision_fingerprint(model.vision, other, torch.float32) != fingerprint
+    with pytest.raises(KeyError, match="precompute first"):
+        cache(images[1])
+
+
+def test_flop_formula_counts_trainable_matmuls_and_known_gpus():
+    model = _tiny(0)
+    counts = flop_model(model, vision_per_image=1000.0)
+    cfg = model.config.llm
+    attention = cfg.num_layers * (2 * cfg.hidden_size**2 + 2 * cfg.hidden_size * cfg.hidden_size // 2)
+    assert counts.llm_matmul_trainable == attention
+    assert counts.llm_matmul == attention + 3 * cfg.num_layers * cfg.hidden_size * cfg.intermediate_size \
+        + cfg.vocab_size * cfg.hidden_size
+    flops = counts.step_flops(tokens=10, visual_tokens=4, seq_len=8, images_encoded=1)
+    per_token = 4 * counts.llm_matmul + 2 * attention + 12 * cfg.num_layers * cfg.hidden_size * 8
+    assert flops == 10 * per_token + 4 * 4 * counts.projector + 1000.0
+    assert peak_tflops_for("NVIDIA H100 80GB HBM3") == 989.0
+    assert peak_tflops_for("NVIDIA H100 PCIe") == 756.0
+    assert peak_tflops_for("NVIDIA A100-SXM4-80GB") == 312.0
+    assert peak_tflops_for("Some Future GPU") is None
