@@ -33,6 +33,10 @@ WINDOW_SIZES = (256, 512, 1024, 2048, 4096)
 DEFAULT_WINDOW = 1024
 
 
+BOX_TASKS = (Task.detection_hbb, Task.detection_obb, Task.grounding)
+"""Tasks whose answers are boxes; malformed box lines are reported only for these."""
+
+
 class UserError(ValueError):
     """Something the analyst can fix; the UI shows the message and carries on."""
 
@@ -309,9 +313,10 @@ def parsed_markdown(session: Session) -> str:
     mine = [f for f in session.found if f.turn == number]
     lines = [f"**Turn {number}** · task `{turn.task}` · window {_window_text(turn.window)}",
              "", "Raw model text:", "```text", turn.answer, "```"]
+    boxy = turn.task in BOX_TASKS
     if not mine:
-        skipped = f" {turn.skipped} malformed line(s) skipped." if turn.skipped else ""
-        lines.append("No boxes parsed." + skipped)
+        skipped = f" {turn.skipped} line(s) that looked like boxes could not be parsed." if boxy else ""
+        lines.append(("No boxes parsed." + skipped) if boxy or turn.task == "ask" else "")
         return "\n".join(lines)
     to_lonlat = lonlat_mapper(session.info) if session.info else None
     lines += ["", "| class | kind | full-raster pixels | centre lon, lat |", "|---|---|---|---|"]
@@ -324,7 +329,7 @@ def parsed_markdown(session: Session) -> str:
         kind = "hbb" if isinstance(box, HBB) else "obb"
         lines.append(f"| {item.detection.label} | {kind} | {_box_text(box)} | {centre} |")
     if turn.skipped:
-        lines.append(f"\n{turn.skipped} malformed line(s) skipped.")
+        lines.append(f"\n{turn.skipped} line(s) that looked like boxes could not be parsed.")
     return "\n".join(lines)
 
 

@@ -250,7 +250,11 @@ def _wire_image(c: SimpleNamespace, demos: dict) -> None:
     def draw(session: Session, value: dict | None) -> tuple:
         if session.info is None or not value:
             return gr.skip(), gr.skip(), gr.skip()
-        new = H.draw_region(session, value.get("boxes") or [])
+        boxes = value.get("boxes") or []
+        last = boxes[-1] if boxes else None
+        if last and min(abs(last["xmax"] - last["xmin"]), abs(last["ymax"] - last["ymin"])) < 1:
+            return gr.skip(), gr.skip(), gr.skip()  # a drag just starting
+        new = H.draw_region(session, boxes)
         if _same_region(new.region, session.region, 1.0 + max(session.scale)):  # our own redraw
             return gr.skip(), gr.skip(), gr.skip()
         return new, H.info_markdown(new), "Region set." if new.region else "Region cleared."
