@@ -28,7 +28,9 @@ def losses(output: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def aid_set(tmp_path_factory, shared_data):
     folder = tmp_path_factory.mktemp("aid_mmrs")
-    return write_records(folder, aid_records(shared_data / "aid" / "AID", 6)), {"AID": shared_data / "aid" / "AID"}
+    return write_records(folder, aid_records(shared_data / "aid" / "AID", 6)), {
+        "AID": shared_data / "aid" / "AID"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +46,24 @@ def test_stage1_then_stage2_on_aid_images(aid_set, tmp_path):
     assert all(torch.isfinite(torch.tensor(losses(out1))))
     stage1 = load_pretrained(out1 / "final")
     assert stage1.stage == 1
-    assert main([STAGE2, *overrides(records, roots, out2, f"model.init_from={out1 / 'final'}",
-                                    "optim.max_steps=3")]) == 0
+    assert (
+        main(
+            [
+                STAGE2,
+                *overrides(
+                    records,
+                    roots,
+                    out2,
+                    f"model.init_from={out1 / 'final'}",
+                    f"data.feature_cache={tmp_path / 'cache'}",
+                    "optim.max_steps=3",
+                ),
+            ]
+        )
+        == 0
+    )
     assert all(torch.isfinite(torch.tensor(losses(out2))))
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 6  # one entry per image
     stage2 = load_pretrained(out2 / "final")
     assert stage2.stage == 2
     projector_1 = dict(stage1.projector.named_parameters())
@@ -59,8 +76,23 @@ def test_stage1_then_stage2_on_aid_images(aid_set, tmp_path):
 def test_loss_decreases_on_a_repeated_batch(generated_set, tmp_path):
     records, roots = generated_set
     two = write_records(tmp_path / "two", [json.loads(x) for x in records.read_text().splitlines()[:2]])
-    assert main([STAGE1, *overrides(two, roots, tmp_path / "run", "optim.max_steps=5", "optim.batch_size=2",
-                                    "optim.warmup_steps=1", "run.save_every=100")]) == 0
+    assert (
+        main(
+            [
+                STAGE1,
+                *overrides(
+                    two,
+                    roots,
+                    tmp_path / "run",
+                    "optim.max_steps=5",
+                    "optim.batch_size=2",
+                    "optim.warmup_steps=1",
+                    "run.save_every=100",
+                ),
+            ]
+        )
+        == 0
+    )
     values = losses(tmp_path / "run")
     assert len(values) == 5 and all(torch.isfinite(torch.tensor(values)))
     assert values[-1] < values[0] - 0.05, values
@@ -105,7 +137,9 @@ def test_stage2_refuses_an_export_of_another_base(generated_set, tmp_path, capsy
     records, roots = generated_set
     assert main([STAGE1, *overrides(records, roots, tmp_path / "s1", "optim.max_steps=1")]) == 0
     final = tmp_path / "s1" / "final"
-    code = main([STAGE2, *overrides(records, roots, tmp_path / "s2", f"model.init_from={final}", "model.seed=7")])
+    code = main(
+        [STAGE2, *overrides(records, roots, tmp_path / "s2", f"model.init_from={final}", "model.seed=7")]
+    )
     assert code == 2
     assert "trained on another base" in capsys.readouterr().err
     code = main([STAGE2, *overrides(records, roots, tmp_path / "s3", f"model.init_from={tmp_path / 's2'}")])

@@ -23,17 +23,19 @@ SOURCE = "data.sources=[mmrs=x.jsonl]"
 
 
 def test_overrides_are_typed_and_unknown_keys_are_named():
-    cfg = load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "optim.lr=1e-4", "optim.max_steps=3",
-                                                      "run.peak_tflops=312", "data.tasks=[caption,vqa]"])
+    cfg = load_config(
+        CONFIGS / "tiny_stage1.yaml",
+        [SOURCE, "optim.lr=1e-4", "optim.max_steps=3", "run.peak_tflops=312", "data.tasks=[caption,vqa]"],
+    )
     assert cfg.optim.lr == 1e-4 and cfg.optim.max_steps == 3 and cfg.run.peak_tflops == 312.0
     assert cfg.data.tasks == ["caption", "vqa"] and cfg.model.config == {"image_token_id": 259}
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['optim.lrr'\].*'lr'"):
         load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "optim.lrr=1"])
-    with pytest.raises(ValueError, match="optim.max_steps: expected int, got 'many'"):
+    with pytest.raises(ValueError, match=r"optim\.max_steps: expected int, got 'many'"):
         load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "optim.max_steps=many"])
-    with pytest.raises(ValueError, match="run.mixed_precision must be one of"):
+    with pytest.raises(ValueError, match=r"run\.mixed_precision must be one of"):
         load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "run.mixed_precision=fp8"])
-    with pytest.raises(ValueError, match="set model.init_from"):
+    with pytest.raises(ValueError, match=r"set model\.init_from"):
         load_config(CONFIGS / "tiny_stage2.yaml", [SOURCE, "model.init_from=null"])
 
 
@@ -103,7 +105,9 @@ def test_feature_cache_hits_and_invalidation(tmp_path):
     for i in range(3):
         images.append(tmp_path / f"im{i}.bin")
         images[-1].write_bytes(bytes([i]) * 10)
-    pixels = {p: torch.randn(3, 56, 56, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(images)}
+    pixels = {
+        p: torch.randn(3, 56, 56, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(images)
+    }
     fingerprint = vision_fingerprint(model.vision, model.config, torch.float32)
     cache = FeatureCache(tmp_path / "cache", fingerprint)
     assert precompute(cache, images * 2, model.vision, pixels.__getitem__, progress=False) == 3
@@ -127,8 +131,12 @@ def test_flop_formula_counts_trainable_matmuls_and_known_gpus():
     cfg = model.config.llm
     attention = cfg.num_layers * (2 * cfg.hidden_size**2 + 2 * cfg.hidden_size * cfg.hidden_size // 2)
     assert counts.llm_matmul_trainable == attention
-    assert counts.llm_matmul == attention + 3 * cfg.num_layers * cfg.hidden_size * cfg.intermediate_size \
+    assert (
+        counts.llm_matmul
+        == attention
+        + 3 * cfg.num_layers * cfg.hidden_size * cfg.intermediate_size
         + cfg.vocab_size * cfg.hidden_size
+    )
     flops = counts.step_flops(tokens=10, visual_tokens=4, seq_len=8, images_encoded=1)
     per_token = 4 * counts.llm_matmul + 2 * attention + 12 * cfg.num_layers * cfg.hidden_size * 8
     assert flops == 10 * per_token + 4 * 4 * counts.projector + 1000.0

@@ -38,8 +38,13 @@ def main(argv: list[str]) -> int:
     for _ in range(2):
         train_step(run)
     rank = run.accelerator.process_index
-    payload = {"rank": rank, "world": run.accelerator.num_processes, "start": start,
-               "sha256": checksum(run.model), "images": seen}
+    payload = {
+        "rank": rank,
+        "world": run.accelerator.num_processes,
+        "start": start,
+        "sha256": checksum(run.model),
+        "images": seen,
+    }
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(payload))
     run.accelerator.end_training()
     return 0

@@ -14,19 +14,38 @@ CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 def _record(index: int, root: str, image: str, label: str, width: int, height: int) -> dict:
     caption = f"An aerial image of {label} number {index}."
     turns = [
-        ("<image>\nPlease provide a one-sentence caption for the provided remote sensing image in detail.",
-         caption, "caption"),
-        ("What is the category of this remote sensing image? Answer the question using a single word or phrase.",
-         label, "classification"),
+        (
+            "<image>\nPlease provide a one-sentence caption for the provided remote sensing image in detail.",
+            caption,
+            "caption",
+        ),
+        (
+            "What is the category of this remote sensing image? "
+            "Answer the question using a single word or phrase.",
+            label,
+            "classification",
+        ),
     ]
     conversations = []
     for human, answer, task in turns:
-        conversations += [{"from": "human", "value": human, "task": task, "generated": True},
-                          {"from": "assistant", "value": answer, "task": task, "generated": True}]
-    return {"id": f"test/{image}", "image_root": root, "image": image, "width": width, "height": height,
-            "sensor": "optical", "dataset": "test", "licence": "test", "split": "train",
-            "tasks": ["caption", "classification"], "annotations": {"class": label},
-            "conversations": conversations}
+        conversations += [
+            {"from": "human", "value": human, "task": task, "generated": True},
+            {"from": "assistant", "value": answer, "task": task, "generated": True},
+        ]
+    return {
+        "id": f"test/{image}",
+        "image_root": root,
+        "image": image,
+        "width": width,
+        "height": height,
+        "sensor": "optical",
+        "dataset": "test",
+        "licence": "test",
+        "split": "train",
+        "tasks": ["caption", "classification"],
+        "annotations": {"class": label},
+        "conversations": conversations,
+    }
 
 
 def write_records(folder: Path, records: list[dict]) -> Path:
@@ -57,7 +76,9 @@ def generated_records(folder: Path, count: int, seed: int = 0) -> list[dict]:
     records = []
     for i in range(count):
         name = f"scene_{i}.png"
-        Image.fromarray(rng.integers(0, 256, (40 + 4 * i, 48, 3), dtype=np.uint8)).save(folder / "images" / name)
+        Image.fromarray(rng.integers(0, 256, (40 + 4 * i, 48, 3), dtype=np.uint8)).save(
+            folder / "images" / name
+        )
         records.append(_record(i, "images", name, ["farmland", "forest", "harbor"][i % 3], 48, 40 + 4 * i))
     return records
 

@@ -21,8 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train EarthGPT (stage 1 or 2) from a YAML config with dotted key=value overrides.",
     )
     parser.add_argument("config", help="YAML file, e.g. train/configs/nano_stage1.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override config values, e.g. optim.lr=1e-4 run.output_dir=runs/a")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override config values, e.g. optim.lr=1e-4 run.output_dir=runs/a",
+    )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return parser
 

@@ -40,8 +40,10 @@ def byte_level_tokenizer() -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=256 + 3, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=256 + 3,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator([], trainer=trainer)
     out = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
@@ -91,9 +93,14 @@ def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
         raise ValueError(f"stage 2 starts from a stage-1 export; {folder} is stage {meta.get('stage')}")
     expected = {k: v for k, v in model_config(cfg).to_dict().items() if k != "name"}
     found = {k: v for k, v in meta["config"].items() if k != "name"}
-    diffs = [f"model config differs at {path}: export {a!r}, this run {b!r}" for path, a, b in _diff(found, expected)]
+    diffs = [
+        f"model config differs at {path}: export {a!r}, this run {b!r}"
+        for path, a, b in _diff(found, expected)
+    ]
     if bool(meta.get("pretrained_base")) != cfg.model.pretrained:
-        diffs.append(f"pretrained base: export {meta.get('pretrained_base')}, this run {cfg.model.pretrained}")
+        diffs.append(
+            f"pretrained base: export {meta.get('pretrained_base')}, this run {cfg.model.pretrained}"
+        )
     if not cfg.model.pretrained and meta.get("seed") != cfg.model.seed:
         diffs.append(f"random base seed: export {meta.get('seed')}, this run {cfg.model.seed}")
     if diffs:
@@ -113,8 +120,9 @@ def build_model(cfg: TrainConfig) -> EarthGPT:
     """The model with the trainable parameters of ``cfg.stage`` unfrozen, those kept in float32."""
     dtype = TORCH_DTYPES[cfg.model.dtype]
     if cfg.stage == 1:
-        model = EarthGPT.from_config(model_config(cfg), pretrained=cfg.model.pretrained, seed=cfg.model.seed,
-                                     dtype=dtype)
+        model = EarthGPT.from_config(
+            model_config(cfg), pretrained=cfg.model.pretrained, seed=cfg.model.seed, dtype=dtype
+        )
     else:
         from earthgpt.model.checkpoint import load_pretrained
 

@@ -129,19 +129,27 @@ class TrainConfig:
         """Raise ValueError when values are out of range or contradict each other."""
         checks = [
             (self.stage in (1, 2), f"stage must be 1 or 2, got {self.stage}"),
-            (self.run.mixed_precision in MIXED_PRECISIONS,
-             f"run.mixed_precision must be one of {MIXED_PRECISIONS}, got {self.run.mixed_precision!r}"),
+            (
+                self.run.mixed_precision in MIXED_PRECISIONS,
+                f"run.mixed_precision must be one of {MIXED_PRECISIONS}, got {self.run.mixed_precision!r}",
+            ),
             (self.model.dtype in DTYPES, f"model.dtype must be one of {DTYPES}, got {self.model.dtype!r}"),
             (self.optim.max_steps > 0, f"optim.max_steps must be positive, got {self.optim.max_steps}"),
-            (self.optim.batch_size > 0 and self.optim.grad_accum > 0,
-             "optim.batch_size and optim.grad_accum must be positive"),
+            (
+                self.optim.batch_size > 0 and self.optim.grad_accum > 0,
+                "optim.batch_size and optim.grad_accum must be positive",
+            ),
             (len(self.optim.betas) == 2, f"optim.betas needs two values, got {self.optim.betas}"),
             (self.data.max_length > 0, f"data.max_length must be positive, got {self.data.max_length}"),
             (bool(self.data.sources), "data.sources is empty: give at least one KIND=PATH"),
-            (self.stage == 1 or self.model.init_from is not None,
-             "stage 2 starts from a stage-1 export: set model.init_from to its folder (…/final)"),
-            (self.run.save_every > 0 and self.run.log_every > 0,
-             "run.save_every and run.log_every must be positive"),
+            (
+                self.stage == 1 or self.model.init_from is not None,
+                "stage 2 starts from a stage-1 export: set model.init_from to its folder (…/final)",
+            ),
+            (
+                self.run.save_every > 0 and self.run.log_every > 0,
+                "run.save_every and run.log_every must be positive",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -197,8 +205,10 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown key(s) {[f'{where}{k}' for k in unknown]}; known in "
-                         f"{where.rstrip('.') or 'the top level'}: {sorted(known)}")
+        raise ValueError(
+            f"unknown key(s) {[f'{where}{k}' for k in unknown]}; known in "
+            f"{where.rstrip('.') or 'the top level'}: {sorted(known)}"
+        )
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
@@ -244,7 +254,11 @@ def _looks_like_float(text: str) -> bool:
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("image_roots", "config"):
+        if (
+            isinstance(value, dict)
+            and isinstance(out.get(key), dict)
+            and key not in ("image_roots", "config")
+        ):
             out[key] = _merge(out[key], value)
         else:
             out[key] = value

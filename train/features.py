@@ -82,8 +82,11 @@ class FeatureCache:
         entry = self.path_for(image)
         entry.parent.mkdir(parents=True, exist_ok=True)
         temp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-        save_file({FEATURES: features.detach().cpu().contiguous()}, str(temp),
-                  metadata={"fingerprint": self.fingerprint, "image": Path(image).name})
+        save_file(
+            {FEATURES: features.detach().cpu().contiguous()},
+            str(temp),
+            metadata={"fingerprint": self.fingerprint, "image": Path(image).name},
+        )
         os.replace(temp, entry)
 
 
@@ -105,7 +108,7 @@ def precompute(
     written = 0
     bar = tqdm(total=len(mine), desc="caching vision features", unit="img", disable=not progress)
     for start in range(0, len(mine), batch_size):
-        chunk = mine[start:start + batch_size]
+        chunk = mine[start : start + batch_size]
         with torch.no_grad():
             features = encode(torch.stack([load_pixels(p) for p in chunk]))
         for path, tensor in zip(chunk, features, strict=True):

@@ -74,9 +74,12 @@ class FlopModel:
 
     def step_flops(self, tokens: int, visual_tokens: int, seq_len: int, images_encoded: int) -> float:
         """Model FLOPs of one training step over ``tokens`` (non-padding) tokens."""
-        per_token = 4 * self.llm_matmul + 2 * self.llm_matmul_trainable + 12 * self.layers * self.width * seq_len
-        return float(tokens * per_token + visual_tokens * 4 * self.projector
-                     + images_encoded * self.vision_per_image)
+        per_token = (
+            4 * self.llm_matmul + 2 * self.llm_matmul_trainable + 12 * self.layers * self.width * seq_len
+        )
+        return float(
+            tokens * per_token + visual_tokens * 4 * self.projector + images_encoded * self.vision_per_image
+        )
 
 
 def _matmul_weights(module: nn.Module) -> tuple[int, int]:
@@ -91,7 +94,9 @@ def _matmul_weights(module: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def vision_forward_flops(vision: nn.Module, image_size: int, device: torch.device, dtype: torch.dtype) -> float:
+def vision_forward_flops(
+    vision: nn.Module, image_size: int, device: torch.device, dtype: torch.dtype
+) -> float:
     """Forward FLOPs of the vision encoders on one image, counted by ``FlopCounterMode``."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -107,7 +112,9 @@ def flop_model(model: nn.Module, vision_per_image: float) -> FlopModel:
     llm_all, llm_trainable = _matmul_weights(model.llm)
     projector = sum(p.numel() for n, p in model.projector.named_parameters() if n.endswith("weight"))
     config = model.config.llm
-    return FlopModel(llm_all, llm_trainable, projector, config.num_layers, config.hidden_size, vision_per_image)
+    return FlopModel(
+        llm_all, llm_trainable, projector, config.num_layers, config.hidden_size, vision_per_image
+    )
 
 
 def mfu(flops_per_second: float, peak_tflops: float | None, num_devices: int) -> float | None:

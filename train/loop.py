@@ -47,22 +47,31 @@ class TrainingModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                pixel_values: torch.Tensor | None = None,
-                vision_features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The mean cross-entropy over answer tokens."""
         if vision_features is None:
             vision_features = self.model.vision(pixel_values)
         weight = next(self.model.projector.parameters())
         image_features = self.model.projector(vision_features.to(weight.device, weight.dtype))
-        out = self.model(input_ids, attention_mask=attention_mask, image_features=image_features, labels=labels)
+        out = self.model(
+            input_ids, attention_mask=attention_mask, image_features=image_features, labels=labels
+        )
         return out.loss
 
 
 class BatchStream:
     """This rank's batches, epoch after epoch, from a position ``(epoch, batch)`` (see train/sampler.py)."""
 
-    def __init__(self, dataset: MMRSTorchDataset, pad_id: int, cfg: TrainConfig, world: int, rank: int) -> None:
+    def __init__(
+        self, dataset: MMRSTorchDataset, pad_id: int, cfg: TrainConfig, world: int, rank: int
+    ) -> None:
         self.dataset, self.cfg, self.world, self.rank = dataset, cfg, world, rank
         self.collate = partial(collate, pad_token_id=pad_id)
         self.epoch = self.batch = 0
@@ -74,11 +83,21 @@ class BatchStream:
             )
 
     def _open(self) -> None:
-        batches = epoch_batches(self.dataset.lengths, self.cfg.optim.batch_size, world_size=self.world,
-                                rank=self.rank, seed=self.cfg.run.seed, epoch=self.epoch,
-                                group_by_length=self.cfg.data.group_by_length)
-        loader = DataLoader(self.dataset, batch_sampler=batches[self.batch:], collate_fn=self.collate,
-                            num_workers=self.cfg.data.num_workers)
+        batches = epoch_batches(
+            self.dataset.lengths,
+            self.cfg.optim.batch_size,
+            world_size=self.world,
+            rank=self.rank,
+            seed=self.cfg.run.seed,
+            epoch=self.epoch,
+            group_by_length=self.cfg.data.group_by_length,
+        )
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=batches[self.batch :],
+            collate_fn=self.collate,
+            num_workers=self.cfg.data.num_workers,
+        )
         self._iter = iter(loader)
 
     def next(self) -> dict[str, Any]:
@@ -103,6 +122,7 @@ class BatchStream:
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, min_ratio: float):
     """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_ratio`` × lr at ``total``."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -115,10 +135,13 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, m
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; weight decay only on matrices (none on norms, biases, scale/shift vectors)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.optim.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
-                             eps=cfg.optim.eps)
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.optim.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps
+    )
 
 
 @dataclass
@@ -142,17 +165,30 @@ class Run:
 
 def _dataset(cfg: TrainConfig, model: EarthGPT, processor: EarthGPTProcessor, accelerator: Accelerator):
     records, roots = load_records(cfg.data.sources, cfg.data.split, cfg.data.image_roots)
-    examples = make_examples(records, processor.tokenizer, num_visual_tokens=model.config.num_visual_tokens,
-                             max_length=cfg.data.max_length, tasks=cfg.data.tasks,
-                             one_pair_per_example=cfg.data.one_pair_per_example)
-    dataset = MMRSTorchDataset(records, examples, processor, partial(resolve_image, roots=roots),
-                               max_length=cfg.data.max_length, tasks=cfg.data.tasks,
-                               system_prompt=cfg.data.system_prompt)
+    examples = make_examples(
+        records,
+        processor.tokenizer,
+        num_visual_tokens=model.config.num_visual_tokens,
+        max_length=cfg.data.max_length,
+        tasks=cfg.data.tasks,
+        one_pair_per_example=cfg.data.one_pair_per_example,
+    )
+    dataset = MMRSTorchDataset(
+        records,
+        examples,
+        processor,
+        partial(resolve_image, roots=roots),
+        max_length=cfg.data.max_length,
+        tasks=cfg.data.tasks,
+        system_prompt=cfg.data.system_prompt,
+    )
     if cfg.data.feature_cache:
         dtype = next(model.vision.parameters()).dtype
         cache = FeatureCache(cfg.data.feature_cache, vision_fingerprint(model.vision, model.config, dtype))
         images = sorted({str(dataset.image_path(i)) for i in range(len(dataset))})
-        sensors = {str(dataset.image_path(i)): records[e.record].get("sensor") for i, e in enumerate(examples)}
+        sensors = {
+            str(dataset.image_path(i)): records[e.record].get("sensor") for i, e in enumerate(examples)
+        }
         device = accelerator.device
 
         def load(path: Path) -> torch.Tensor:
@@ -161,9 +197,15 @@ def _dataset(cfg: TrainConfig, model: EarthGPT, processor: EarthGPTProcessor, ac
         def encode(pixels: torch.Tensor) -> torch.Tensor:
             return model.vision.to(device)(pixels.to(device))
 
-        written = precompute(cache, [Path(p) for p in images], encode, load, rank=accelerator.process_index,
-                             world_size=accelerator.num_processes,
-                             progress=cfg.run.progress and accelerator.is_local_main_process)
+        written = precompute(
+            cache,
+            [Path(p) for p in images],
+            encode,
+            load,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            progress=cfg.run.progress and accelerator.is_local_main_process,
+        )
         log.info("feature cache %s: %d new entries from this process", cache.folder, written)
         accelerator.wait_for_everyone()
         dataset.features = cache
@@ -173,12 +215,17 @@ def _dataset(cfg: TrainConfig, model: EarthGPT, processor: EarthGPTProcessor, ac
 def setup(cfg: TrainConfig) -> Run:
     """Build the accelerator, model, data, optimizer and schedule; resume when asked."""
     output = Path(cfg.run.output_dir)
-    accelerator = Accelerator(mixed_precision=cfg.run.mixed_precision,
-                              log_with="tensorboard" if cfg.run.tensorboard else None, project_dir=str(output))
+    accelerator = Accelerator(
+        mixed_precision=cfg.run.mixed_precision,
+        log_with="tensorboard" if cfg.run.tensorboard else None,
+        project_dir=str(output),
+    )
     set_seed(cfg.run.seed)
     if accelerator.distributed_type == DistributedType.DEEPSPEED and cfg.optim.grad_accum > 1:
-        raise ValueError("with DeepSpeed, accumulate in DeepSpeed's own config: set optim.grad_accum=1 and "
-                         "gradient_accumulation_steps in the accelerate config (or raise optim.batch_size)")
+        raise ValueError(
+            "with DeepSpeed, accumulate in DeepSpeed's own config: set optim.grad_accum=1 and "
+            "gradient_accumulation_steps in the accelerate config (or raise optim.batch_size)"
+        )
     model = build_model(cfg)
     processor = EarthGPTProcessor(load_tokenizer(cfg.model.tokenizer, model), model.config)
     model.tokenizer = processor.tokenizer
@@ -195,10 +242,22 @@ def setup(cfg: TrainConfig) -> Run:
     warmup = cfg.optim.warmup_steps or round(cfg.optim.warmup_ratio * cfg.optim.max_steps)
     scheduler = cosine_schedule(optimizer, warmup, cfg.optim.max_steps, cfg.optim.min_lr_ratio)
     module, optimizer = accelerator.prepare(module, optimizer)
-    stream = BatchStream(dataset, processor.pad_token_id, cfg, accelerator.num_processes,
-                         accelerator.process_index)
-    run = Run(cfg, accelerator, model, module, optimizer, scheduler, stream, processor,
-              dataset.features is not None, _throughput(cfg, model, accelerator), output)
+    stream = BatchStream(
+        dataset, processor.pad_token_id, cfg, accelerator.num_processes, accelerator.process_index
+    )
+    run = Run(
+        cfg,
+        accelerator,
+        model,
+        module,
+        optimizer,
+        scheduler,
+        stream,
+        processor,
+        dataset.features is not None,
+        _throughput(cfg, model, accelerator),
+        output,
+    )
     if resume:
         _restore(run, resume, info)
     if accelerator.is_main_process:
@@ -220,8 +279,13 @@ def _throughput(cfg: TrainConfig, model: EarthGPT, accelerator: Accelerator) -> 
 
 
 def _identity(cfg: TrainConfig) -> dict[str, Any]:
-    return {"stage": cfg.stage, "model": model_config(cfg).to_dict(), "pretrained": cfg.model.pretrained,
-            "seed": cfg.model.seed, "init_from": cfg.model.init_from}
+    return {
+        "stage": cfg.stage,
+        "model": model_config(cfg).to_dict(),
+        "pretrained": cfg.model.pretrained,
+        "seed": cfg.model.seed,
+        "init_from": cfg.model.init_from,
+    }
 
 
 def _find_resume(cfg: TrainConfig, output: Path) -> Path | None:
@@ -239,8 +303,10 @@ def _load_trainable(model: EarthGPT, folder: Path) -> dict[str, Any]:
     tensors = ckpt.read_trainable(folder)
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if set(tensors) != set(named):
-        raise ValueError(f"checkpoint {folder} holds other trainable parameters than this run trains "
-                         f"({len(tensors)} stored, {len(named)} trainable)")
+        raise ValueError(
+            f"checkpoint {folder} holds other trainable parameters than this run trains "
+            f"({len(tensors)} stored, {len(named)} trainable)"
+        )
     with torch.no_grad():
         for name, tensor in tensors.items():
             named[name].copy_(tensor.to(named[name].dtype))
@@ -249,11 +315,15 @@ def _load_trainable(model: EarthGPT, folder: Path) -> dict[str, Any]:
 
 def _restore(run: Run, folder: Path, info: dict[str, Any]) -> None:
     if info["identity"] != _identity(run.cfg):
-        raise ValueError(f"checkpoint {folder} belongs to another run (stage, model or init_from differ); "
-                         "use another run.output_dir or run.resume=never")
+        raise ValueError(
+            f"checkpoint {folder} belongs to another run (stage, model or init_from differ); "
+            "use another run.output_dir or run.resume=never"
+        )
     if info["world_size"] != run.accelerator.num_processes:
-        raise ValueError(f"checkpoint {folder} was written by {info['world_size']} processes, this run has "
-                         f"{run.accelerator.num_processes}; resume with the same number")
+        raise ValueError(
+            f"checkpoint {folder} was written by {info['world_size']} processes, this run has "
+            f"{run.accelerator.num_processes}; resume with the same number"
+        )
     rank = ckpt.read_rank_state(folder, run.accelerator.process_index)
     run.optimizer.load_state_dict(rank["optimizer"])
     run.scheduler.load_state_dict(rank["scheduler"])
@@ -276,16 +346,31 @@ def save_checkpoint(run: Run) -> Path:
     names = {f"model.{n}" for n, p in run.model.named_parameters() if p.requires_grad}
     full = acc.get_state_dict(run.module)
     scaler = acc.scaler.state_dict() if acc.scaler is not None else None
-    ckpt.write_rank_state(temp, acc.process_index, {
-        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-        "scaler": scaler, "rng": ckpt.rng_state()})
+    ckpt.write_rank_state(
+        temp,
+        acc.process_index,
+        {
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": scaler,
+            "rng": ckpt.rng_state(),
+        },
+    )
     if acc.is_main_process:
         trainable = {name.removeprefix("model."): t for name, t in full.items() if name in names}
         ckpt.write_trainable(temp, trainable, {"stage": str(run.cfg.stage), "step": str(run.step)})
     acc.wait_for_everyone()
     if acc.is_main_process:
-        ckpt.finalize(temp, final, {"step": run.step, "data": run.stream.position(),
-                                    "world_size": acc.num_processes, "identity": _identity(run.cfg)})
+        ckpt.finalize(
+            temp,
+            final,
+            {
+                "step": run.step,
+                "data": run.stream.position(),
+                "world_size": acc.num_processes,
+                "identity": _identity(run.cfg),
+            },
+        )
         ckpt.prune(run.output, run.cfg.run.keep_checkpoints)
     acc.wait_for_everyone()
     return final

@@ -36,10 +36,10 @@ def global_batches(
         mega = global_batch * MEGABATCH_FACTOR
         grouped = []
         for start in range(0, len(order), mega):
-            chunk = order[start:start + mega]
+            chunk = order[start : start + mega]
             grouped += sorted(chunk, key=lambda i: (-lengths[i], i))
         order = grouped
-    batches = [order[i:i + global_batch] for i in range(0, len(order) - global_batch + 1, global_batch)]
+    batches = [order[i : i + global_batch] for i in range(0, len(order) - global_batch + 1, global_batch)]
     if group_by_length and batches:
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
     return batches
@@ -61,7 +61,7 @@ def epoch_batches(
     batches = global_batches(
         lengths, batch_size * world_size, seed=seed, epoch=epoch, group_by_length=group_by_length
     )
-    return [batch[rank * batch_size:(rank + 1) * batch_size] for batch in batches]
+    return [batch[rank * batch_size : (rank + 1) * batch_size] for batch in batches]
 
 
 def batches_per_epoch(num_examples: int, batch_size: int, world_size: int) -> int:

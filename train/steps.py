@@ -26,9 +26,13 @@ def _micro_batch(run: Run, batch: dict[str, Any], scale: float, sync: bool) -> t
             loss = run.module(**inputs)
         acc.backward(loss * scale)
     images = int(inputs["input_ids"].shape[0])
-    counts = [float(inputs["attention_mask"].sum()), float(images),
-              float(images * run.model.config.num_visual_tokens), float(inputs["input_ids"].shape[1]),
-              0.0 if run.cached else float(images)]
+    counts = [
+        float(inputs["attention_mask"].sum()),
+        float(images),
+        float(images * run.model.config.num_visual_tokens),
+        float(inputs["input_ids"].shape[1]),
+        0.0 if run.cached else float(images),
+    ]
     return float(loss.detach()), counts
 
 
@@ -39,7 +43,9 @@ def train_step(run: Run) -> float:
     for micro in range(accum):
         loss, counts = _micro_batch(run, run.stream.next(), 1.0 / accum, sync=micro == accum - 1)
         if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {run.step + 1}; lower optim.lr or check the data")
+            raise FloatingPointError(
+                f"loss is {loss} at step {run.step + 1}; lower optim.lr or check the data"
+            )
         losses.append(loss)
         tokens, samples, visual, seq_len, encoded = counts
         run.throughput.add(int(tokens), int(samples), int(visual), int(seq_len), int(encoded))
@@ -55,11 +61,19 @@ def train_step(run: Run) -> float:
 def _log(run: Run, losses: list[float], bar: tqdm) -> dict[str, float]:
     acc = run.accelerator
     mean = torch.tensor(sum(losses) / len(losses), device=acc.device)
-    row: dict[str, float] = {"step": run.step, "loss": float(acc.reduce(mean, "mean")),
-                             "lr": run.scheduler.get_last_lr()[0]}
+    row: dict[str, float] = {
+        "step": run.step,
+        "loss": float(acc.reduce(mean, "mean")),
+        "lr": run.scheduler.get_last_lr()[0],
+    }
     local = run.throughput.read()
-    totals = acc.reduce(torch.tensor([local["tokens_per_s"], local["samples_per_s"],
-                                      local.get("model_tflops_per_s", 0.0)], device=acc.device), "sum")
+    totals = acc.reduce(
+        torch.tensor(
+            [local["tokens_per_s"], local["samples_per_s"], local.get("model_tflops_per_s", 0.0)],
+            device=acc.device,
+        ),
+        "sum",
+    )
     row["tokens_per_s"], row["samples_per_s"] = float(totals[0]), float(totals[1])
     if acc.device.type == "cuda":
         row["model_tflops_per_s"] = float(totals[2])
@@ -77,8 +91,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training to ``optim.max_steps``; returns the last logged metrics and paths."""
     run = setup(cfg)
     acc = run.accelerator
-    bar = tqdm(total=cfg.optim.max_steps, initial=run.step, desc=f"stage {cfg.stage}", unit="step",
-               disable=not (cfg.run.progress and acc.is_local_main_process))
+    bar = tqdm(
+        total=cfg.optim.max_steps,
+        initial=run.step,
+        desc=f"stage {cfg.stage}",
+        unit="step",
+        disable=not (cfg.run.progress and acc.is_local_main_process),
+    )
     window: list[float] = []
     last: dict[str, float] = {}
     while run.step < cfg.optim.max_steps:
@@ -92,5 +111,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     bar.close()
     final = export_final(run) if cfg.run.export_final else None
     acc.end_training()
-    return {"step": run.step, "metrics": last, "final": str(final) if final else None,
-            "output_dir": str(run.output)}
+    return {
+        "step": run.step,
+        "metrics": last,
+        "final": str(final) if final else None,
+        "output_dir": str(run.output),
+    }

@@ -148,7 +148,7 @@ class MMRSTorchDataset(Dataset):
         ids, labels = tokens["input_ids"], tokens["labels"]
         if len(ids) > self.max_length:
             image_id = self.processor.image_token_id
-            if image_id in ids[self.max_length:]:
+            if image_id in ids[self.max_length :]:
                 raise ValueError(
                     f"example {index}: max_length {self.max_length} cuts into the image tokens; "
                     f"it must exceed {self.processor.config.num_visual_tokens} plus the prompt"
