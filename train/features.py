@@ -36,7 +36,7 @@ def vision_fingerprint(vision: nn.Module, model_config: object, dtype: torch.dty
     digest = hashlib.sha256()
     for name, tensor in sorted(vision.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     described = {
         key: getattr(model_config, key)
         for key in ("image_size", "num_visual_tokens", "image_mean", "image_std")
