@@ -287,3 +287,26 @@ def _png(path):
 
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
     return path
+
+
+@pytest.mark.slow
+def test_nano_three_turns_match_full_recompute():
+    """The real SmolLM2 template and tokenizer: cached follow-ups give the full recompute's tokens."""
+    from earthgpt.inference import load_model
+    from earthgpt.model import weights
+    from earthgpt.tasks import sensor_sentence
+
+    try:
+        weights.read_manifest()
+    except FileNotFoundError:
+        pytest.skip("the nano base is not prepared (earthgpt weights prepare)")
+    model, processor = load_model("nano")
+    session = ChatSession(model, processor, sensor="optical")
+    session.set_image(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
+    for i, question in enumerate(QUESTIONS):
+        asked = f"{sensor_sentence('optical')} {question}" if i == 0 else question
+        expected = full_recompute(model, processor, session.image_features, session.conversation.turns,
+                                  asked, max_new_tokens=12)
+        session.ask(question, max_new_tokens=12)
+        assert session.answer_ids == expected, f"turn {i + 1}"
+    assert session.reused_tokens > processor.config.num_visual_tokens
