@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from earthgpt.config import CNN_STRIDES, CNNConfig, EarthGPTConfig, ViTConfig
+from earthgpt.config import CNN_STRIDES, IMAGENET_MEAN, IMAGENET_STD, CNNConfig, EarthGPTConfig, ViTConfig
 
 
 def resize_to_grid(features: torch.Tensor, grid: int) -> torch.Tensor:
@@ -75,7 +75,12 @@ class EfficientNetFeatures(nn.Module):
     A stage end is the last block that runs at a given output stride; strides are read from the
     stem and each block's depthwise convolution, so nothing depends on the block count. The blocks
     past the last chosen stage and the classification head never run, so they are dropped.
+    EfficientNet-Lite was trained on inputs scaled to [-1, 1] (mean 127, std 128 on 0-255 in the
+    reference TF code), not on ImageNet mean/std.
     """
+
+    INPUT_MEAN = (0.5, 0.5, 0.5)
+    INPUT_STD = (0.5, 0.5, 0.5)
 
     def __init__(self, backbone: nn.Module, strides: list[int]) -> None:
         super().__init__()
@@ -111,6 +116,9 @@ class EfficientNetFeatures(nn.Module):
 class ConvNextFeatures(nn.Module):
     """Stage outputs of a ``transformers.ConvNextModel``; stage ``i`` (1..4) has stride ``2**(i + 1)``."""
 
+    INPUT_MEAN = IMAGENET_MEAN
+    INPUT_STD = IMAGENET_STD
+
     def __init__(self, backbone: nn.Module, strides: list[int]) -> None:
         super().__init__()
         if backbone.config.num_stages != len(CNN_STRIDES):
@@ -136,12 +144,25 @@ CNN_FEATURES: dict[str, type[nn.Module]] = {
 class CNNMultiScale(nn.Module):
     """Feature maps of a CNN at several strides, resized to one grid and concatenated on channels."""
 
-    def __init__(self, arch: str, backbone: nn.Module, strides: list[int]) -> None:
+    def __init__(
+        self,
+        arch: str,
+        backbone: nn.Module,
+        strides: list[int],
+        image_mean: tuple[float, ...] | list[float] = IMAGENET_MEAN,
+        image_std: tuple[float, ...] | list[float] = IMAGENET_STD,
+    ) -> None:
         super().__init__()
         if arch not in CNN_FEATURES:
             raise ValueError(f"unknown CNN arch {arch!r}; known: {', '.join(CNN_FEATURES)}")
         self.arch = arch
         self.features = CNN_FEATURES[arch](backbone, strides)
+        # Pixels arrive normalised with the model's (image_mean, image_std); re-normalise them to
+        # what this backbone was trained on: x_cnn = (x * std + mean - mean_cnn) / std_cnn.
+        mean, std = torch.tensor(image_mean), torch.tensor(image_std)
+        cnn_mean, cnn_std = torch.tensor(self.features.INPUT_MEAN), torch.tensor(self.features.INPUT_STD)
+        self.register_buffer("_in_scale", (std / cnn_std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_in_shift", ((mean - cnn_mean) / cnn_std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def out_channels(self) -> int:
@@ -150,6 +171,7 @@ class CNNMultiScale(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor, grid: int) -> torch.Tensor:
         """``(B, 3, H, W)`` → ``(B, C_cnn, grid, grid)``."""
+        pixel_values = pixel_values * self._in_scale + self._in_shift
         maps = self.features(pixel_values.to(_param_dtype(self.features)))
         return torch.cat([resize_to_grid(m, grid) for m in maps], dim=1)
 
@@ -238,7 +260,9 @@ def build_visual_perception(
     else:
         encoder, backbone = _random_vit(config.vit), _random_cnn(config.cnn)
     vit = ViTMultiLayer(encoder.to(dtype), config.vit.layers)
-    cnn = CNNMultiScale(config.cnn.arch, backbone.to(dtype), config.cnn.strides)
+    cnn = CNNMultiScale(
+        config.cnn.arch, backbone.to(dtype), config.cnn.strides, config.image_mean, config.image_std
+    )
     if cnn.out_channels != config.cnn.out_channels:
         raise ValueError(
             f"{config.cnn.arch} gives {cnn.out_channels} channels at strides {config.cnn.strides}; "
