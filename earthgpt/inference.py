@@ -258,14 +258,18 @@ class ChatSession:
         candidate = Conversation(list(self.conversation.turns), self.conversation.system,
                                  self.conversation.image_token)
         ids = self.processor.tokenize(candidate.add_human(content))["input_ids"]  # raises on bad input
-        pieces = self._stream(question, content, ids, max_new_tokens, temperature, top_p, seed)
+        pieces = self._stream(question, content, ids, len(self.conversation.turns),
+                              max_new_tokens, temperature, top_p, seed)
         return pieces if stream else "".join(pieces)
 
     def _stream(
-        self, question: str, content: str, ids: list[int], max_new_tokens: int, temperature: float,
-        top_p: float, seed: int | None,
+        self, question: str, content: str, ids: list[int], turns_before: int, max_new_tokens: int,
+        temperature: float, top_p: float, seed: int | None,
     ) -> Iterator[str]:
-        """Run one turn: nothing changes until iteration starts; the turn is recorded when it ends."""
+        """Run one turn: nothing changes until iteration starts; the turn is recorded when it ends
+        (also when the consumer closes the stream early). An error drops the turn and the cache."""
+        if len(self.conversation.turns) != turns_before:
+            raise RuntimeError("the conversation changed after this question was asked; ask it again")
         self.conversation.add_human(content)
         keep = self._reuse_prefix(ids)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -276,6 +280,7 @@ class ChatSession:
         )
         decoder = IncrementalDecoder(self.processor.tokenizer)
         produced: list[int] = []
+        failed = False
         try:
             for token in tokens:
                 produced.append(token)
@@ -287,9 +292,17 @@ class ChatSession:
             tail = decoder.flush()
             if tail:
                 yield tail
+        except GeneratorExit:  # closed early by the consumer: keep the partial answer
+            raise
+        except BaseException:
+            failed = True
+            self.conversation.turns.pop()
+            self._cache, self._cached_ids = DynamicCache(), []  # a failed forward may leave it half-written
+            raise
         finally:
             tokens.close()
-            self._commit(question, ids, produced, decoder.text)
+            if not failed:
+                self._commit(question, ids, produced, decoder.text)
 
     def _commit(self, question: str, ids: list[int], produced: list[int], answer: str) -> None:
         """Record the answer and what the cache now holds: the prompt and every produced id but the last."""

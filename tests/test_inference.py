@@ -115,6 +115,39 @@ def test_stream_yields_the_answer_in_pieces_and_records_the_turn(parts):
     assert session.answer_ids == expected
 
 
+def test_a_failed_turn_is_dropped_and_the_session_recovers(parts):
+    model, processor, image = parts
+    session = ChatSession(model, processor)
+    session.set_image(image)
+    session.ask(QUESTIONS[0], max_new_tokens=4)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    model.forward = broken
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            session.ask(QUESTIONS[1], max_new_tokens=4)
+    finally:
+        del model.forward
+    assert session.turns == 1 and len(session.conversation.turns) == 2
+    expected = full_recompute(model, processor, session.image_features, session.conversation.turns,
+                              QUESTIONS[2], max_new_tokens=5)
+    session.ask(QUESTIONS[2], max_new_tokens=5)
+    assert session.answer_ids == expected and session.reused_tokens == 0  # rebuilt from scratch
+
+
+def test_a_stale_stream_is_refused(parts):
+    model, processor, image = parts
+    session = ChatSession(model, processor)
+    session.set_image(image)
+    stale = session.ask(QUESTIONS[0], max_new_tokens=2, stream=True)
+    session.ask(QUESTIONS[1], max_new_tokens=2)
+    with pytest.raises(RuntimeError, match="ask it again"):
+        next(stale)
+    assert session.turns == 1
+
+
 def test_image_is_encoded_once_and_reset_keeps_it(parts):
     model, processor, image = parts
     calls = []
