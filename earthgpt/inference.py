@@ -26,20 +26,29 @@ from earthgpt.processor import EarthGPTProcessor
 
 
 def load_model(
-    name_or_path: str = "nano", *, load_4bit: bool = False, load_8bit: bool = False
+    name_or_path: str = "nano", *, load_4bit: bool = False, load_8bit: bool = False,
+    device: str | None = None, dtype: torch.dtype | None = None,
 ) -> tuple[Any, EarthGPTProcessor]:
     """Load a model (preset name or checkpoint folder) and its processor, ready for inference.
 
-    A preset name gives the preset's untrained start (see :func:`is_untrained_start`).
+    A preset name gives the preset's untrained start (see :func:`is_untrained_start`). ``device``
+    defaults to CUDA when available; a 4/8-bit LLM stays where bitsandbytes put it and the vision
+    encoders and projector join it there.
     """
     from earthgpt.model.checkpoint import load_pretrained
 
-    model = load_pretrained(name_or_path, load_4bit=load_4bit, load_8bit=load_8bit)
+    model = load_pretrained(name_or_path, load_4bit=load_4bit, load_8bit=load_8bit, dtype=dtype)
     if getattr(model, "tokenizer", None) is None:
         raise ValueError(
             f"model {name_or_path!r} has no tokenizer: a preset with a random LLM cannot chat; "
             "use a preset with a pretrained LLM (nano) or a checkpoint folder"
         )
+    if load_4bit or load_8bit:
+        llm_device = next(model.llm.parameters()).device
+        model.vision.to(llm_device)
+        model.projector.to(llm_device)
+    else:
+        model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return model, EarthGPTProcessor(model.tokenizer, model.config)
 
 
