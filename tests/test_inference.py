@@ -279,7 +279,7 @@ def test_json_report_gives_grid_and_pixel_boxes():
 def test_read_image_decimates_large_geotiffs_and_detects_the_sensor(tmp_path):
     import rasterio
 
-    from earthgpt.commands.chat import MAX_READ_SIDE, read_image
+    from earthgpt.imageio import MAX_READ_SIDE, read_image
 
     path = tmp_path / "big_vv.tif"
     data = np.random.default_rng(0).gamma(1.0, 0.05, (1, 2500, 3000)).astype(np.float32)

@@ -85,11 +85,17 @@ def make_examples(
     return examples
 
 
+def _read_rgb(path: Path, sensor: str | None) -> Any:
+    from earthgpt.imageio import read_image
+
+    return read_image(path, sensor)[0]
+
+
 class MMRSTorchDataset(Dataset):
     """Training examples of MMRS records as tensors (see the module doc for the item keys).
 
     ``resolve_image(record) -> Path`` finds a record's image file; ``read_image(path, sensor)``
-    reads it as uint8 RGB (default: :func:`earthgpt.eval.predictor.read_rgb`, GeoTIFFs through
+    reads it as uint8 RGB (default: :func:`earthgpt.imageio.read_image`, GeoTIFFs through
     :func:`earthgpt.sensors.to_model_rgb`); ``features(path) -> Tensor`` returns cached vision
     features instead of reading the image.
     """
@@ -115,11 +121,7 @@ class MMRSTorchDataset(Dataset):
         self.tasks = tuple(tasks)
         self.system_prompt = system_prompt
         self.features = features
-        if read_image is None:
-            from earthgpt.eval.predictor import read_rgb
-
-            read_image = read_rgb
-        self.read_image = read_image
+        self.read_image = read_image or _read_rgb
 
     def __len__(self) -> int:
         return len(self.examples)

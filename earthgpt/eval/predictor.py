@@ -4,9 +4,8 @@ record's questions in one :class:`earthgpt.inference.ChatSession`.
 Image files: ``record["image"]`` is a relative POSIX path. It is looked up, in this order, under
 the folder given for the record's ``image_root`` (``--image-root NAME=DIR``), under the data
 folder, under ``<data folder>/<image_root>``, and under ``$EARTHGPT_DATA/<image_root>``.
-JPEG / PNG / other Pillow formats are read as RGB; GeoTIFFs (``.tif``, ``.tiff``) are read with
-rasterio and mapped to the model's RGB by :func:`earthgpt.sensors.to_model_rgb` for the record's
-sensor (overviews are not needed: MMRS images are chips).
+Images are read by :func:`earthgpt.imageio.read_image` (Pillow for JPEG/PNG, rasterio decimated
+reads and :func:`earthgpt.sensors.to_model_rgb` for GeoTIFFs, with the record's sensor).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import numpy as np
 
 from earthgpt.eval.inputs import EvalError, TurnRef
 
-GEOTIFF_SUFFIXES = (".tif", ".tiff")
 IMAGE_PLACEHOLDER = "<image>"
 
 
@@ -57,27 +55,11 @@ class ImageResolver:
 
 
 def read_rgb(path: Path, sensor: str | None = None) -> np.ndarray:
-    """The image at ``path`` as uint8 H×W×3 RGB, as the model sees it (GeoTIFFs through
-    :func:`earthgpt.sensors.to_model_rgb` for ``sensor``, other files through Pillow)."""
-    path = Path(path)
-    if path.suffix.lower() in GEOTIFF_SUFFIXES:
-        import rasterio
+    """The image at ``path`` as uint8 H×W×3 RGB, as the model sees it
+    (:func:`earthgpt.imageio.read_image`: decimated reads, GeoTIFFs through ``to_model_rgb``)."""
+    from earthgpt.imageio import read_image
 
-        from earthgpt.sensors import to_model_rgb
-
-        with rasterio.open(path) as src:
-            array = src.read(masked=True)
-            return to_model_rgb(
-                array,
-                sensor or "optical",
-                nodata=src.nodata,
-                descriptions=src.descriptions,
-                colorinterp=src.colorinterp,
-            )
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return read_image(Path(path), sensor)[0]
 
 
 def question_text(question: str) -> str:
