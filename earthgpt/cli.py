@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("earthgpt.commands.detect", "whole-scene tiled detection to GeoJSON / GeoPackage"),
     "mmrs": ("earthgpt.commands.mmrs", "build the MMRS unified instruction set"),
     "eval": ("earthgpt.commands.eval", "score a model or saved predictions on an MMRS set"),
+    "baselines": ("earthgpt.commands.baselines", "prior and linear-probe baselines on an MMRS set"),
     "weights": ("earthgpt.commands.weights", "prepare the offline base components"),
 }
 
