@@ -81,6 +81,33 @@ def test_loss_covers_labelled_tokens_only() -> None:
         model(ids, pixel_values=pixels, image_features=features)
 
 
+@pytest.mark.parametrize("stage", [1, 2])
+def test_answer_only_logits_give_the_same_loss_and_gradients(stage: int) -> None:
+    from earthgpt.model.tuning import apply_stage
+
+    model = tiny_model()
+    apply_stage(model, stage)
+    ids = prompt(model, batch=2, text=(5, 6, 7, 8, 9))
+    labels = torch.full_like(ids, -100)
+    labels[0, -2:] = ids[0, -2:]
+    labels[1, -4:-1] = ids[1, -4:-1]
+    pixels = torch.randn(2, 3, 56, 56)
+    full = model(ids, pixel_values=pixels, labels=labels)
+    full.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    fast = model(ids, pixel_values=pixels, labels=labels, answer_logits_only=True)
+    fast.loss.backward()
+    assert fast.logits.shape == (5, full.logits.shape[-1])
+    torch.testing.assert_close(fast.loss, full.loss)
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param.grad, grads[name], msg=name)
+    model.zero_grad()
+    empty = model(ids, pixel_values=pixels, labels=torch.full_like(ids, -100), answer_logits_only=True)
+    assert empty.loss.item() == 0.0
+
+
 def test_cached_decoding_matches_one_full_pass() -> None:
     model = tiny_model()
     pixels = torch.randn(1, 3, 56, 56)

@@ -61,7 +61,8 @@ class TrainingModule(nn.Module):
         weight = next(self.model.projector.parameters())
         image_features = self.model.projector(vision_features.to(weight.device, weight.dtype))
         out = self.model(
-            input_ids, attention_mask=attention_mask, image_features=image_features, labels=labels
+            input_ids, attention_mask=attention_mask, image_features=image_features, labels=labels,
+            answer_logits_only=True,
         )
         return out.loss
 

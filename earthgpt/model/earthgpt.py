@@ -139,6 +139,7 @@ class EarthGPT(nn.Module):
         past_key_values: Any = None,
         use_cache: bool = False,
         position_ids: torch.Tensor | None = None,
+        answer_logits_only: bool = False,
     ) -> CausalLMOutputWithPast:
         """Run the LLM on text with spliced visual tokens.
 
@@ -147,6 +148,11 @@ class EarthGPT(nn.Module):
         is the LLM's shifted cross-entropy. With ``past_key_values`` (a transformers Cache) and no
         image placeholder in ``input_ids``, only the text is embedded and any images are ignored:
         they are already in the cache. The returned cache is ``output.cache``.
+
+        ``answer_logits_only`` (training): the LM head runs only at the positions that predict a
+        labelled token, so ``output.logits`` is ``(n_answer_tokens, vocab)`` instead of
+        ``(B, T, vocab)``; the loss is the same. Answers are a small part of each sequence and the
+        head (576 × 49,152 in nano) is a large part of the compute.
         """
         if pixel_values is not None and image_features is not None:
             raise ValueError("give pixel_values or image_features, not both")
@@ -158,6 +164,8 @@ class EarthGPT(nn.Module):
         inputs_embeds = self.embed(input_ids, image_features)
         if labels is not None:
             labels = labels.masked_fill(input_ids == self.image_token_id, IGNORE_INDEX)
+        if answer_logits_only and labels is not None and not use_cache:
+            return self._answer_only_loss(inputs_embeds, attention_mask, position_ids, labels)
         return self.llm(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -166,6 +174,24 @@ class EarthGPT(nn.Module):
             use_cache=use_cache,
             labels=labels,
         )
+
+    def _answer_only_loss(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        labels: torch.Tensor,
+    ) -> CausalLMOutputWithPast:
+        hidden = self.llm.model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = self.llm.lm_head(hidden[:, :-1][keep])
+        if not bool(keep.any()):  # nothing to learn from: a zero loss that still has a graph
+            return CausalLMOutputWithPast(loss=hidden.sum() * 0.0, logits=logits)
+        loss = nn.functional.cross_entropy(logits.float(), targets[keep])
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
 
 
 def _build_llm(
