@@ -33,3 +33,12 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def nano_base() -> Path:
+    """The bundled offline base of the ``nano`` preset, converted once into the cache
+    (``$EARTHGPT_CACHE`` or ``~/.cache/earthgpt``; about a minute on a fresh machine)."""
+    from earthgpt.model import weights
+
+    return weights.prepare_nano_base(progress=False)

@@ -323,16 +323,11 @@ def _png(path):
 
 
 @pytest.mark.slow
-def test_nano_three_turns_match_full_recompute():
+def test_nano_three_turns_match_full_recompute(nano_base):
     """The real SmolLM2 template and tokenizer: cached follow-ups give the full recompute's tokens."""
     from earthgpt.inference import load_model
-    from earthgpt.model import weights
     from earthgpt.tasks import sensor_sentence
 
-    try:
-        weights.read_manifest()
-    except FileNotFoundError:
-        pytest.skip("the nano base is not prepared (earthgpt weights prepare)")
     model, processor = load_model("nano")
     session = ChatSession(model, processor, sensor="optical")
     session.set_image(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))

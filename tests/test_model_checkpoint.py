@@ -112,13 +112,7 @@ def test_delta_in_bfloat16_halves_the_file_and_loads_close(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_delta_round_trip_on_the_bundled_nano_base(tmp_path: Path) -> None:
-    from earthgpt.model import weights
-
-    try:
-        weights.read_manifest()
-    except FileNotFoundError:
-        pytest.skip("the bundled base is not prepared (earthgpt weights prepare)")
+def test_delta_round_trip_on_the_bundled_nano_base(tmp_path: Path, nano_base: Path) -> None:
     model = EarthGPT.from_config(get_preset("nano"), pretrained=True)
     generator = torch.Generator().manual_seed(0)
     for stage in (1, 2):

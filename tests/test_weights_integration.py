@@ -22,14 +22,6 @@ PROMPT = "What is a satellite image? Answer in one sentence."
 
 
 @pytest.fixture(scope="session")
-def nano_base() -> Path:
-    started = time.perf_counter()
-    folder = weights.prepare_nano_base(progress=False)
-    log.info("prepare_nano_base: %.1f s (%s)", time.perf_counter() - started, folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
 def smollm(nano_base: Path):
     started = time.perf_counter()
     model, tokenizer = weights.load_llm(weights.BUNDLED)
