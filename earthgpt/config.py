@@ -28,6 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+# The projections of a LLaMA self-attention block. Stage 1 trains all of them (the paper: every
+# self-attention block); ``EarthGPTConfig.stage1_attention`` may keep fewer, e.g. to fit a size budget.
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -172,6 +175,7 @@ class EarthGPTConfig:
     image_token_id: int | None = None
     image_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     image_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    stage1_attention: list[str] = field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
 
     def __post_init__(self) -> None:
         self.validate()
@@ -190,6 +194,12 @@ class EarthGPTConfig:
             )
         if len(self.image_mean) != 3 or len(self.image_std) != 3:
             raise ValueError(f"image_mean/std need 3 values, got {self.image_mean} / {self.image_std}")
+        bad = [p for p in self.stage1_attention if p not in ATTENTION_PROJECTIONS]
+        if not self.stage1_attention or bad or len(set(self.stage1_attention)) != len(self.stage1_attention):
+            raise ValueError(
+                f"stage1_attention {self.stage1_attention}: expected distinct names among "
+                f"{list(ATTENTION_PROJECTIONS)}"
+            )
 
     @property
     def grid_size(self) -> int:

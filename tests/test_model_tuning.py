@@ -50,6 +50,33 @@ def test_stage1_trains_projector_attention_and_norms_only() -> None:
     assert model.stage == 1
 
 
+def test_stage1_can_train_fewer_attention_projections_and_the_delta_holds_only_those(tmp_path) -> None:
+    from dataclasses import replace
+
+    from earthgpt.model.checkpoint import delta_state, load_pretrained, save_pretrained
+
+    config = replace(get_preset("tiny"), stage1_attention=["q_proj", "v_proj"])
+    model = EarthGPT.from_config(config, pretrained=False)
+    apply_stage(model, 1)
+    attention = {n for n in trainable_parameter_names(model) if ".self_attn." in n}
+    qv = ("q_proj", "v_proj")
+    assert attention == {f"llm.model.layers.{i}.self_attn.{p}.weight" for i in range(2) for p in qv}
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.01)
+    apply_stage(model, 2)
+    in_delta = {n for n in delta_state(model) if ".self_attn." in n and not n.endswith(("scale", "shift"))}
+    assert {n.replace(".base.", ".") for n in in_delta} == attention  # stage 2 wraps each Linear
+    save_pretrained(model, tmp_path / "ckpt")
+    loaded = load_pretrained(tmp_path / "ckpt")
+    assert loaded.config.stage1_attention == ["q_proj", "v_proj"]
+    data = batch(model)
+    torch.testing.assert_close(loaded(**data).logits, model(**data).logits)
+    with pytest.raises(ValueError, match="stage1_attention"):
+        replace(get_preset("tiny"), stage1_attention=["gate_proj"])
+
+
 def test_stage2_trains_scale_and_shift_of_every_llm_linear() -> None:
     model = tiny()
     apply_stage(model, 1)

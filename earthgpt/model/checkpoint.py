@@ -26,7 +26,12 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from earthgpt.config import PRESETS, EarthGPTConfig, get_preset
 from earthgpt.model.earthgpt import EarthGPT
-from earthgpt.model.tuning import inject_scale_shift, parameter_groups, scale_shift_layers
+from earthgpt.model.tuning import (
+    inject_scale_shift,
+    parameter_groups,
+    scale_shift_layers,
+    stage1_attention_names,
+)
 
 FORMAT = "earthgpt-checkpoint"
 FORMAT_VERSION = 1
@@ -54,7 +59,13 @@ def base_identity(model: EarthGPT) -> dict:
 def delta_state(model: EarthGPT) -> dict[str, torch.Tensor]:
     """The tensors a delta checkpoint of ``model`` holds, by parameter name."""
     groups = parameter_groups(model)
-    return {name: p.detach() for g in STAGE_GROUPS[model.stage] for name, p in groups[g]}
+    trained_attention = stage1_attention_names(model)
+    return {
+        name: p.detach()
+        for g in STAGE_GROUPS[model.stage]
+        for name, p in groups[g]
+        if g != "llm_attention" or name in trained_attention
+    }
 
 
 def save_pretrained(

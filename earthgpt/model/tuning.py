@@ -141,8 +141,17 @@ def _stage1_modules(model: EarthGPT) -> list[nn.Module]:
     layers, norm = _decoder_parts(model.llm)
     modules: list[nn.Module] = [model.projector, norm]
     for layer in layers:
-        modules += [layer.self_attn, layer.input_layernorm, layer.post_attention_layernorm]
+        modules += [getattr(layer.self_attn, name) for name in model.config.stage1_attention]
+        modules += [layer.input_layernorm, layer.post_attention_layernorm]
     return modules
+
+
+def stage1_attention_names(model: EarthGPT) -> set[str]:
+    """Names of the attention parameters that stage 1 trains (``config.stage1_attention``)."""
+    layers, _ = _decoder_parts(model.llm)
+    ids = {id(p) for layer in layers for n in model.config.stage1_attention
+           for p in getattr(layer.self_attn, n).parameters()}
+    return {name for name, p in model.named_parameters() if id(p) in ids}
 
 
 def apply_stage(model: EarthGPT, stage: int) -> None:
