@@ -144,3 +144,16 @@ def test_flop_formula_counts_trainable_matmuls_and_known_gpus():
     assert peak_tflops_for("NVIDIA H100 PCIe") == 756.0
     assert peak_tflops_for("NVIDIA A100-SXM4-80GB") == 312.0
     assert peak_tflops_for("Some Future GPU") is None
+
+
+def test_projector_gets_its_own_learning_rate():
+    from train.loop import TrainingModule, make_optimizer
+
+    module = TrainingModule(_tiny(0))
+    cfg = load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "optim.lr=1e-4", "optim.projector_lr=1e-3"])
+    optimizer = make_optimizer(module, cfg)
+    projector = {id(p) for p in module.model.projector.parameters()}
+    rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert {rates[i] for i in projector} == {1e-3}
+    assert {r for i, r in rates.items() if i not in projector} == {1e-4}
+    assert len(rates) == sum(1 for p in module.parameters() if p.requires_grad)

@@ -77,10 +77,11 @@ class OptimSection:
 
     ``batch_size`` is per device; one optimizer step sees ``batch_size · grad_accum · world_size``
     examples. ``max_steps`` counts optimizer steps; ``warmup_steps`` takes precedence over
-    ``warmup_ratio`` when positive.
+    ``warmup_ratio`` when positive. ``projector_lr`` (default: ``lr``) is the projector's rate.
     """
 
     lr: float = 2e-4
+    projector_lr: float | None = None
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])

@@ -134,12 +134,20 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, m
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; weight decay only on matrices (none on norms, biases, scale/shift vectors)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.optim.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
+    """AdamW; weight decay only on matrices (none on norms, biases, scale/shift vectors); the
+    projector at ``optim.projector_lr`` when set (it starts from random, the LLM parts do not)."""
+    projector = getattr(getattr(model, "model", None), "projector", None)
+    projector_ids = {id(p) for p in projector.parameters()} if projector is not None else set()
+    groups = []
+    for is_projector in (False, True):
+        params = [
+            p for p in model.parameters() if p.requires_grad and (id(p) in projector_ids) == is_projector
+        ]
+        lr = cfg.optim.projector_lr if is_projector and cfg.optim.projector_lr else cfg.optim.lr
+        groups += [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.optim.weight_decay, "lr": lr},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": lr},
+        ]
     return torch.optim.AdamW(
         [g for g in groups if g["params"]], lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps
     )
