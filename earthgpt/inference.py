@@ -31,7 +31,8 @@ def load_model(
 ) -> tuple[Any, EarthGPTProcessor]:
     """Load a model (preset name or checkpoint folder) and its processor, ready for inference.
 
-    A preset name gives the preset's untrained start (see :func:`is_untrained_start`). ``device``
+    ``nano`` loads the trained weights shipped in ``assets/`` when they are there; another preset
+    name gives the preset's untrained start (see :func:`is_untrained_start`). ``device``
     defaults to CUDA when available; a 4/8-bit LLM stays where bitsandbytes put it and the vision
     encoders and projector join it there.
     """
@@ -53,9 +54,15 @@ def load_model(
 
 
 def is_untrained_start(name_or_path: str | Path) -> bool:
-    """True when ``name_or_path`` names a preset rather than a checkpoint folder: the model is its
-    base components with a random projector, so its answers do not describe the image."""
-    return not Path(name_or_path).is_dir()
+    """True when ``name_or_path`` resolves to a preset's untrained start rather than a checkpoint
+    (a folder, a shipped model, a hub id): its base components with a random projector, so its
+    answers do not describe the image."""
+    from earthgpt.model.checkpoint import resolve_model
+
+    try:
+        return isinstance(resolve_model(name_or_path), str)
+    except FileNotFoundError:
+        return False
 
 
 # ----------------------------------------------------------------------------- generation

@@ -94,10 +94,28 @@ def test_merged_models_are_not_saved(tmp_path: Path) -> None:
 
 def test_presets_and_bad_paths(tmp_path: Path) -> None:
     assert load_pretrained("tiny").config.name == "tiny"
-    with pytest.raises(FileNotFoundError, match="neither a checkpoint folder nor a preset"):
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint folder, a preset"):
         load_pretrained(str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="is not an EarthGPT checkpoint"):
         load_pretrained(tmp_path)
+    # a hub id with no hub (HF_HUB_OFFLINE=1 in the tests): a clear message, at once
+    with pytest.raises(FileNotFoundError, match=r"reachable hub id.*HF_HUB_OFFLINE"):
+        load_pretrained("someone/earthgpt-7b")
+
+
+def test_shipped_weights_take_the_preset_name(tmp_path: Path, monkeypatch) -> None:
+    from earthgpt.inference import is_untrained_start
+    from earthgpt.model import checkpoint
+
+    monkeypatch.setitem(checkpoint.SHIPPED, "tiny", tmp_path / "absent")
+    assert checkpoint.resolve_model("tiny") == "tiny" and is_untrained_start("tiny")
+    model = EarthGPT.from_config(get_preset("tiny"), pretrained=False)
+    with torch.no_grad():
+        next(model.projector.parameters()).add_(1.0)
+    save_pretrained(model, tmp_path / "shipped")
+    monkeypatch.setitem(checkpoint.SHIPPED, "tiny", tmp_path / "shipped")
+    assert checkpoint.resolve_model("tiny") == tmp_path / "shipped" and not is_untrained_start("tiny")
+    assert torch.equal(logits(load_pretrained("tiny")), logits(model))
 
 
 def test_delta_in_bfloat16_halves_the_file_and_loads_close(tmp_path: Path) -> None:

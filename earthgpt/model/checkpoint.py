@@ -13,6 +13,11 @@ A checkpoint folder holds ``config.json`` and ``model.safetensors``.
 
 Scale/shift must be unmerged (``tuning.unmerge_scale_shift``) before saving, so that a checkpoint
 always holds the base weights and the vectors apart.
+
+What a model name means (:func:`resolve_model`): a checkpoint folder; else a name in ``SHIPPED``
+whose trained weights are in the repository's ``assets/`` (``nano``); else a preset name (its
+untrained start); else a hub id ``owner/name`` of a checkpoint folder, fetched with
+``huggingface_hub`` (only when the user has a hub; offline it fails with a clear message).
 """
 
 from __future__ import annotations
@@ -112,6 +117,35 @@ def _refuse_quantized(tensors: dict[str, torch.Tensor]) -> None:
         )
 
 
+SHIPPED: dict[str, Path] = {
+    "nano": Path(__file__).resolve().parents[2] / "assets" / "earthgpt-nano",
+}
+"""Models whose trained weights ship in the repository's ``assets/`` (a delta checkpoint folder)."""
+
+
+def resolve_model(name_or_path: str | Path) -> Path | str:
+    """The checkpoint folder ``name_or_path`` stands for, or the preset name when it names the
+    untrained start of a preset (see the module doc for the order)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    shipped = SHIPPED.get(name)
+    if shipped is not None and (shipped / CONFIG_FILE).is_file():
+        return shipped
+    if name in PRESETS:
+        return name
+    from earthgpt.model import weights
+
+    try:
+        return Path(weights.resolve_source(name, "checkpoint"))
+    except (FileNotFoundError, ConnectionError) as error:
+        raise FileNotFoundError(
+            f"{name!r} is neither a checkpoint folder, a preset ({', '.join(PRESETS)}) nor a reachable "
+            f"hub id: {error}"
+        ) from error
+
+
 def load_pretrained(
     folder_or_preset: str | Path,
     *,
@@ -119,20 +153,18 @@ def load_pretrained(
     load_8bit: bool = False,
     dtype: torch.dtype | None = None,
 ) -> EarthGPT:
-    """An EarthGPT from a checkpoint folder, or from a preset name (its untrained start: the
-    preset's base components with a fresh projector). Returns the model frozen, in eval mode."""
-    path = Path(folder_or_preset)
-    if not path.is_dir():
-        if str(folder_or_preset) in PRESETS:
-            config = get_preset(str(folder_or_preset))
-            pretrained = config.llm.source is not None
-            return EarthGPT.from_config(
-                config, pretrained=pretrained, load_4bit=load_4bit, load_8bit=load_8bit,
-                dtype=dtype or torch.float32,
-            )
-        raise FileNotFoundError(
-            f"{folder_or_preset!r} is neither a checkpoint folder nor a preset ({', '.join(PRESETS)})"
+    """An EarthGPT from a checkpoint folder, a shipped model, a hub id, or a preset name (its
+    untrained start: the preset's base components with a fresh projector); see
+    :func:`resolve_model`. Returns the model frozen, in eval mode."""
+    resolved = resolve_model(folder_or_preset)
+    if isinstance(resolved, str):
+        config = get_preset(resolved)
+        pretrained = config.llm.source is not None
+        return EarthGPT.from_config(
+            config, pretrained=pretrained, load_4bit=load_4bit, load_8bit=load_8bit,
+            dtype=dtype or torch.float32,
         )
+    path = resolved
     meta = read_meta(path)
     if meta["kind"] == "full":
         if load_4bit or load_8bit:
