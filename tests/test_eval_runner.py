@@ -193,3 +193,12 @@ def test_report_is_json_ready(tmp_path: Path) -> None:
     text = markdown_summary(report)
     assert "## detection_obb" in text and "| map | 0.0000 | 1 | sar | all |" in text
     assert markdown_summary(report) == text
+
+
+def test_limit_spreads_over_the_task_in_record_order() -> None:
+    records = tiny_set() * 3  # the same records thrice: 3x the turns of each task
+    every = [ref for ref in select_turns(records) if ref.task == "vqa"]
+    assert len(every) >= 4
+    two = select_turns(records, tasks=["vqa"], limit=2)
+    assert two == [every[0], every[len(every) // 2]]  # floor(i * n / limit), not the first two
+    assert select_turns(records, tasks=["vqa"], limit=len(every) + 5) == every

@@ -38,15 +38,16 @@ def select_turns(
 ) -> list[TurnRef]:
     """The turns to ask or score: every scorable turn (see :mod:`earthgpt.eval.inputs`) of the
     wanted tasks (only those in ``answered`` when given), only the first caption turn per record,
-    at most ``limit`` per task (in record order)."""
+    at most ``limit`` per task, spread evenly over the task's turns in record order (turn
+    ``floor(i · n / limit)`` for i < limit, so a quick run still sees every dataset and question
+    type), returned in record order."""
     wanted = set(tasks) if tasks is not None else set(TASK_ORDER)
     unknown = wanted - set(TASK_ORDER)
     if unknown:
         raise EvalError(f"unknown task(s) {sorted(unknown)}; expected some of {list(TASK_ORDER)}")
     if limit is not None and limit < 1:
         raise EvalError(f"limit must be a positive number of items per task, got {limit}")
-    chosen: list[TurnRef] = []
-    counts: dict[str, int] = {}
+    eligible: list[TurnRef] = []
     captioned: set[int] = set()
     for ref in all_turns(records):
         if ref.task not in wanted or (answered is not None and (ref.record_id, ref.turn) not in answered):
@@ -55,11 +56,18 @@ def select_turns(
             if ref.record in captioned:
                 continue
             captioned.add(ref.record)
-        if limit is not None and counts.get(ref.task, 0) >= limit:
-            continue
-        counts[ref.task] = counts.get(ref.task, 0) + 1
-        chosen.append(ref)
-    return chosen
+        eligible.append(ref)
+    if limit is None:
+        return eligible
+    by_task: dict[str, list[int]] = {}
+    for position, ref in enumerate(eligible):
+        by_task.setdefault(ref.task, []).append(position)
+    keep = {
+        positions[i * len(positions) // limit] if len(positions) > limit else positions[i]
+        for positions in by_task.values()
+        for i in range(min(limit, len(positions)))
+    }
+    return [ref for position, ref in enumerate(eligible) if position in keep]
 
 
 def run_predictions(
