@@ -240,6 +240,21 @@ def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
 # --- loaders -------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _quiet_load():
+    """No per-tensor "Loading weights" bars from transformers: a local load takes about a second,
+    and the bars would bury a CLI answer (downloads keep their own progress)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_llm(source: str, *, dtype: torch.dtype = torch.float32, quantization: str | None = None):
     """Causal LM and its tokenizer from ``source`` (``"bundled"``, a folder or a hub id).
 
@@ -253,8 +268,9 @@ def load_llm(source: str, *, dtype: torch.dtype = torch.float32, quantization: s
     if quantization is not None:
         kwargs["quantization_config"] = _bnb_config(quantization, dtype)
         kwargs["device_map"] = {"": "cuda:0" if torch.cuda.is_available() else "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(location, **kwargs).eval()
-    tokenizer = AutoTokenizer.from_pretrained(location)
+    with _quiet_load():
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs).eval()
+        tokenizer = AutoTokenizer.from_pretrained(location)
     if not tokenizer.chat_template:
         log.warning("the tokenizer from %s has no chat template; conversations need one", source)
     return model, tokenizer
@@ -277,7 +293,9 @@ def load_vit(source: str, *, dtype: torch.dtype = torch.float32):
     """A ``transformers.Dinov2Model`` from ``source`` (``"bundled"``, a folder or a hub id), eval mode."""
     from transformers import Dinov2Model
 
-    return Dinov2Model.from_pretrained(resolve_source(source, "vit"), dtype=dtype).eval()
+    location = resolve_source(source, "vit")
+    with _quiet_load():
+        return Dinov2Model.from_pretrained(location, dtype=dtype).eval()
 
 
 def _load_efficientnet_lite0(source: str) -> torch.nn.Module:
@@ -300,7 +318,9 @@ def _load_efficientnet_lite0(source: str) -> torch.nn.Module:
 def _load_convnext(source: str) -> torch.nn.Module:
     from transformers import ConvNextModel
 
-    return ConvNextModel.from_pretrained(resolve_source(source, "cnn")).eval()
+    location = resolve_source(source, "cnn")
+    with _quiet_load():
+        return ConvNextModel.from_pretrained(location).eval()
 
 
 CNN_LOADERS: dict[str, Callable[[str], torch.nn.Module]] = {
