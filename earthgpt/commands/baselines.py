@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="report JSON to write")
     parser.add_argument("--markdown", type=Path, help="Markdown summary to write (default: next to --out)")
     parser.add_argument("--tasks", nargs="+", choices=[t.value for t in Task], help="only these tasks")
+    parser.add_argument("--limit", type=int, help="score the prior on at most N items per task, chosen "
+                        "as `earthgpt eval --limit N` chooses them (same subset as the model's numbers)")
     parser.add_argument("--probe", action="store_true", help="also fit the linear probe (classification)")
     parser.add_argument("--model", default="nano", help="model whose visual features the probe reads")
     parser.add_argument("--cache", type=Path, help="feature cache folder (default <EARTHGPT_CACHE>/probe)")
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         train = load_records(args.data, args.train_split)
         evaluated = load_records(args.data, args.split)
-        report: dict[str, Any] = {"prior": prior_report(train, evaluated, args.tasks)}
+        report: dict[str, Any] = {"prior": prior_report(train, evaluated, args.tasks, args.limit)}
         if args.probe:
             report["probe"] = probe_report(train, evaluated, args)
     except (EvalError, OSError, ValueError) as error:
@@ -80,14 +82,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def prior_report(
-    train: Sequence[Mapping[str, Any]], evaluated: Sequence[Mapping[str, Any]], tasks: Sequence[str] | None
+    train: Sequence[Mapping[str, Any]],
+    evaluated: Sequence[Mapping[str, Any]],
+    tasks: Sequence[str] | None,
+    limit: int | None = None,
 ) -> dict[str, Any]:
     """The runner's report of the prior's answers, plus the answer each group gave."""
     from earthgpt.eval.baselines import prior_predictions, prior_table
     from earthgpt.eval.runner import evaluate
 
     rows = prior_predictions(train, evaluated, tasks=tasks)
-    report = evaluate(evaluated, predictions=rows, tasks=tasks)
+    report = evaluate(evaluated, predictions=rows, tasks=tasks, limit=limit)
     report["groups"] = prior_table(rows)
     return report
 
