@@ -145,14 +145,17 @@ def sar_to_db(linear: np.ndarray, floor_db: float = SAR_FLOOR_DB) -> np.ndarray:
     return np.where(np.isfinite(data), db, np.nan).astype(np.float32)
 
 
-def _looks_like_db(array: np.ndarray) -> bool:
-    """True when float SAR values are already in dB (mostly negative), not linear power."""
-    values = array[np.isfinite(array)]
+def _looks_like_db(array: np.ndarray, valid: np.ndarray | None = None) -> bool:
+    """True when float SAR values are already in dB (mostly negative), not linear power; only
+    ``valid`` pixels (and finite ones) count, so a nodata value such as -9999 cannot decide it."""
+    keep = np.isfinite(array) if valid is None else np.isfinite(array) & valid
+    values = array[keep]
     return values.size > 0 and float(np.median(values)) < 0
 
 
-def _sar_db(array: np.ndarray) -> np.ndarray:
-    return np.asarray(array, dtype=np.float32) if _looks_like_db(array) else sar_to_db(array)
+def _sar_db(array: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    as_db = _looks_like_db(array, valid)
+    return np.asarray(array, dtype=np.float32) if as_db else sar_to_db(array)
 
 
 def sar_composite(vv: np.ndarray, vh: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -163,7 +166,7 @@ def sar_composite(vv: np.ndarray, vh: np.ndarray, valid: np.ndarray | None = Non
     vv, vh = np.asarray(vv), np.asarray(vh)
     if vv.shape != vh.shape or vv.ndim != 2:
         raise ValueError(f"expected VV and VH of one (height, width) shape, got {vv.shape} and {vh.shape}")
-    vv_db, vh_db = _sar_db(vv), _sar_db(vh)
+    vv_db, vh_db = _sar_db(vv, valid), _sar_db(vh, valid)
     ok = np.isfinite(vv_db) & np.isfinite(vh_db)
     if valid is not None:
         ok &= valid
@@ -294,7 +297,7 @@ def _sar_rgb(data: np.ndarray, ok: np.ndarray, vh: np.ndarray | None) -> np.ndar
     if data.dtype == np.uint8:
         return _stack_rgb(np.where(ok, data[:1], 0).astype(np.uint8))
     if np.issubdtype(data.dtype, np.floating):
-        return _stack_rgb(scale_fixed(_sar_db(data[0]), *SAR_DB_RANGES["vv"], valid=ok)[np.newaxis])
+        return _stack_rgb(scale_fixed(_sar_db(data[0], ok), *SAR_DB_RANGES["vv"], valid=ok)[np.newaxis])
     return _stack_rgb(percentile_stretch(data[:1], valid=ok))
 
 

@@ -226,3 +226,17 @@ def test_rsvqa_geotiff_optical(shared_data):
 def test_detect_sensor(args, expected):
     sensor, reason = detect_sensor(*args)
     assert sensor is expected and reason
+
+
+def test_sar_nodata_value_does_not_make_linear_power_look_like_db():
+    """Linear σ0 with a -9999 nodata border over most of the tile must still be read as linear."""
+    rng = np.random.default_rng(0)
+    linear = rng.uniform(0.01, 0.3, (1, 40, 40)).astype(np.float32)
+    bordered = linear.copy()
+    bordered[:, :, :24] = -9999.0  # 60% nodata
+    with_nodata = to_model_rgb(bordered, "sar", nodata=-9999.0)
+    as_nan = linear.copy()
+    as_nan[:, :, :24] = np.nan
+    with_nan = to_model_rgb(as_nan, "sar")
+    np.testing.assert_array_equal(with_nodata, with_nan)
+    assert len(np.unique(with_nodata[:, 24:, 0])) > 10  # a real stretch, not one flat value
