@@ -13,52 +13,23 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from rasterio.control import GroundControlPoint
-from rasterio.transform import GCPTransformer
-
-from app.georef import map_to_lonlat, pixel_to_map
+from app.georef import info_to_lonlat, info_to_map
 from app.raster import RasterInfo
 from app.session_io import Session
-from earthgpt.detection import PIXEL_SPACE_NOTE, Points, PointsFn, feature_collection, write_gpkg
+from earthgpt.detection import PIXEL_SPACE_NOTE, PointsFn, feature_collection, write_gpkg
 from earthgpt.geometry import Detection
 
 
 def pixel_mapper(info: RasterInfo) -> tuple[PointsFn, str] | None:
     """Full-raster pixels → map coordinates of the raster and that CRS (affine first, then GCPs),
-    or None for a raster without georeferencing."""
-    if info.crs is not None and tuple(info.transform[:6]) != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
-        def affine(points: Points) -> Points:
-            cols, rows = np.array([p[0] for p in points]), np.array([p[1] for p in points])
-            xs, ys = pixel_to_map(info.transform, cols, rows)
-            return list(zip(xs.tolist(), ys.tolist(), strict=True))
-        return affine, info.crs
-    if info.gcps and info.gcps_crs is not None:
-        gcps = [g if isinstance(g, GroundControlPoint) else GroundControlPoint(**g) for g in info.gcps]
-
-        def by_gcps(points: Points) -> Points:
-            with GCPTransformer(gcps) as transformer:
-                xs, ys = transformer.xy([p[1] for p in points], [p[0] for p in points], offset="ul")
-            return list(zip(np.atleast_1d(xs).tolist(), np.atleast_1d(ys).tolist(), strict=True))
-        return by_gcps, info.gcps_crs
-    return None
+    or None for a raster without georeferencing (:func:`app.georef.info_to_map`)."""
+    return info_to_map(info)
 
 
 def lonlat_mapper(info: RasterInfo) -> PointsFn | None:
-    """Full-raster pixels → (lon, lat), or None for a raster without georeferencing."""
-    mapped = pixel_mapper(info)
-    if mapped is None:
-        return None
-    to_map, crs = mapped
-
-    def convert(points: Points) -> Points:
-        xy = to_map(points)
-        lons, lats = map_to_lonlat(crs, np.array([p[0] for p in xy]), np.array([p[1] for p in xy]))
-        if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
-            raise ValueError("a box has corners off the Earth (outside the sensor's view)")
-        return list(zip(lons.tolist(), lats.tolist(), strict=True))
-
-    return convert
+    """Full-raster pixels → (lon, lat), or None for a raster without georeferencing; the mapper
+    raises :class:`app.georef.GeoreferenceError` (a ValueError) for points off the Earth."""
+    return info_to_lonlat(info)
 
 
 def _records(session: Session, model_name: str) -> tuple[list[Detection], list[dict[str, Any]]]:

@@ -1,5 +1,5 @@
-"""Pixel ↔ map ↔ lon/lat for boxes, through rasterio transforms and pyproj (no hand-made maths
-beyond the affine).
+"""Pixel ↔ map ↔ lon/lat for boxes of the app, on top of :mod:`earthgpt.georef` (the one
+pixel → map mapping, shared with ``earthgpt detect``: affine or GCPs through rasterio, pyproj).
 
 Pixel convention: a *pixel coordinate* ``(col, row)`` is a position on the pixel grid, so
 ``(0, 0)`` is the outer top-left corner of the top-left pixel and the centre of pixel ``(i, j)``
@@ -14,49 +14,30 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from functools import lru_cache
 
-import numpy as np
-from pyproj import CRS, Transformer
-from rasterio.control import GroundControlPoint
-from rasterio.transform import Affine, GCPTransformer
 from rasterio.windows import Window
 
 from app.raster import RasterInfo
 from earthgpt.geometry import HBB, OBB, Box, grid_to_pixel, obb_from_corners
+from earthgpt.georef import GeoreferenceError, PointsFn, map_to_lonlat, pixel_to_map, raster_to_map, to_lonlat
+
+__all__ = [
+    "GeoreferenceError", "box_corners", "grid_to_raster_pixels", "info_to_lonlat", "info_to_map",
+    "map_to_lonlat", "pixel_box_to_lonlat", "pixel_to_map", "window_box_to_raster_pixels",
+]
 
 
-class GeoreferenceError(ValueError):
-    """A box that cannot be placed on the map, with a message for the user."""
+def info_to_map(info: RasterInfo) -> tuple[PointsFn, str] | None:
+    """Full-raster pixels → the raster's map coordinates and that CRS (affine first, then GCPs),
+    or None for a raster without georeferencing (:func:`earthgpt.georef.raster_to_map`)."""
+    return raster_to_map(info.transform, info.crs, info.gcps, info.gcps_crs)
 
 
-def pixel_to_map(
-    transform: Affine | Sequence[float], cols: np.ndarray, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel coordinates (grid positions, not centres) → map coordinates in the raster's CRS."""
-    affine = transform if isinstance(transform, Affine) else Affine(*transform[:6])
-    xs, ys = affine @ (np.asarray(cols, dtype=np.float64), np.asarray(rows, dtype=np.float64))
-    return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
-
-
-@lru_cache(maxsize=32)
-def _to_lonlat(crs_text: str) -> Transformer:
-    return Transformer.from_crs(CRS.from_user_input(crs_text), CRS.from_epsg(4326), always_xy=True)
-
-
-def map_to_lonlat(crs: object, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map coordinates in ``crs`` (EPSG string, WKT, pyproj or rasterio CRS) → (lon, lat) in degrees.
-
-    Points that do not project (e.g. off the Earth's disk of a geostationary view) come back NaN.
-    """
-    text = crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
-    xs, ys = np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
-    lons, lats = _to_lonlat(text).transform(xs, ys)
-    lons, lats = np.asarray(lons, dtype=np.float64), np.asarray(lats, dtype=np.float64)
-    bad = ~(np.isfinite(lons) & np.isfinite(lats))
-    lons[bad] = np.nan
-    lats[bad] = np.nan
-    return lons, lats
+def info_to_lonlat(info: RasterInfo) -> PointsFn | None:
+    """Full-raster pixels → (lon, lat), raising :class:`GeoreferenceError` off the Earth; None for a
+    raster without georeferencing."""
+    mapped = info_to_map(info)
+    return None if mapped is None else to_lonlat(*mapped)
 
 
 def box_corners(box: Box) -> list[tuple[float, float]]:
@@ -66,24 +47,6 @@ def box_corners(box: Box) -> list[tuple[float, float]]:
     if isinstance(box, OBB):
         return list(box.corners)
     raise GeoreferenceError(f"expected an HBB or OBB, got {type(box).__name__}")
-
-
-def _pixels_to_map(
-    info: RasterInfo, cols: np.ndarray, rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """Pixel coordinates → map coordinates and the CRS they are in (affine first, then GCPs)."""
-    if info.crs is not None and info.affine != Affine.identity():
-        xs, ys = pixel_to_map(info.transform, cols, rows)
-        return xs, ys, info.crs
-    if info.gcps and info.gcps_crs is not None:
-        gcps = [g if isinstance(g, GroundControlPoint) else GroundControlPoint(**g) for g in info.gcps]
-        with GCPTransformer(gcps) as transformer:
-            xs, ys = transformer.xy(list(rows), list(cols), offset="ul")
-        return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64), info.gcps_crs
-    raise GeoreferenceError(
-        f"{info.path} is not georeferenced (no CRS and transform, no ground control points): "
-        "boxes stay in pixel space"
-    )
 
 
 def _counter_clockwise(ring: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -100,14 +63,17 @@ def pixel_box_to_lonlat(info: RasterInfo, box: Box) -> list[tuple[float, float]]
     Raises :class:`GeoreferenceError` for rasters without georeferencing and for corners that do
     not land on the Earth.
     """
-    corners = box_corners(box)
-    cols = np.array([c[0] for c in corners], dtype=np.float64)
-    rows = np.array([c[1] for c in corners], dtype=np.float64)
-    xs, ys, crs = _pixels_to_map(info, cols, rows)
-    lons, lats = map_to_lonlat(crs, xs, ys)
-    if not (np.isfinite(lons).all() and np.isfinite(lats).all()):
-        raise GeoreferenceError(f"box {box} has corners off the Earth (e.g. outside a geostationary disk)")
-    ring = [(float(lon), float(lat)) for lon, lat in zip(lons, lats, strict=True)]
+    convert = info_to_lonlat(info)
+    if convert is None:
+        raise GeoreferenceError(
+            f"{info.path} is not georeferenced (no CRS and transform, no ground control points): "
+            "boxes stay in pixel space"
+        )
+    try:
+        ring = convert(box_corners(box))
+    except GeoreferenceError as err:
+        message = f"box {box} has corners off the Earth (e.g. outside a geostationary disk)"
+        raise GeoreferenceError(message) from err
     return _counter_clockwise([*ring, ring[0]])
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from earthgpt.geometry import HBB, OBB, Box, Detection, grid_to_pixel, nms, obb_from_corners, obb_to_cxcywha
+from earthgpt.georef import Points, PointsFn
 from earthgpt.textbox import parse_detections
 
 
@@ -206,31 +207,6 @@ def detect_scene(
     return result
 
 
-Points = list[tuple[float, float]]
-PointsFn = Callable[[Points], Points]
-"""Maps a list of (x, y) points from one space to another (e.g. raster pixels → lon/lat)."""
-
-
-def affine_to_map(transform: Any) -> PointsFn:
-    """Raster pixels (x = column, y = row) → map coordinates through an affine (rasterio ``Affine``)."""
-    return lambda points: [tuple(transform @ (x, y)) for x, y in points]
-
-
-def affine_to_lonlat(transform: Any, crs: Any) -> PointsFn:
-    """Raster pixels → (lon, lat) in EPSG:4326 through an affine and the raster's CRS (pyproj)."""
-    from pyproj import CRS, Transformer
-
-    to_wgs84 = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_epsg(4326), always_xy=True)
-    to_map = affine_to_map(transform)
-
-    def convert(points: Points) -> Points:
-        mapped = to_map(points)
-        lons, lats = to_wgs84.transform([p[0] for p in mapped], [p[1] for p in mapped])
-        return list(zip(lons, lats, strict=True))
-
-    return convert
-
-
 def _polygon(points: Points, ccw: bool) -> Any:
     import shapely
     from shapely.geometry.polygon import orient
@@ -257,10 +233,10 @@ def feature_collection(
 ) -> dict[str, Any]:
     """GeoJSON FeatureCollection of raster-pixel detections.
 
-    With ``to_lonlat`` (e.g. :func:`affine_to_lonlat`): RFC 7946, lon/lat in EPSG:4326, exterior
-    rings counter-clockwise. Without: pixel coordinates (y down, rings clockwise on screen) and a
-    top-level ``note`` saying so. Each feature gets ``properties[i]`` plus ``class``, ``score``,
-    ``box`` (hbb/obb) and ``angle``.
+    With ``to_lonlat`` (e.g. :func:`earthgpt.georef.raster_to_lonlat`): RFC 7946, lon/lat in
+    EPSG:4326, exterior rings counter-clockwise. Without: pixel coordinates (y down, rings
+    clockwise on screen) and a top-level ``note`` saying so. Each feature gets ``properties[i]``
+    plus ``class``, ``score``, ``box`` (hbb/obb) and ``angle``.
     """
     if len(properties) != len(dets):
         raise ValueError(f"expected one properties dict per detection: {len(dets)} vs {len(properties)}")
@@ -282,7 +258,8 @@ def write_gpkg(
     to_map: PointsFn | None = None, crs: Any = None, layer: str = "detections",
 ) -> None:
     """GeoPackage of raster-pixel detections in the raster's own ``crs`` (``to_map``: pixels → map
-    coordinates, e.g. :func:`affine_to_map`); in pixel space with no CRS when ``to_map`` is None."""
+    coordinates, e.g. :func:`earthgpt.georef.raster_to_map`); in pixel space with no CRS when
+    ``to_map`` is None."""
     import pyogrio.raw
     import shapely
 

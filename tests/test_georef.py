@@ -144,3 +144,20 @@ def test_window_read_box_lands_where_rasterio_says(shared_data):
     assert box == HBB(400, 230, 600, 470)
     ring = pixel_box_to_lonlat(inspect(path), box)
     _assert_ring(ring, _expected_lonlat(path, box.corners()))
+
+
+def test_cli_mapping_is_the_apps_mapping(fixtures_dir, shared_data):
+    """``earthgpt detect`` maps an open dataset through the same code as the app (1e-6°)."""
+    from earthgpt.georef import dataset_mappers
+
+    for path in (fixtures_dir / "rotated.tif", shared_data / "geotiff" / "optical" / "RGB.byte.tif"):
+        corners = HBB(5, 4, 30, 25).corners()
+        with rasterio.open(path) as src:
+            _, to_lonlat = dataset_mappers(src)
+        got = to_lonlat(list(corners))
+        assert np.allclose(got, _expected_lonlat(path, corners), atol=TOL, rtol=0)
+        _assert_ring(pixel_box_to_lonlat(inspect(path), HBB(5, 4, 30, 25)), got)
+    with rasterio.open(fixtures_dir / "gcps.tif") as src:
+        _, to_lonlat = dataset_mappers(src)
+    gcps = inspect(fixtures_dir / "gcps.tif")
+    _assert_ring(pixel_box_to_lonlat(gcps, HBB(0, 0, 40, 30)), to_lonlat(list(HBB(0, 0, 40, 30).corners())))

@@ -21,14 +21,13 @@ import numpy as np
 from earthgpt.detection import (
     SceneResult,
     Tile,
-    affine_to_lonlat,
-    affine_to_map,
     chat_answerer,
     detect_scene,
     feature_collection,
     tile_grid,
     write_gpkg,
 )
+from earthgpt.georef import dataset_mappers
 from earthgpt.tasks import Sensor, Task, instruction
 
 EXIT_BAD_INPUT = 2
@@ -103,17 +102,15 @@ def tile_reader(src: Any, sensor: Sensor, max_side: int) -> Callable[[Tile], np.
 
 
 def write_result(out: Path, src: Any, result: SceneResult, properties: dict[str, Any]) -> None:
-    """Write the merged detections as GeoJSON (lon/lat) or GeoPackage (native CRS)."""
-    import rasterio
-
-    georeferenced = src.crs is not None and src.transform != rasterio.Affine.identity()
+    """Write the merged detections as GeoJSON (lon/lat) or GeoPackage (native CRS); the raster is
+    placed by its affine, else its GCPs (:mod:`earthgpt.georef`, the app's mapping too)."""
+    to_map, to_lonlat = dataset_mappers(src)
     props = [dict(properties) for _ in result.detections]
     if out.suffix.lower() == ".gpkg":
         out.unlink(missing_ok=True)
-        to_map = affine_to_map(src.transform) if georeferenced else None
-        write_gpkg(str(out), result.detections, props, to_map=to_map, crs=src.crs if georeferenced else None)
+        to_map_fn, crs = to_map if to_map else (None, None)
+        write_gpkg(str(out), result.detections, props, to_map=to_map_fn, crs=crs)
         return
-    to_lonlat = affine_to_lonlat(src.transform, src.crs) if georeferenced else None
     collection = feature_collection(result.detections, props, to_lonlat=to_lonlat)
     out.write_text(json.dumps(collection), encoding="utf-8")
 
