@@ -61,10 +61,12 @@ def _check(session: Session) -> None:
         raise ValueError("nothing to export yet: run a detection (quick task or whole scene) first")
 
 
-def session_geojson(session: Session, model_name: str) -> dict[str, Any]:
-    """The session's detections as a GeoJSON FeatureCollection (lon/lat, or pixels with a note)."""
+def session_geojson(session: Session, model_name: str, *, pixel_space: bool = False) -> dict[str, Any]:
+    """The session's detections as a GeoJSON FeatureCollection: lon/lat when the image is
+    georeferenced, else (or with ``pixel_space``) full-raster pixels with a note."""
     dets, props = _records(session, model_name)
-    return feature_collection(dets, props, to_lonlat=lonlat_mapper(session.info) if session.info else None)
+    to_lonlat = lonlat_mapper(session.info) if session.info and not pixel_space else None
+    return feature_collection(dets, props, to_lonlat=to_lonlat)
 
 
 def export_geojson(session: Session, out_dir: str | Path, model_name: str) -> tuple[Path, str]:

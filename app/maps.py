@@ -5,8 +5,9 @@ and inlines the vendored Leaflet from ``assets/leaflet`` (its marker and layer i
 URIs), so the HTML loads nothing from outside. A basemap (OpenStreetMap tiles, online only) is
 off unless asked for.
 
-A georeferenced image is reprojected to lon/lat and laid on a web-mercator map; a
-non-georeferenced one is shown in its own pixel space (Leaflet's ``Simple`` CRS).
+An image with a CRS and an affine transform is reprojected to lon/lat and laid on a web-mercator
+map; any other (GCPs only, or no georeferencing) is shown in its own pixel space (Leaflet's
+``Simple`` CRS) with its detections in pixels too.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from app.export import pixel_mapper, session_geojson
+from app.export import session_geojson
 from app.overlay import hex_colour
+from app.raster import RasterInfo
 from app.session_io import Session
 
 LEAFLET_DIR = Path(__file__).resolve().parents[1] / "assets" / "leaflet"
@@ -141,19 +143,26 @@ def map_iframe(page: str, height: int = MAP_HEIGHT) -> str:
             f'style="width:100%;height:{height}px;border:0" sandbox="allow-scripts"></iframe>')
 
 
+def on_globe(info: RasterInfo) -> bool:
+    """Whether the map shows the raster on the globe: it needs a CRS and an affine transform. A
+    raster placed only by GCPs, or not at all, is shown in its own pixel space, and so are its
+    detections (pixel-space features, never lon/lat drawn as pixels)."""
+    return info.crs is not None and tuple(info.transform[:6]) != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
 def session_map(session: Session, model_name: str = "", basemap: bool = False) -> str:
     """The map tab's HTML (an iframe) for a session; a hint when no image is loaded."""
     if session.info is None or session.overview is None:
         return "<p>Load an image to see it on the map.</p>"
     info = session.info
-    collection = session_geojson(session, model_name)
-    mapped = pixel_mapper(info)
-    if mapped is None or info.crs is None:
+    if not on_globe(info):  # no CRS + affine (GCPs only, or nothing): the image in its pixel space
+        collection = session_geojson(session, model_name, pixel_space=True)
         page = build_map(session.overview, collection, raster_size=(info.width, info.height))
     else:
         from rasterio.transform import Affine
 
         sx, sy = session.overview_scale
         transform = Affine(*info.transform[:6]) @ Affine.scale(sx, sy)
-        page = build_map(session.overview, collection, transform=transform, crs=info.crs, basemap=basemap)
+        page = build_map(session.overview, session_geojson(session, model_name), transform=transform,
+                         crs=info.crs, basemap=basemap)
     return map_iframe(page)

@@ -114,3 +114,17 @@ def test_map_without_crs_uses_pixel_space(tmp_path: Path) -> None:
 def test_vendored_leaflet_with_licence() -> None:
     assert (LEAFLET_DIR / "LICENSE").read_text().startswith("BSD 2-Clause License")
     assert "Leaflet 1.9.4" in (LEAFLET_DIR / "leaflet.js").read_text()[:200]
+
+
+def test_map_of_a_gcp_raster_draws_boxes_in_its_pixel_space(fixtures_dir: Path) -> None:
+    import html as html_lib
+
+    session = H.load_image(Session(), fixtures_dir / "gcps.tif", sensor="optical")
+    assert session.info.crs is None and session.info.gcps
+    session = Session(**{**session.__dict__, "found": [Found(Detection("car", HBB(11, 7, 23, 19)), "p", 1)]})
+    page = html_lib.unescape(session_map(session))
+    assert "L.CRS.Simple" in page
+    rings = re.findall(r'"coordinates": \[(\[\[.*?\]\])\]', page)
+    assert len(rings) == 1
+    points = json.loads(rings[0])
+    assert sorted({tuple(p) for p in points}) == [(11, -19), (11, -7), (23, -19), (23, -7)]  # y flipped
