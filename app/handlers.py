@@ -324,8 +324,11 @@ def parsed_markdown(session: Session) -> str:
         box = item.detection.box
         centre = "not georeferenced"
         if to_lonlat is not None:
-            lon, lat = to_lonlat([box.center])[0]
-            centre = f"{lon:.6f}, {lat:.6f}"
+            try:
+                lon, lat = to_lonlat([box.center])[0]
+                centre = f"{lon:.6f}, {lat:.6f}"
+            except ValueError:  # the centre does not project (e.g. space around a geostationary disk)
+                centre = "— (off the Earth)"
         kind = "hbb" if isinstance(box, HBB) else "obb"
         lines.append(f"| {item.detection.label} | {kind} | {_box_text(box)} | {centre} |")
     if turn.skipped:

@@ -219,3 +219,15 @@ def test_save_and_reopen_session(landsat: Path, tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(H.UserError, match="session file"):
         H.open_session_file(path)
+
+
+def test_box_off_the_earth_keeps_the_parsed_table(shared_data: Path) -> None:
+    """A box in the space around a geostationary disk has no lon/lat: that row says so, the rest shows."""
+    goes = shared_data / "geotiff" / "optical" / "goes.tif"
+    engine, _ = scripted_engine("ship [0, 0, 100, 100]\nship [450, 450, 550, 550]")
+    session = H.load_image(Session(), goes)
+    session = run(H.quick_task(H.set_window(session, 0, 0, session.info.width, session.info.height),
+                               engine, "detection_hbb"))
+    table = H.parsed_markdown(session)
+    rows = [line for line in table.splitlines() if line.startswith("| ship")]
+    assert len(rows) == 2 and "off the Earth" in rows[0] and "off the Earth" not in rows[1]
