@@ -104,6 +104,22 @@ def test_load_llm_quantized_on_cpu(llm_dir: Path, quantization: str, layer_class
     assert (ours - theirs).abs().max() < 0.5
 
 
+@pytest.mark.parametrize(("quantization", "layer_class"), [("4bit", "Linear4bit"), ("8bit", "Linear8bitLt")])
+def test_quantized_load_keeps_named_modules_in_float(
+    llm_dir: Path, quantization: str, layer_class: str
+) -> None:
+    """What a trained delta replaces (stage-1 attention projections) stays a plain Linear."""
+    pytest.importorskip("bitsandbytes")
+    model, _ = weights.load_llm(
+        str(llm_dir), quantization=quantization, keep_unquantized=["q_proj", "v_proj"]
+    )
+    attention = model.model.layers[0].self_attn
+    assert type(attention.q_proj) is torch.nn.Linear and type(attention.v_proj) is torch.nn.Linear
+    assert type(attention.k_proj).__name__ == layer_class
+    assert type(model.model.layers[0].mlp.up_proj).__name__ == layer_class
+    assert type(model.lm_head) is torch.nn.Linear
+
+
 def test_unknown_quantization_is_refused(llm_dir: Path) -> None:
     with pytest.raises(ValueError, match=r"quantization must be one of \('4bit', '8bit'\)"):
         weights.load_llm(str(llm_dir), quantization="3bit")

@@ -194,8 +194,11 @@ def _base_from_meta(meta: dict[str, Any], dtype: torch.dtype | None, **quantizat
     pretrained = meta["pretrained_base"]
     if not pretrained:
         dtype = _DTYPES[meta["dtype"]]  # a random base is only the same base in the same dtype
+    # The attention projections a stage-1 delta replaces stay unquantized, so it can load on top.
+    keep = config.stage1_attention if meta["stage"] >= 1 and any(quantization.values()) else ()
     model = EarthGPT.from_config(
-        config, pretrained=pretrained, seed=meta["seed"], dtype=dtype or torch.float32, **quantization
+        config, pretrained=pretrained, seed=meta["seed"], dtype=dtype or torch.float32,
+        keep_unquantized=keep, **quantization,
     )
     if meta["stage"] >= 2:
         inject_scale_shift(model.llm)

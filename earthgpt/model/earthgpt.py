@@ -9,6 +9,7 @@ id 0 and then overwritten, so the LLM's embeddings are never resized.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -63,10 +64,13 @@ class EarthGPT(nn.Module):
         load_8bit: bool = False,
         dtype: torch.dtype = torch.float32,
         seed: int = 0,
+        keep_unquantized: Sequence[str] = (),
     ) -> EarthGPT:
         """Build the model: base components pretrained (``weights.load_*``) or random at the config's
         sizes. The projector is always freshly initialised; random parts draw from ``seed`` without
-        touching the global random state, so the same call gives the same weights."""
+        touching the global random state, so the same call gives the same weights.
+        ``keep_unquantized`` names LLM modules (e.g. ``q_proj``) that 4/8-bit loading leaves in
+        ``dtype``: the ones a trained delta replaces."""
         if load_4bit and load_8bit:
             raise ValueError("choose one of load_4bit and load_8bit, not both")
         quantization = "4bit" if load_4bit else "8bit" if load_8bit else None
@@ -76,7 +80,8 @@ class EarthGPT(nn.Module):
             torch.manual_seed(seed)
             vision = build_visual_perception(config, pretrained=pretrained, dtype=dtype)
             llm, tokenizer = _build_llm(
-                config.llm, pretrained=pretrained, dtype=dtype, quantization=quantization
+                config.llm, pretrained=pretrained, dtype=dtype, quantization=quantization,
+                keep_unquantized=keep_unquantized,
             )
             projector = build_projector(config.projector, vision.out_channels, config.llm.hidden_size)
         model = cls(config, vision, projector.to(dtype), llm, tokenizer)
@@ -195,7 +200,12 @@ class EarthGPT(nn.Module):
 
 
 def _build_llm(
-    cfg: LLMConfig, *, pretrained: bool, dtype: torch.dtype, quantization: str | None
+    cfg: LLMConfig,
+    *,
+    pretrained: bool,
+    dtype: torch.dtype,
+    quantization: str | None,
+    keep_unquantized: Sequence[str] = (),
 ) -> tuple[nn.Module, Any]:
     if not pretrained:
         from transformers import LlamaConfig, LlamaForCausalLM
@@ -212,7 +222,9 @@ def _build_llm(
         raise ValueError("the config names no pretrained source for the LLM (llm.source is None)")
     from earthgpt.model import weights
 
-    llm, tokenizer = weights.load_llm(cfg.source, dtype=dtype, quantization=quantization)
+    llm, tokenizer = weights.load_llm(
+        cfg.source, dtype=dtype, quantization=quantization, keep_unquantized=keep_unquantized
+    )
     check_llm_config(cfg, llm.config)
     return llm, tokenizer
 

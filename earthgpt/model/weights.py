@@ -26,7 +26,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -255,18 +255,26 @@ def _quiet_load():
             hf_logging.enable_progress_bar()
 
 
-def load_llm(source: str, *, dtype: torch.dtype = torch.float32, quantization: str | None = None):
+def load_llm(
+    source: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    quantization: str | None = None,
+    keep_unquantized: Sequence[str] = (),
+):
     """Causal LM and its tokenizer from ``source`` (``"bundled"``, a folder or a hub id).
 
     ``quantization`` is ``None``, ``"4bit"`` (NF4) or ``"8bit"`` (LLM.int8) through bitsandbytes;
-    both run on CPU (slowly) and on CUDA. Returns ``(model, tokenizer)``, the model in eval mode.
+    both run on CPU (slowly) and on CUDA. ``keep_unquantized`` names modules (matched as parts of
+    the module path, e.g. ``q_proj``) that stay in ``dtype``; the LM head always does.
+    Returns ``(model, tokenizer)``, the model in eval mode.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     location = resolve_source(source, "llm")
     kwargs: dict = {"dtype": dtype}
     if quantization is not None:
-        kwargs["quantization_config"] = _bnb_config(quantization, dtype)
+        kwargs["quantization_config"] = _bnb_config(quantization, dtype, keep_unquantized)
         kwargs["device_map"] = {"": "cuda:0" if torch.cuda.is_available() else "cpu"}
     with _quiet_load():
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs).eval()
@@ -276,7 +284,7 @@ def load_llm(source: str, *, dtype: torch.dtype = torch.float32, quantization: s
     return model, tokenizer
 
 
-def _bnb_config(quantization: str, dtype: torch.dtype):
+def _bnb_config(quantization: str, dtype: torch.dtype, keep_unquantized: Sequence[str] = ()):
     from transformers import BitsAndBytesConfig
     from transformers.utils import is_bitsandbytes_available
 
@@ -284,9 +292,13 @@ def _bnb_config(quantization: str, dtype: torch.dtype):
         raise ValueError(f"quantization must be one of {QUANTIZATIONS} or None, got {quantization!r}")
     if not is_bitsandbytes_available():
         raise ImportError(f"{quantization} loading needs bitsandbytes: pip install bitsandbytes")
+    skip = ["lm_head", *keep_unquantized] if keep_unquantized else None  # None: transformers' default
     if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+        llm_int8_skip_modules=skip,
+    )
 
 
 def load_vit(source: str, *, dtype: torch.dtype = torch.float32):
