@@ -10,7 +10,6 @@ pixels. Band numbers are 1-based, as in rasterio. Reads return ``numpy.ma.Masked
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,8 +22,14 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from earthgpt.sensors import alpha_band, detect_sensor, select_rgb_bands, to_model_rgb
+from earthgpt.rasterio_io import find_sar_pair, plan_bands
+from earthgpt.sensors import detect_sensor, to_model_rgb
 from earthgpt.tasks import Sensor
+
+__all__ = [
+    "RasterError", "RasterInfo", "demo_tiles", "find_sar_pair", "inspect", "load_for_model",
+    "overview_shape", "read_overview", "read_window", "window_grid",
+]
 
 MAX_BANDS = 16
 """More bands than this is a cube the app cannot show; pick bands with a tool first."""
@@ -229,47 +234,15 @@ def window_grid(width: int, height: int, tile: int, overlap: int = 0) -> list[Wi
     ]
 
 
-_POL_TOKEN = re.compile(r"(?<![a-z0-9])(vv|hh)(?![a-z0-9])", re.IGNORECASE)
-
-
-def _cross_pol(token: str) -> str:
-    """``VV`` → ``VH``, ``hh`` → ``hv``, keeping the letters' case."""
-    target = {"vv": "vh", "hh": "hv"}[token.lower()]
-    return "".join(t.upper() if s.isupper() else t for s, t in zip(token, target, strict=True))
-
-
-def find_sar_pair(path: str | Path) -> Path | None:
-    """The cross-polarised sibling (VH of a VV file, HV of an HH file) in the same folder, if any.
-
-    The file name must hold the polarisation as a separate token (``…_VV.tif`` → ``…_VH.tif``,
-    ``s1a-iw-grd-vv-….tiff`` → ``…-vh-…``); the last such token is swapped.
-    """
-    path = Path(path)
-    matches = list(_POL_TOKEN.finditer(path.name))
-    if not matches:
-        return None
-    last = matches[-1]
-    sibling = path.with_name(path.name[: last.start()] + _cross_pol(last.group(1)) + path.name[last.end() :])
-    return sibling if sibling.is_file() else None
-
-
 def _plan_bands(
     info: RasterInfo, sensor: Sensor, bands: list[int] | tuple[int, ...] | None
 ) -> tuple[list[int] | None, list[int] | None]:
-    """Which bands to read (None: all) and the band choice within them (1-based, None: automatic).
-
-    Only the needed bands are read: the user's, or the RGB of an optical raster with more than
-    three bands; the alpha band, when there is one, comes along as the nodata mask.
-    """
-    if bands:
-        chosen = list(bands)
-    elif sensor is Sensor.optical and info.count > 3:
-        chosen = list(select_rgb_bands(info.descriptions, info.colorinterp, info.count))
-    else:
-        return None, None
-    alpha = alpha_band(info.colorinterp)
-    extra = [alpha] if alpha and alpha not in chosen else []
-    return chosen + extra, list(range(1, len(chosen) + 1))
+    """Which bands to read (None: all) and the band choice within them (1-based, None: automatic);
+    :func:`earthgpt.rasterio_io.plan_bands`, the CLI's plan too."""
+    try:
+        return plan_bands(sensor, info.count, info.descriptions, info.colorinterp, bands)
+    except ValueError as err:
+        raise RasterError(str(err)) from err
 
 
 def _valid(array: np.ma.MaskedArray) -> np.ndarray:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+import pytest
 
 from app import handlers as H
 from app.export import session_geojson
@@ -59,3 +61,57 @@ def test_cli_gpkg_of_a_gcp_raster_is_in_the_gcp_crs(fixtures_dir: Path, tmp_path
     assert info["crs"] == "EPSG:4326"
     west, south, east, north = info["total_bounds"]
     assert 12.4 < west < east < 12.53 and 41.86 < south < north < 41.96
+
+
+class Recording(OneShip):
+    """Keeps every image it is shown."""
+
+    seen: ClassVar[list[np.ndarray]] = []
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        Recording.seen.append(rgb)
+
+
+def _model_images(args: argparse.Namespace) -> list[np.ndarray]:
+    Recording.seen = []
+    detect_cmd.detect_file(args, lambda s: Recording(), "scripted")
+    return Recording.seen
+
+
+def test_cli_pairs_vv_with_vh_like_the_app(tmp_path: Path) -> None:
+    from rasterio.windows import Window
+
+    from app.raster import demo_tiles, load_for_model
+
+    vv, _vh = demo_tiles()["sar-sentinel1"].paths
+    (image,) = _model_images(_args(vv, tmp_path / "sar.geojson", "--sensor", "sar", "--tile", "100",
+                                   "--overlap", "0"))
+    app_rgb, meta = load_for_model(vv, Window(0, 0, 100, 100), sensor="sar", max_size=100)
+    assert meta["pair"] is not None
+    assert not np.array_equal(image[..., 0], image[..., 1])  # a VV/VH composite, not grey VV
+    np.testing.assert_array_equal(image, app_rgb)
+
+
+def test_cli_bands_choose_what_the_model_sees(tmp_path: Path) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    from app.raster import load_for_model
+
+    path = tmp_path / "four.tif"
+    data = np.random.default_rng(3).integers(1, 4000, (4, 60, 80), dtype=np.uint16)
+    with rasterio.open(path, "w", driver="GTiff", count=4, width=80, height=60, dtype="uint16",
+                       crs="EPSG:32633", transform=from_origin(500000, 4000000, 10, 10)) as dst:
+        dst.write(data)
+    common = ("--sensor", "optical", "--tile", "80", "--overlap", "0")
+    (chosen,) = _model_images(_args(path, tmp_path / "a.geojson", *common, "--bands", "4,3,2"))
+    (auto,) = _model_images(_args(path, tmp_path / "b.geojson", *common))
+    app_rgb, _ = load_for_model(path, Window(0, 0, 80, 60), sensor="optical", bands=[4, 3, 2], max_size=80)
+    np.testing.assert_array_equal(chosen, app_rgb)
+    assert not np.array_equal(chosen, auto)
+    with pytest.raises(SystemExit):
+        _args(path, tmp_path / "c.geojson", "--bands", "4,3")
+    with pytest.raises(ValueError, match="band numbers"):
+        detect_cmd.detect_file(_args(path, tmp_path / "c.geojson", *common, "--bands", "9,3,2"),
+                               lambda s: OneShip(), "scripted")

@@ -1,7 +1,8 @@
 """``earthgpt detect IMAGE --out FILE.geojson|.gpkg``: whole-scene detection, tile by tile.
 
 The raster is read one window at a time (rasterio, never whole), each window made model-ready by
-:func:`earthgpt.sensors.to_model_rgb`, answered by the model, and the boxes merged across the
+:func:`earthgpt.sensors.to_model_rgb` as the app makes it (the same band plan and VV → VH pairing,
+:mod:`earthgpt.rasterio_io`), answered by the model, and the boxes merged across the
 overlapping windows (:func:`earthgpt.detection.detect_scene`). GeoJSON is lon/lat (RFC 7946);
 GeoPackage keeps the raster's CRS; an image without georeferencing is written in pixel space.
 """
@@ -12,7 +13,8 @@ import argparse
 import json
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold across windows")
     parser.add_argument("--sensor", choices=[s.value for s in Sensor], default=None,
                         help="sensor of the image (default: guessed from its metadata)")
+    parser.add_argument("--bands", type=parse_bands, default=None,
+                        help="1 or 3 band numbers to show the model, e.g. 4,3,2 (default: automatic)")
     parser.add_argument("--model", default="nano", help="preset name or checkpoint folder (default: nano)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="answer length limit per window")
     quant = parser.add_mutually_exclusive_group()
@@ -82,21 +86,62 @@ def raster_sensor(src: Any, path: Path, chosen: str | None) -> Sensor:
     return detect_sensor(src.count, src.dtypes[0], src.descriptions, src.tags(), path.name, sample=sample)[0]
 
 
-def tile_reader(src: Any, sensor: Sensor, max_side: int) -> Callable[[Tile], np.ndarray | None]:
-    """Read one window as the model's RGB (longest side at most ``max_side``); None if all nodata."""
+def parse_bands(text: str) -> tuple[int, ...]:
+    """``"4,3,2"`` → ``(4, 3, 2)`` (argparse type of ``--bands``)."""
+    try:
+        bands = tuple(int(part) for part in text.replace(" ", ",").split(",") if part)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected band numbers like 4,3,2, got {text!r}") from err
+    if len(bands) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"expected 1 or 3 band numbers like 4,3,2, got {text!r}")
+    return bands
+
+
+def open_pair(path: Path, src: Any, sensor: Sensor) -> Any:
+    """The open VH (or HV) sibling of a single-band SAR file, as the app pairs them; None if none."""
+    from earthgpt.rasterio_io import find_sar_pair
+
+    pair = find_sar_pair(path) if sensor is Sensor.sar and src.count == 1 else None
+    if pair is None:
+        return None
+    vh = open_raster(pair)
+    if (vh.width, vh.height) != (src.width, src.height):
+        vh.close()
+        raise ValueError(f"{pair.name} does not match {path.name} in size: cannot pair VV and VH")
+    return vh
+
+
+def tile_reader(
+    src: Any, sensor: Sensor, max_side: int, bands: Sequence[int] | None = None, vh_src: Any = None
+) -> Callable[[Tile], np.ndarray | None]:
+    """Read one window as the model's RGB (longest side at most ``max_side``); None if all nodata.
+
+    Reads the bands :func:`earthgpt.rasterio_io.plan_bands` picks (``bands``: the user's choice)
+    and, with ``vh_src``, the same window of the VH sibling for the VV/VH composite.
+    """
     from rasterio.windows import Window
 
+    from earthgpt.rasterio_io import plan_bands
     from earthgpt.sensors import to_model_rgb
+
+    colorinterp = [c.name for c in src.colorinterp]
+    indexes, override = plan_bands(sensor, src.count, src.descriptions, colorinterp, bands)
+    indexes = indexes or list(range(1, src.count + 1))
 
     def read(tile: Tile) -> np.ndarray | None:
         scale = max(1.0, max(tile.width, tile.height) / max_side)
-        shape = (src.count, max(1, round(tile.height / scale)), max(1, round(tile.width / scale)))
-        array = src.read(window=Window(tile.col_off, tile.row_off, tile.width, tile.height), out_shape=shape,
-                         masked=True)
+        shape = (max(1, round(tile.height / scale)), max(1, round(tile.width / scale)))
+        window = Window(tile.col_off, tile.row_off, tile.width, tile.height)
+        array = src.read(indexes, window=window, out_shape=(len(indexes), *shape), masked=True)
         if np.ma.getmaskarray(array).all():
             return None
-        return to_model_rgb(array, sensor, nodata=src.nodata, descriptions=src.descriptions,
-                            colorinterp=[c.name for c in src.colorinterp])
+        vh = None
+        if vh_src is not None:
+            vh = np.ma.filled(vh_src.read(1, window=window, out_shape=shape, masked=True).astype(np.float32),
+                              np.nan)
+        return to_model_rgb(array, sensor, nodata=src.nodata, bands=override, vh=vh,
+                            descriptions=[src.descriptions[b - 1] for b in indexes],
+                            colorinterp=[colorinterp[b - 1] for b in indexes])
 
     return read
 
@@ -127,14 +172,18 @@ def detect_file(
         raise ValueError(f"expected --tile >= 16, 0 <= --overlap < --tile, --batch >= 1; got "
                          f"{args.tile}, {args.overlap}, {args.batch}")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] or None
-    with open_raster(args.image) as src:
+    with open_raster(args.image) as src, ExitStack() as stack:
         sensor = raster_sensor(src, args.image, args.sensor)
+        vh_src = open_pair(args.image, src, sensor)
+        if vh_src is not None:
+            stack.enter_context(vh_src)
+        read = tile_reader(src, sensor, args.tile, args.bands, vh_src)
         prompt = instruction(Task.detection_obb if args.obb else Task.detection_hbb, sensor, classes=classes)
         tiles = tile_grid(src.width, src.height, args.tile, args.overlap)
         answer = chat_answerer(lambda: new_chat(sensor), prompt, args.max_new_tokens)
         with tqdm(total=len(tiles), unit="window", desc="detect", file=sys.stderr) as bar:
             result = detect_scene(
-                tiles, tile_reader(src, sensor, args.tile), answer, raster_size=(src.width, src.height),
+                tiles, read, answer, raster_size=(src.width, src.height),
                 batch=args.batch, classes=classes, iou_threshold=args.iou,
                 progress=lambda done, _total: bar.update(done - bar.n),
             )
