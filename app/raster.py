@@ -27,8 +27,8 @@ from earthgpt.sensors import detect_sensor, to_model_rgb
 from earthgpt.tasks import Sensor
 
 __all__ = [
-    "RasterError", "RasterInfo", "demo_tiles", "find_sar_pair", "inspect", "load_for_model",
-    "overview_shape", "read_overview", "read_window", "window_grid",
+    "ModelSource", "RasterError", "RasterInfo", "demo_tiles", "find_sar_pair", "inspect", "load_for_model",
+    "model_source", "overview_shape", "read_overview", "read_window", "window_grid",
 ]
 
 MAX_BANDS = 16
@@ -250,17 +250,43 @@ def _valid(array: np.ma.MaskedArray) -> np.ndarray:
 
 
 def _read(
-    path: Path, window: Window | None, bands: list[int] | None, max_size: int
+    path: Path, window: Window | None, bands: list[int] | None, max_size: int, info: RasterInfo
 ) -> tuple[np.ma.MaskedArray, tuple[float, float], Window]:
     """An overview (no window) or a window read no larger than ``max_size``, with its full-raster window."""
     if window is None:
         array, scale = read_overview(path, max_size=max_size, bands=bands)
-        with _open(path) as src:
-            return array, scale, Window(0, 0, src.width, src.height)
+        return array, scale, Window(0, 0, info.width, info.height)
     out = overview_shape(int(window.width), int(window.height), max_size)
     array, scale = read_window(path, int(window.col_off), int(window.row_off), int(window.width),
                                int(window.height), out_size=out, bands=bands)
     return array, scale, window
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What :func:`load_for_model` needs to know about a file once, not per window: its header,
+    the sensor (and why) and the SAR sibling paired with it."""
+
+    path: Path
+    info: RasterInfo
+    sensor: Sensor
+    reason: str
+    pair: Path | None
+
+
+def model_source(path: str | Path, sensor: Sensor | str | None = None) -> ModelSource:
+    """Inspect a file for :func:`load_for_model`: the header, the sensor (detected from the header
+    and a 64-pixel overview only when not given) and the VH sibling of a single-band SAR file."""
+    path = Path(path)
+    info = inspect(path)
+    if sensor is None:
+        probe, _ = read_overview(path, max_size=64)
+        chosen, reason = detect_sensor(info.count, info.dtypes[0], info.descriptions, info.tags,
+                                       path.name, sample=probe.compressed())
+    else:
+        chosen, reason = Sensor(sensor), "chosen by the user"
+    pair = find_sar_pair(path) if chosen is Sensor.sar and info.count == 1 else None
+    return ModelSource(path, info, chosen, reason, pair)
 
 
 def load_for_model(
@@ -269,39 +295,38 @@ def load_for_model(
     sensor: Sensor | str | None = None,
     bands: list[int] | tuple[int, ...] | None = None,
     max_size: int = 1024,
+    source: ModelSource | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Read the whole raster (as an overview) or one window, and make the model's uint8 (H, W, 3).
 
     The sensor is detected unless given. A single-band SAR file whose VH sibling exists
-    (:func:`find_sar_pair`) becomes the VV/VH composite. ``meta`` holds the sensor, the reason,
-    the window (full-raster pixels), the scale ``(sx, sy)``, the bands read and the files used.
+    (:func:`find_sar_pair`) becomes the VV/VH composite. Pass ``source`` (:func:`model_source`,
+    made once) when reading many windows of one file, so the header, the sensor and the pair are
+    not worked out again per window. ``meta`` holds the sensor, the reason, the window
+    (full-raster pixels), the scale ``(sx, sy)``, the bands read and the files used.
     """
     path = Path(path)
-    info = inspect(path)
-    probe, _ = read_overview(path, max_size=64)
-    detected, reason = detect_sensor(info.count, info.dtypes[0], info.descriptions, info.tags,
-                                     path.name, sample=probe.compressed())
-    sensor = Sensor(sensor) if sensor is not None else detected
-    reason = reason if sensor is detected else "chosen by the user"
-    pair = find_sar_pair(path) if sensor is Sensor.sar and info.count == 1 else None
-    read_bands, override = _plan_bands(info, sensor, bands)
-    array, scale, window = _read(path, window, read_bands, max_size)
+    if source is None or source.path != path:
+        source = model_source(path, sensor)
+    info, pair = source.info, source.pair
+    read_bands, override = _plan_bands(info, source.sensor, bands)
+    array, scale, window = _read(path, window, read_bands, max_size, info)
     if not _valid(array).any():
         raise RasterError("the window holds only nodata")
     vh = None
     if pair is not None:
-        vh_array, _, _ = _read(pair, window, None, max_size)
+        vh_array, _, _ = _read(pair, window, None, max_size, info)
         if vh_array.shape[1:] != array.shape[1:]:
             raise RasterError(f"{pair.name} does not match {path.name} in size: cannot pair VV and VH")
         vh = np.ma.filled(vh_array[0].astype(np.float32), np.nan)
     subset = read_bands or list(range(1, info.count + 1))
     rgb = to_model_rgb(
-        array, sensor, nodata=info.nodata, vh=vh, bands=override,
+        array, source.sensor, nodata=info.nodata, vh=vh, bands=override,
         descriptions=[info.descriptions[b - 1] for b in subset],
         colorinterp=[info.colorinterp[b - 1] for b in subset],
     )
     meta = {
-        "path": str(path), "sensor": sensor, "reason": reason, "scale": scale,
+        "path": str(path), "sensor": source.sensor, "reason": source.reason, "scale": scale,
         "window": (int(window.col_off), int(window.row_off), int(window.width), int(window.height)),
         "bands": read_bands or list(range(1, info.count + 1)), "pair": str(pair) if pair else None,
     }

@@ -20,14 +20,16 @@ from earthgpt.tasks import Sensor, Task, instruction
 
 
 def tile_reader(session: Session, tile_size: int) -> Callable[[Tile], np.ndarray | None]:
-    """Read one tile as the model's RGB (at most ``tile_size`` pixels a side); None if all nodata."""
+    """Read one tile as the model's RGB (at most ``tile_size`` pixels a side); None if all nodata.
+    The file is inspected once (:func:`app.raster.model_source`), then only the tile is read."""
     bands = list(session.bands) if session.bands else None
+    source = raster.model_source(session.path, session.sensor)  # header, sensor and pair: once
 
     def read(tile: Tile) -> np.ndarray | None:
         window = Window(tile.col_off, tile.row_off, tile.width, tile.height)
         try:
-            rgb, _ = raster.load_for_model(session.path, window, sensor=session.sensor, bands=bands,
-                                           max_size=tile_size)
+            rgb, _ = raster.load_for_model(session.path, window, bands=bands, max_size=tile_size,
+                                           source=source)
         except raster.RasterError as err:
             if "only nodata" in str(err):
                 return None
