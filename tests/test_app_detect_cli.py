@@ -115,3 +115,66 @@ def test_cli_bands_choose_what_the_model_sees(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="band numbers"):
         detect_cmd.detect_file(_args(path, tmp_path / "c.geojson", *common, "--bands", "9,3,2"),
                                lambda s: OneShip(), "scripted")
+
+
+def _fake_model(monkeypatch: pytest.MonkeyPatch, error: BaseException | None = None) -> list[str]:
+    """``load_model`` replaced: raises ``error``, or returns a stand-in whose chats answer one ship."""
+    import earthgpt.inference
+
+    loaded: list[str] = []
+
+    def load_model(name: str, **_: object) -> tuple[object, object]:
+        if error is not None:
+            raise error
+        loaded.append(name)
+        return object(), object()
+
+    monkeypatch.setattr(earthgpt.inference, "load_model", load_model)
+    monkeypatch.setattr(earthgpt.inference, "ChatSession", lambda *a, **k: OneShip())
+    return loaded
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("detect:")]
+    assert len(err) == 1 and err[0].startswith("error: "), err  # one line (the progress bar aside)
+    return err[0]
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError("no model called 'nanoo'"),
+                                   ImportError("bitsandbytes is not installed")])
+def test_cli_model_that_cannot_load_exits_2(tmp_path: Path, fixtures_dir: Path, error: BaseException,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_model(monkeypatch, error)
+    args = _args(fixtures_dir / "rotated.tif", tmp_path / "out.geojson", "--model", "nanoo")
+    assert detect_cmd.run(args) == 2
+    assert str(error) in _one_line_error(capsys)
+
+
+def test_cli_truncated_tiff_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import rasterio
+
+    whole = tmp_path / "whole.tif"
+    data = np.random.default_rng(0).integers(0, 255, (3, 256, 256), dtype=np.uint8)
+    with rasterio.open(whole, "w", driver="GTiff", count=3, width=256, height=256, dtype="uint8",
+                       compress="deflate") as dst:
+        dst.write(data)
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    _fake_model(monkeypatch)
+    assert detect_cmd.run(_args(truncated, tmp_path / "out.geojson", *SMALL)) == 2
+    assert "could not read the pixels of truncated.tif" in _one_line_error(capsys)
+
+
+def test_cli_missing_output_folder_fails_before_any_work(tmp_path: Path, fixtures_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_model(monkeypatch)
+    asked: list[object] = []
+    args = _args(fixtures_dir / "rotated.tif", tmp_path / "no" / "such" / "out.geojson", *SMALL)
+    with pytest.raises(ValueError, match="does not exist"):
+        detect_cmd.detect_file(args, lambda s: asked.append(s), "scripted")
+    assert asked == []
+    assert detect_cmd.run(args) == 2
+    assert "does not exist" in _one_line_error(capsys)

@@ -119,6 +119,7 @@ def tile_reader(
     Reads the bands :func:`earthgpt.rasterio_io.plan_bands` picks (``bands``: the user's choice)
     and, with ``vh_src``, the same window of the VH sibling for the VV/VH composite.
     """
+    from rasterio.errors import RasterioError
     from rasterio.windows import Window
 
     from earthgpt.rasterio_io import plan_bands
@@ -132,13 +133,16 @@ def tile_reader(
         scale = max(1.0, max(tile.width, tile.height) / max_side)
         shape = (max(1, round(tile.height / scale)), max(1, round(tile.width / scale)))
         window = Window(tile.col_off, tile.row_off, tile.width, tile.height)
-        array = src.read(indexes, window=window, out_shape=(len(indexes), *shape), masked=True)
-        if np.ma.getmaskarray(array).all():
-            return None
-        vh = None
-        if vh_src is not None:
-            vh = np.ma.filled(vh_src.read(1, window=window, out_shape=shape, masked=True).astype(np.float32),
-                              np.nan)
+        try:
+            array = src.read(indexes, window=window, out_shape=(len(indexes), *shape), masked=True)
+            if np.ma.getmaskarray(array).all():
+                return None
+            vh = None if vh_src is None else vh_src.read(1, window=window, out_shape=shape, masked=True)
+        except RasterioError as err:
+            raise ValueError(f"could not read the pixels of {Path(src.name).name} at window "
+                             f"{tile.col_off},{tile.row_off} (truncated or corrupt?): {err}") from err
+        if vh is not None:
+            vh = np.ma.filled(vh.astype(np.float32), np.nan)
         return to_model_rgb(array, sensor, nodata=src.nodata, bands=override, vh=vh,
                             descriptions=[src.descriptions[b - 1] for b in indexes],
                             colorinterp=[colorinterp[b - 1] for b in indexes])
@@ -168,6 +172,8 @@ def detect_file(
 
     if args.out.suffix.lower() not in (".geojson", ".json", ".gpkg"):
         raise ValueError(f"--out must end in .geojson or .gpkg, got {args.out.name}")
+    if not args.out.parent.is_dir():  # fail now, not after the whole scene has been answered
+        raise ValueError(f"the folder of --out does not exist: {args.out.parent}")
     if args.tile < 16 or not 0 <= args.overlap < args.tile or args.batch < 1:
         raise ValueError(f"expected --tile >= 16, 0 <= --overlap < --tile, --batch >= 1; got "
                          f"{args.tile}, {args.overlap}, {args.batch}")
@@ -193,15 +199,22 @@ def detect_file(
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model, detect over the whole image, write ``--out``, print counts per class."""
+    """Load the model, detect over the whole image, write ``--out``, print counts per class.
+
+    Bad input (a missing or corrupt file, an unknown model, a missing quantization package, an
+    output folder that does not exist) ends with a one-line ``error: …`` and exit status 2.
+    """
+    from rasterio.errors import RasterioError
+
     from earthgpt.inference import ChatSession, load_model
 
     try:
         model, processor = load_model(args.model, load_4bit=args.load_4bit, load_8bit=args.load_8bit)
         result, _ = detect_file(args, lambda sensor: ChatSession(model, processor, sensor=sensor.value),
                                 args.model)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, OSError, ImportError, RasterioError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"{len(result.detections)} objects in {result.tiles} windows ({result.tiles_empty} empty)")
     print(f"written: {args.out}")
