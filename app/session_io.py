@@ -129,23 +129,60 @@ def session_to_json(session: Session, model_name: str = "") -> dict[str, Any]:
     }
 
 
+def _why(err: Exception) -> str:
+    if isinstance(err, KeyError):
+        return f"missing key {err.args[0]!r}"
+    return str(err) or type(err).__name__
+
+
+def _parsed(where: str, parse: Any, data: Any) -> Any:
+    """``parse(data)``, its KeyError/TypeError/… as a ValueError that names ``where`` and the key."""
+    try:
+        if not isinstance(data, dict):
+            raise TypeError(f"expected an object, got {type(data).__name__}")
+        return parse(data)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise ValueError(f"session file: {where} is malformed: {_why(err)}") from err
+
+
+def _list(data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key) or []
+    if not isinstance(value, list):
+        raise ValueError(f"session file: {key!r} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _image(image: dict[str, Any]) -> dict[str, Any]:
+    window, bands = image.get("window"), image.get("bands")
+    if window is not None and (not isinstance(window, list) or len(window) != 4):
+        raise ValueError(f"'window' must be 4 numbers [col_off, row_off, width, height], got {window!r}")
+    if bands is not None and not isinstance(bands, list):
+        raise ValueError(f"'bands' must be a list of band numbers, got {bands!r}")
+    path = image.get("path")
+    if path is not None and not isinstance(path, str):
+        raise ValueError(f"'path' must be a string, got {type(path).__name__}")
+    return {"path": path, "name": str(image.get("name") or ""), "sensor": image.get("sensor"),
+            "bands": tuple(int(b) for b in bands) if bands else None,
+            "window": tuple(int(v) for v in window) if window else None}
+
+
 def session_from_json(data: dict[str, Any]) -> Session:
-    """A session from :func:`session_to_json` output, without the image read yet (``info`` is None)."""
+    """A session from :func:`session_to_json` output, without the image read yet (``info`` is None).
+
+    Raises ValueError naming the part and key of a malformed file (a missing key, a wrong type).
+    """
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"not an EarthGPT session file (expected \"format\": \"{FORMAT}\")")
     if data.get("version") != VERSION:
         found = data.get("version")
         raise ValueError(f"session file version {found!r} is not supported (expected {VERSION})")
-    image = data.get("image") or {}
-    window = image.get("window")
-    region = box_from_json(data["region"]) if data.get("region") else None
+    image = _parsed("'image'", _image, data.get("image") or {})
+    region = _parsed("'region'", box_from_json, data["region"]) if data.get("region") else None
     return Session(
-        path=image.get("path"), name=str(image.get("name") or ""), sensor=image.get("sensor"),
-        bands=tuple(image["bands"]) if image.get("bands") else None,
-        window=tuple(int(v) for v in window) if window else None,
-        region=region if isinstance(region, HBB) else None,
-        turns=[_turn_from_json(t) for t in data.get("turns", [])],
-        found=[_found_from_json(f) for f in data.get("detections", [])],
+        **image, region=region if isinstance(region, HBB) else None,
+        turns=[_parsed(f"turns[{i}]", _turn_from_json, t) for i, t in enumerate(_list(data, "turns"))],
+        found=[_parsed(f"detections[{i}]", _found_from_json, f)
+               for i, f in enumerate(_list(data, "detections"))],
     )
 
 

@@ -4,6 +4,7 @@ box in a window to full-raster pixels to lon/lat, and bad input gets a clear err
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,30 @@ def test_box_off_the_earth_keeps_the_parsed_table(shared_data: Path) -> None:
     table = H.parsed_markdown(session)
     rows = [line for line in table.splitlines() if line.startswith("| ship")]
     assert len(rows) == 2 and "off the Earth" in rows[0] and "off the Earth" not in rows[1]
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (lambda d: d["turns"][0].pop("prompt"), "turns[0] is malformed: missing key 'prompt'"),
+    (lambda d: d["detections"][0].pop("box"), "detections[0] is malformed: missing key 'box'"),
+    (lambda d: d["detections"][0]["box"].update(xyxy=[1, 2]), "detections[0] is malformed"),
+    (lambda d: d["detections"].__setitem__(0, "ship"), "detections[0] is malformed: expected an object"),
+    (lambda d: d.__setitem__("turns", {"a": 1}), "'turns' must be a list"),
+    (lambda d: d["image"].__setitem__("window", 5), "'image' is malformed: 'window' must be 4 numbers"),
+    (lambda d: d["image"].__setitem__("path", 7), "'image' is malformed: 'path' must be a string"),
+    (lambda d: d.__setitem__("region", {"kind": "hbb"}), "'region' is malformed: missing key 'xyxy'"),
+])
+def test_malformed_session_file_names_the_key(tmp_path: Path, change, named: str) -> None:
+    from app.session_io import Found, session_from_json, session_to_json
+    from earthgpt.geometry import Detection
+
+    session = Session(path="x.tif", name="x.tif", window=(0, 0, 10, 10), turns=[H.Turn("ask", "hi", "ok")],
+                      found=[Found(Detection("ship", HBB(1, 2, 3, 4)), "hi", 1)])
+    data = session_to_json(session)
+    change(data)
+    with pytest.raises(ValueError, match=re.escape(named)) as caught:
+        session_from_json(data)
+    assert type(caught.value) is ValueError
+    path = tmp_path / "bad.session.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(H.UserError, match=re.escape(named)):
+        H.open_session_file(path)
