@@ -28,12 +28,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     quant.add_argument("--load-8bit", action="store_true", help="quantize the LLM to 8 bit (bitsandbytes)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="longest chat answer in tokens")
+    parser.add_argument("--scene-max-new-tokens", type=int, default=512,
+                        help="longest answer per window of whole-scene detection (default: %(default)s)")
     return parser.parse_args(argv)
 
 
 def load_engine(
-    name: str, load_4bit: bool = False, load_8bit: bool = False, max_new_tokens: int = 256
+    name: str, load_4bit: bool = False, load_8bit: bool = False, max_new_tokens: int = 256,
+    scene_max_new_tokens: int = 512,
 ) -> Engine:
     """Load the model once and wrap it as the app's :class:`app.handlers.Engine`."""
     from app.handlers import Engine
@@ -44,7 +47,8 @@ def load_engine(
     def new_chat(sensor: object = None) -> ChatSession:
         return ChatSession(model, processor, sensor=str(sensor) if sensor else None)
 
-    return Engine(name=name, new_chat=new_chat, max_new_tokens=max_new_tokens)
+    return Engine(name=name, new_chat=new_chat, max_new_tokens=max_new_tokens,
+                  scene_max_new_tokens=scene_max_new_tokens)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     args = parse_args(argv)
     try:
-        engine = load_engine(args.model, args.load_4bit, args.load_8bit, args.max_new_tokens)
+        engine = load_engine(args.model, args.load_4bit, args.load_8bit, args.max_new_tokens,
+                             args.scene_max_new_tokens)
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: cannot load model {args.model!r}: {err}", file=sys.stderr)
         return 2

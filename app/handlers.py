@@ -56,6 +56,9 @@ class Engine:
     name: str
     new_chat: Callable[[Sensor | None], ChatLike]
     max_new_tokens: int = 256
+    """Answer length limit of a chat turn."""
+    scene_max_new_tokens: int = 512
+    """Answer length limit per window of whole-scene detection (busy windows need long answers)."""
 
 
 def _fail(message: str) -> UserError:
@@ -350,6 +353,7 @@ def info_markdown(session: Session) -> str:
         f"- Window: {_window_text(session.window)} · model image {session.model_image.shape[1]}×"
         f"{session.model_image.shape[0]} px" if session.model_image is not None else "- Window: none",
         f"- Region: {region}", f"- Detections: {len(session.found)}",
+        *([f"- ⚠ Whole scene: {session.scene_note}"] if session.scene_note else []),
     ])
 
 

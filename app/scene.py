@@ -50,7 +50,9 @@ def run_scene_detection(
     overlap: int = 64, batch: int = 4, progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Session, SceneResult]:
     """Detect over the whole raster window by window; the merged result replaces earlier scene runs
-    (chat detections stay). Returns the new session and the run's result (counts per class)."""
+    (chat detections stay). Each window's answer may be ``engine.scene_max_new_tokens`` long; when
+    some hit that limit the session's ``scene_note`` says boxes may be missing. Returns the new
+    session and the run's result (counts per class)."""
     if session.info is None or not session.path:
         raise UserError("no image loaded: upload a file or pick a demo tile first")
     if not 0 <= overlap < tile:
@@ -59,9 +61,9 @@ def run_scene_detection(
     sensor = Sensor(session.sensor) if session.sensor else None
     prompt = instruction(Task.detection_obb if obb else Task.detection_hbb, sensor, classes=names)
     tiles = tile_grid(session.info.width, session.info.height, tile, overlap)
-    answer = chat_answerer(lambda: engine.new_chat(sensor), prompt, engine.max_new_tokens)
+    answer = chat_answerer(lambda: engine.new_chat(sensor), prompt, engine.scene_max_new_tokens)
     result = detect_scene(tiles, tile_reader(session, tile), answer, raster_size=(session.info.width,
                           session.info.height), batch=batch, classes=names, progress=progress)
     kept = [f for f in session.found if f.source != "scene"]
     kept.extend(Found(det, prompt, None, "scene") for det in result.detections)
-    return dataclasses.replace(session, found=kept), result
+    return dataclasses.replace(session, found=kept, scene_note=result.limit_note()), result

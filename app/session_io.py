@@ -69,6 +69,8 @@ class Session:
     view: np.ndarray | None = None
     model_image: np.ndarray | None = None
     chat: Any = None
+    scene_note: str = ""
+    """A warning from the last whole-scene run (answers cut at the length limit), shown with the info."""
 
     @property
     def loaded(self) -> bool:

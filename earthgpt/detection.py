@@ -145,10 +145,31 @@ class SceneResult:
     tiles_empty: int = 0
     lines_skipped: int = 0
     answers: list[tuple[Tile, str]] = field(default_factory=list)
+    answers_at_limit: int = 0
+    """Answers that stopped at the answer-length limit: their tiles may have lost boxes."""
 
     def counts(self) -> dict[str, int]:
         """Objects per class, most frequent first."""
         return dict(Counter(det.label for det in self.detections).most_common())
+
+    def limit_note(self) -> str:
+        """A warning for the user when some answers hit the length limit, else ``""``."""
+        if not self.answers_at_limit:
+            return ""
+        return (f"{self.answers_at_limit} of {len(self.answers)} window answers stopped at the answer "
+                "length limit (max new tokens), so boxes may be missing there: raise the limit or use "
+                "smaller tiles")
+
+
+class Answer(str):
+    """An answer text that also says whether generation stopped at the ``max_new_tokens`` limit."""
+
+    hit_limit: bool
+
+    def __new__(cls, text: str, hit_limit: bool = False) -> Answer:
+        answer = super().__new__(cls, text)
+        answer.hit_limit = hit_limit
+        return answer
 
 
 def _batches(items: Sequence[Tile], size: int) -> Iterator[list[Tile]]:
@@ -193,6 +214,7 @@ def detect_scene(
             raise RuntimeError(f"answer() returned {len(texts)} texts for {len(ready)} images")
         for (tile, _), text in zip(ready, texts, strict=True):
             result.answers.append((tile, text))
+            result.answers_at_limit += bool(getattr(text, "hit_limit", False))
             parsed = parse_detections(text)
             result.lines_skipped += parsed.skipped
             for det in parsed.detections:
@@ -298,14 +320,18 @@ def chat_answerer(
 
     ``new_chat()`` returns an object with ``set_image(rgb)`` and ``ask(text, max_new_tokens=…)``,
     such as ``earthgpt.inference.ChatSession``; a fresh one per tile keeps tiles independent.
+    Each text is an :class:`Answer` whose ``hit_limit`` is True when the chat's ``answer_ids``
+    (the answer's tokens) reached ``max_new_tokens``.
     """
 
     def answer(images: list[np.ndarray]) -> list[str]:
-        texts = []
+        texts: list[str] = []
         for image in images:
             chat = new_chat()
             chat.set_image(image)
-            texts.append(str(chat.ask(prompt, max_new_tokens=max_new_tokens)))
+            text = str(chat.ask(prompt, max_new_tokens=max_new_tokens))
+            produced = getattr(chat, "answer_ids", None)
+            texts.append(Answer(text, produced is not None and len(produced) >= max_new_tokens))
         return texts
 
     return answer

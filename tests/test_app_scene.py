@@ -175,3 +175,40 @@ def test_scene_reads_each_tile_once_not_the_whole_file_per_tile(tmp_path: Path,
     _, result = run_scene_detection(session, engine, tile=200, overlap=40, batch=2)
     assert result.tiles == 6
     assert calls == {"inspect": 1, "read_overview": 0, "read_window": 6}
+
+
+class LimitedChat(TileChat):
+    """A chat whose answers report their token count (as ``ChatSession.answer_ids`` does)."""
+
+    def __init__(self, tokens: int, seen: list[int]) -> None:
+        super().__init__()
+        self.tokens, self.seen = tokens, seen
+
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False) -> str:
+        self.seen.append(max_new_tokens)
+        self.answer_ids = list(range(min(self.tokens, max_new_tokens)))
+        return super().ask(text, max_new_tokens, stream)
+
+
+def test_scene_has_its_own_answer_limit_and_says_when_answers_hit_it(tmp_path: Path) -> None:
+    limits: list[int] = []
+    engine = H.Engine("scripted", lambda sensor: LimitedChat(10_000, limits), max_new_tokens=256)
+    session = H.load_image(Session(), _scene(tmp_path))
+    cut, result = run_scene_detection(session, engine, tile=200, overlap=40)
+    assert set(limits) == {512}  # the scene's limit, not the chat's 256
+    assert result.answers_at_limit == 6 and "boxes may be missing" in result.limit_note()
+    assert "boxes may be missing" in H.info_markdown(cut)
+    short = H.Engine("scripted", lambda sensor: LimitedChat(40, limits))
+    whole, result = run_scene_detection(cut, short, tile=200, overlap=40)
+    assert result.answers_at_limit == 0 and result.limit_note() == "" and whole.scene_note == ""
+    assert "boxes may be missing" not in H.info_markdown(whole)
+
+
+def test_cli_warns_when_answers_hit_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import earthgpt.inference
+
+    monkeypatch.setattr(earthgpt.inference, "load_model", lambda name, **_: (object(), object()))
+    monkeypatch.setattr(earthgpt.inference, "ChatSession", lambda *a, **k: LimitedChat(9999, []))
+    assert detect_cmd.run(_args(_scene(tmp_path), tmp_path / "out.geojson", **{"max-new-tokens": 64})) == 0
+    assert "6 of 6 window answers stopped at the answer length limit" in capsys.readouterr().err

@@ -220,4 +220,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"written: {args.out}")
     for name, count in result.counts().items():
         print(f"  {name}: {count}")
+    if result.limit_note():
+        print(f"warning: {result.limit_note()}", file=sys.stderr)
     return 0
