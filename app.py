@@ -40,15 +40,17 @@ def load_engine(
 ) -> Engine:
     """Load the model once and wrap it as the app's :class:`app.handlers.Engine`."""
     from app.handlers import Engine
-    from earthgpt.inference import ChatSession, load_model
+    from earthgpt.commands.chat import UNTRAINED_WARNING
+    from earthgpt.inference import ChatSession, is_untrained_start, load_model
 
     model, processor = load_model(name, load_4bit=load_4bit, load_8bit=load_8bit)
+    warning = UNTRAINED_WARNING if is_untrained_start(name) else None
 
     def new_chat(sensor: object = None) -> ChatSession:
         return ChatSession(model, processor, sensor=str(sensor) if sensor else None)
 
     return Engine(name=name, new_chat=new_chat, max_new_tokens=max_new_tokens,
-                  scene_max_new_tokens=scene_max_new_tokens)
+                  scene_max_new_tokens=scene_max_new_tokens, warning=warning)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,9 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         engine = load_engine(args.model, args.load_4bit, args.load_8bit, args.max_new_tokens,
                              args.scene_max_new_tokens)
-    except (OSError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError, ImportError) as err:  # ImportError: no bitsandbytes
         print(f"error: cannot load model {args.model!r}: {err}", file=sys.stderr)
         return 2
+    if engine.warning:
+        print(f"WARNING: {engine.warning}", file=sys.stderr, flush=True)
     from app.ui import build, theme
 
     demo = build(engine)

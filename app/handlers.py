@@ -59,6 +59,13 @@ class Engine:
     """Answer length limit of a chat turn."""
     scene_max_new_tokens: int = 512
     """Answer length limit per window of whole-scene detection (busy windows need long answers)."""
+    warning: str | None = None
+    """Shown as a banner over the app, e.g. that the model is a preset's untrained start."""
+
+
+def engine_banner(engine: Engine) -> str:
+    """The Markdown banner for the engine's warning (``""`` when there is none)."""
+    return f"> ⚠ **Warning: {engine.warning}**" if engine.warning else ""
 
 
 def _fail(message: str) -> UserError:

@@ -131,6 +131,7 @@ def _fake_model(monkeypatch: pytest.MonkeyPatch, error: BaseException | None = N
 
     monkeypatch.setattr(earthgpt.inference, "load_model", load_model)
     monkeypatch.setattr(earthgpt.inference, "ChatSession", lambda *a, **k: OneShip())
+    monkeypatch.setattr(earthgpt.inference, "is_untrained_start", lambda name: False)
     return loaded
 
 
@@ -178,3 +179,18 @@ def test_cli_missing_output_folder_fails_before_any_work(tmp_path: Path, fixture
     assert asked == []
     assert detect_cmd.run(args) == 2
     assert "does not exist" in _one_line_error(capsys)
+
+
+def test_cli_warns_about_an_untrained_start(tmp_path: Path, fixtures_dir: Path,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import earthgpt.inference
+    from earthgpt.commands.chat import UNTRAINED_WARNING
+
+    _fake_model(monkeypatch)
+    monkeypatch.setattr(earthgpt.inference, "is_untrained_start", lambda name: name == "nano")
+    assert detect_cmd.run(_args(fixtures_dir / "rotated.tif", tmp_path / "a.geojson", *SMALL)) == 0
+    assert f"WARNING: {UNTRAINED_WARNING}" in capsys.readouterr().err
+    args = _args(fixtures_dir / "rotated.tif", tmp_path / "b.geojson", *SMALL, "--model", "checkpoint")
+    assert detect_cmd.run(args) == 0
+    assert "WARNING" not in capsys.readouterr().err

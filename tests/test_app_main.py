@@ -40,3 +40,58 @@ def test_importing_the_app_is_light() -> None:
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+class _FakeDemo:
+    def __init__(self, engine: object) -> None:
+        self.engine = engine
+        self.launched = False
+
+    def queue(self, **_: object) -> None:
+        pass
+
+    def launch(self, **_: object) -> None:
+        self.launched = True
+
+
+def _fake_loading(
+    monkeypatch: pytest.MonkeyPatch, untrained: bool, error: BaseException | None = None
+) -> list[_FakeDemo]:
+    import app.ui
+    import earthgpt.inference
+
+    def load_model(name: str, **_: object) -> tuple[object, object]:
+        if error is not None:
+            raise error
+        return object(), object()
+
+    demos: list[_FakeDemo] = []
+    monkeypatch.setattr(earthgpt.inference, "load_model", load_model)
+    monkeypatch.setattr(earthgpt.inference, "is_untrained_start", lambda name: untrained)
+    monkeypatch.setattr(app.ui, "build", lambda engine: demos.append(_FakeDemo(engine)) or demos[-1])
+    monkeypatch.setattr(app.ui, "theme", lambda: None)
+    return demos
+
+
+def test_untrained_start_warns_in_the_log_and_the_ui(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from app.handlers import engine_banner
+    from earthgpt.commands.chat import UNTRAINED_WARNING
+
+    demos = _fake_loading(monkeypatch, untrained=True)
+    assert _app_script().main(["--model", "nano"]) == 0
+    assert f"WARNING: {UNTRAINED_WARNING}" in capsys.readouterr().err
+    engine = demos[0].engine
+    assert demos[0].launched and engine.warning == UNTRAINED_WARNING
+    assert UNTRAINED_WARNING in engine_banner(engine)
+    demos = _fake_loading(monkeypatch, untrained=False)
+    assert _app_script().main(["--model", "some-checkpoint"]) == 0
+    assert "WARNING" not in capsys.readouterr().err and engine_banner(demos[0].engine) == ""
+
+
+def test_missing_bitsandbytes_exits_2(monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    _fake_loading(monkeypatch, untrained=False, error=ImportError("bitsandbytes is not installed"))
+    assert _app_script().main(["--model", "nano", "--load-4bit"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load model 'nano': bitsandbytes is not installed" in err and "Traceback" not in err

@@ -206,10 +206,13 @@ def run(args: argparse.Namespace) -> int:
     """
     from rasterio.errors import RasterioError
 
-    from earthgpt.inference import ChatSession, load_model
+    from earthgpt.commands.chat import UNTRAINED_WARNING
+    from earthgpt.inference import ChatSession, is_untrained_start, load_model
 
     try:
         model, processor = load_model(args.model, load_4bit=args.load_4bit, load_8bit=args.load_8bit)
+        if is_untrained_start(args.model):
+            print(f"WARNING: {UNTRAINED_WARNING}", file=sys.stderr)
         result, _ = detect_file(args, lambda sensor: ChatSession(model, processor, sensor=sensor.value),
                                 args.model)
     except (ValueError, OSError, ImportError, RasterioError) as err:
