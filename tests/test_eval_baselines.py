@@ -156,4 +156,4 @@ def test_cli_writes_report_and_markdown(tmp_path):
     assert report["summary"]["train_records"] == 5
     markdown = out.with_suffix(".md").read_text()
     assert "| vqa/*/presence | no | 1 |" in markdown
-    assert command.run(parser.parse_args(["--data", str(tmp_path / "nothing"), "--out", str(out)])) == 1
+    assert command.run(parser.parse_args(["--data", str(tmp_path / "nothing"), "--out", str(out)])) == 2

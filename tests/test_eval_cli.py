@@ -48,21 +48,21 @@ def test_cli_scores_saved_predictions(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "## grounding" in capsys.readouterr().out
 
 
-def test_cli_messages_for_missing_files_and_wrong_ids(
+def test_cli_bad_input_exits_2_with_a_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = str(tmp_path / "r.json")
-    assert main(["eval", "--data", str(tmp_path / "nowhere"), "--predictions", "p.jsonl", "--out", out]) == 1
+    assert main(["eval", "--data", str(tmp_path / "nowhere"), "--predictions", "p.jsonl", "--out", out]) == 2
     assert "MMRS data not found" in capsys.readouterr().err
     _write_set(tmp_path / "mmrs")
     data = str(tmp_path / "mmrs")
-    assert main(["eval", "--data", data, "--predictions", str(tmp_path / "p.jsonl"), "--out", out]) == 1
+    assert main(["eval", "--data", data, "--predictions", str(tmp_path / "p.jsonl"), "--out", out]) == 2
     assert "predictions file not found" in capsys.readouterr().err
     wrong = tmp_path / "wrong.jsonl"
     wrong.write_text('{"id": "x/1", "turn": 0, "answer": "yes"}\n')
-    assert main(["eval", "--data", data, "--predictions", str(wrong), "--out", out]) == 1
+    assert main(["eval", "--data", data, "--predictions", str(wrong), "--out", out]) == 2
     assert "none of the 1 predictions matches a record id" in capsys.readouterr().err
-    assert main(["eval", "--data", data, "--split", "test", "--predictions", str(wrong), "--out", out]) == 1
+    assert main(["eval", "--data", data, "--split", "test", "--predictions", str(wrong), "--out", out]) == 2
     assert "no records with split 'test'" in capsys.readouterr().err
 
 
@@ -91,11 +91,12 @@ def _write_images(folder: Path, records: Sequence[dict[str, Any]]) -> None:
         Image.fromarray(np.full((6, 8, 3), 90, dtype=np.uint8)).save(path)
 
 
-def _fake_inference(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fake_inference(monkeypatch: pytest.MonkeyPatch, untrained: bool = False) -> None:
     """Put a stand-in ``earthgpt.inference`` in place (no torch import, no model)."""
     fake = types.ModuleType("earthgpt.inference")
     fake.ChatSession = FakeSession  # type: ignore[attr-defined]
     fake.load_model = lambda name, **kw: ("model", "processor")  # type: ignore[attr-defined]
+    fake.is_untrained_start = lambda name: untrained  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "earthgpt.inference", fake)
 
 
@@ -167,3 +168,80 @@ def test_chat_predictor_asks_turns_in_order(tmp_path: Path, monkeypatch: pytest.
     record = {"id": "x/a", "image": "a.png", "sensor": "infrared"}
     assert predictor(record, turns) == ["infrared 8x6", "infrared 8x6"]
     assert question_text("<image>\nWhat is it?") == "What is it?"
+
+
+def _model_args(tmp_path: Path, records: Sequence[dict[str, Any]], *extra: str) -> list[str]:
+    roots = []
+    for record in records:
+        roots += ["--image-root", f"{record['image_root']}={tmp_path / 'images' / record['image_root']}"]
+    return ["eval", "--data", str(tmp_path / "mmrs" / "val.jsonl"), "--model", "fake",
+            "--out", str(tmp_path / "report.json"), "--no-progress", *roots, *extra]
+
+
+def test_cli_unreadable_image_is_one_unanswered_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = _write_set(tmp_path / "mmrs")
+    _write_images(tmp_path / "images", records)
+    broken = tmp_path / "images" / records[0]["image_root"] / records[0]["image"]
+    broken.write_bytes(b"not an image")
+    _fake_inference(monkeypatch)
+    assert main(_model_args(tmp_path, records)) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    (error,) = report["summary"]["errors"]
+    assert error["id"] == records[0]["id"] and "ImageReadError" in error["error"]
+    assert report["summary"]["turns_unanswered"] >= len(error["turns"]) > 0
+    saved = (tmp_path / "report.predictions.jsonl").read_text().splitlines()
+    ids = {json.loads(line)["id"] for line in saved}
+    assert records[0]["id"] not in ids and ids == {r["id"] for r in records[1:]}
+    assert "1 records could not be answered" in capsys.readouterr().err
+
+
+def test_cli_answers_are_saved_as_they_come(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash after the first record leaves that record's answers on disk."""
+    records = _write_set(tmp_path / "mmrs")
+    _write_images(tmp_path / "images", records)
+    _fake_inference(monkeypatch)
+    asked: list[str] = []
+
+    def ask(self: FakeSession, text: str, max_new_tokens: int = 256) -> str:
+        asked.append(text)
+        if len({id(s) for s in sessions}) > 1:
+            raise KeyboardInterrupt
+        return "yes"
+
+    sessions: list[FakeSession] = []
+    original = FakeSession.set_image
+
+    def set_image(self: FakeSession, rgb: np.ndarray) -> None:
+        sessions.append(self)
+        original(self, rgb)
+
+    monkeypatch.setattr(FakeSession, "ask", ask)
+    monkeypatch.setattr(FakeSession, "set_image", set_image)
+    with pytest.raises(KeyboardInterrupt):
+        main(_model_args(tmp_path, records))
+    saved = [json.loads(line) for line in (tmp_path / "report.predictions.jsonl").read_text().splitlines()]
+    assert saved and {row["id"] for row in saved} == {records[0]["id"]}
+
+
+def test_cli_model_mode_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    from earthgpt.commands.chat import UNTRAINED_WARNING
+
+    records = _write_set(tmp_path / "mmrs")
+    _write_images(tmp_path / "images", records)
+    with pytest.raises(SystemExit):
+        main(_model_args(tmp_path, records, "--load-4bit", "--load-8bit"))
+    capsys.readouterr()
+    _fake_inference(monkeypatch, untrained=True)
+    assert main(_model_args(tmp_path, records, "--limit", "1")) == 0
+    assert f"WARNING: {UNTRAINED_WARNING}" in capsys.readouterr().err
+    fake = sys.modules["earthgpt.inference"]
+
+    def no_bitsandbytes(name: str, **_: object) -> None:
+        raise ImportError("bitsandbytes is not installed")
+
+    monkeypatch.setattr(fake, "load_model", no_bitsandbytes)
+    assert main(_model_args(tmp_path, records, "--load-4bit")) == 2
+    assert "error: bitsandbytes is not installed" in capsys.readouterr().err

@@ -202,3 +202,22 @@ def test_limit_spreads_over_the_task_in_record_order() -> None:
     two = select_turns(records, tasks=["vqa"], limit=2)
     assert two == [every[0], every[len(every) // 2]]  # floor(i * n / limit), not the first two
     assert select_turns(records, tasks=["vqa"], limit=len(every) + 5) == every
+
+
+def test_a_record_that_fails_is_reported_not_fatal() -> None:
+    from earthgpt.imageio import ImageReadError
+
+    records = tiny_set()
+
+    def flaky(record, turns):
+        if record["id"] == records[0]["id"]:
+            raise ImageReadError("corrupt JPEG")
+        return perfect(record, turns)
+
+    report = evaluate(records, flaky)
+    (error,) = report["summary"]["errors"]
+    assert error["id"] == records[0]["id"] and error["error"] == "ImageReadError: corrupt JPEG"
+    assert report["summary"]["turns_unanswered"] == len(error["turns"])
+    assert evaluate(records, perfect)["summary"]["errors"] == []
+    with pytest.raises(ImageReadError):
+        run_predictions(records, flaky, progress=False)  # without an errors list it propagates

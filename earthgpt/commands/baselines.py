@@ -26,6 +26,7 @@ from earthgpt.commands.eval import _root
 from earthgpt.tasks import Task
 
 CLASSIFICATION = "classification"
+EXIT_BAD_INPUT = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Fit and score the baselines, write the report; exit status."""
+    """Fit and score the baselines, write the report; exit status (2 for bad input)."""
     from earthgpt.eval.inputs import EvalError, load_records
     from earthgpt.eval.report import write_json
 
@@ -63,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
         report: dict[str, Any] = {"prior": prior_report(train, evaluated, args.tasks, args.limit)}
         if args.probe:
             report["probe"] = probe_report(train, evaluated, args)
-    except (EvalError, OSError, ValueError) as error:
+    except (EvalError, OSError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     report["summary"] = {
         "data": str(args.data), "split": args.split, "train_split": args.train_split,
         "train_records": len(train), "eval_records": len(evaluated),

@@ -11,14 +11,19 @@ so they can be rescored with ``--predictions``. Metric definitions and the predi
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from earthgpt.tasks import Task
 
 if TYPE_CHECKING:
     from earthgpt.eval.predictor import ChatPredictor
+
+EXIT_BAD_INPUT = 2
 
 
 def _root(text: str) -> tuple[str, Path]:
@@ -60,18 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of the images of root NAME (repeatable; model mode)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (model mode)")
-    parser.add_argument("--load-4bit", action="store_true", help="load the model in 4 bit (bitsandbytes)")
-    parser.add_argument("--load-8bit", action="store_true", help="load the model in 8 bit (bitsandbytes)")
+    quant = parser.add_mutually_exclusive_group()
+    quant.add_argument("--load-4bit", action="store_true", help="load the model in 4 bit (bitsandbytes)")
+    quant.add_argument("--load-8bit", action="store_true", help="load the model in 8 bit (bitsandbytes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the records, answer or read the predictions, score, write the report; exit status."""
-    from earthgpt.eval.inputs import EvalError, load_predictions, load_records, write_predictions
+    """Load the records, answer or read the predictions, score, write the report; exit status
+    (2 for bad input: missing or malformed files, an unknown model, a missing quantization package)."""
+    from earthgpt.eval.inputs import EvalError, load_predictions, load_records
     from earthgpt.eval.report import markdown_summary, write_json, write_markdown
     from earthgpt.eval.runner import default_output_paths, evaluate, run_predictions, select_turns
 
     paths = default_output_paths(args.out)
+    errors: list[dict[str, Any]] = []
     try:
         records = load_records(args.data, None if args.split == "all" else args.split)
         if args.predictions is not None:
@@ -79,15 +87,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             predictor = _predictor(args)
             asked = select_turns(records, tasks=args.tasks, limit=args.limit)
-            rows = run_predictions(
-                records, predictor, asked, dialect=args.dialect, progress=not args.no_progress
-            )
-            write_predictions(rows, paths["predictions"])
+            with _appending(paths["predictions"]) as save:
+                rows = run_predictions(records, predictor, asked, dialect=args.dialect,
+                                       progress=not args.no_progress, errors=errors, on_rows=save)
             print(f"answers saved to {paths['predictions']}", file=sys.stderr)
-        report = evaluate(records, predictions=rows, dialect=args.dialect, tasks=args.tasks, limit=args.limit)
-    except (EvalError, OSError) as error:
+        report = evaluate(records, predictions=rows, dialect=args.dialect, tasks=args.tasks, limit=args.limit,
+                          errors=errors)
+    except (EvalError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_BAD_INPUT
     report["summary"]["data"] = str(args.data)
     report["summary"]["split"] = args.split
     report["summary"]["answers_from"] = args.model or str(args.predictions)
@@ -96,20 +104,47 @@ def run(args: argparse.Namespace) -> int:
     write_markdown(report, markdown)
     print(markdown_summary(report))
     print(f"report written to {args.out} and {markdown}", file=sys.stderr)
-    if report["summary"]["turns_unanswered"]:
-        print(
-            f"note: {report['summary']['turns_unanswered']} turns of the selected tasks have no answer "
-            "and are not scored",
-            file=sys.stderr,
-        )
+    _notes(report["summary"])
     return 0
 
 
+def _notes(summary: dict[str, Any]) -> None:
+    if summary["errors"]:
+        first = summary["errors"][0]
+        print(f"note: {len(summary['errors'])} records could not be answered (listed in the report's "
+              f"summary.errors), e.g. {first['id']!r}: {first['error']}", file=sys.stderr)
+    if summary["turns_unanswered"]:
+        print(
+            f"note: {summary['turns_unanswered']} turns of the selected tasks have no answer "
+            "and are not scored",
+            file=sys.stderr,
+        )
+
+
+@contextmanager
+def _appending(path: Path) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
+    """A fresh predictions file that each record's rows are appended to (and flushed) as they come,
+    so an interrupted run keeps every answer given so far."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as out:
+
+        def save(rows: list[dict[str, Any]]) -> None:
+            for row in rows:
+                ordered = {k: row[k] for k in ("id", "turn", "task", "answer", "dialect") if k in row}
+                out.write(json.dumps(ordered, ensure_ascii=False) + "\n")
+            out.flush()
+
+        yield save
+
+
 def _predictor(args: argparse.Namespace) -> ChatPredictor:
+    from earthgpt.commands.chat import UNTRAINED_WARNING
     from earthgpt.eval.predictor import ChatPredictor, ImageResolver
-    from earthgpt.inference import load_model
+    from earthgpt.inference import is_untrained_start, load_model
 
     model, processor = load_model(args.model, load_4bit=args.load_4bit, load_8bit=args.load_8bit)
+    if is_untrained_start(args.model):
+        print(f"WARNING: {UNTRAINED_WARNING}", file=sys.stderr)
     data_dir = args.data if args.data.is_dir() else args.data.parent
     resolver = ImageResolver(data_dir, dict(args.image_root))
     return ChatPredictor(model, processor, resolver, max_new_tokens=args.max_new_tokens)

@@ -77,8 +77,16 @@ def run_predictions(
     *,
     dialect: str = "earthgpt",
     progress: bool = True,
+    errors: list[dict[str, Any]] | None = None,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Ask ``predict_fn`` every selected turn, one call per record; returns prediction rows."""
+    """Ask ``predict_fn`` every selected turn, one call per record; returns prediction rows.
+
+    With ``errors`` given, a record whose ``predict_fn`` call raises ValueError or OSError (an
+    unreadable or missing image) is skipped, its turns stay unanswered and ``{"id", "turns",
+    "error"}`` is appended to ``errors``; without it the error propagates. ``on_rows`` gets each
+    record's rows as soon as they are answered (the CLI appends them to the predictions file).
+    """
     from tqdm import tqdm
 
     turns = select_turns(records) if turns is None else turns
@@ -88,22 +96,28 @@ def run_predictions(
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(turns), desc="answering", unit="turn", disable=not progress)
     for index, refs in by_record.items():
-        answers = list(predict_fn(records[index], refs))
+        try:
+            answers = list(predict_fn(records[index], refs))
+        except (ValueError, OSError) as error:
+            if errors is None:
+                raise
+            errors.append({"id": refs[0].record_id, "turns": [ref.turn for ref in refs],
+                           "error": f"{type(error).__name__}: {error}"})
+            bar.update(len(refs))
+            continue
         if len(answers) != len(refs):
             raise EvalError(
                 f"predict_fn returned {len(answers)} answers for {len(refs)} turns "
                 f"of record {refs[0].record_id!r}"
             )
-        for ref, answer in zip(refs, answers, strict=True):
-            rows.append(
-                {
-                    "id": ref.record_id,
-                    "turn": ref.turn,
-                    "task": ref.task,
-                    "answer": str(answer),
-                    "dialect": dialect,
-                }
-            )
+        new = [
+            {"id": ref.record_id, "turn": ref.turn, "task": ref.task, "answer": str(answer),
+             "dialect": dialect}
+            for ref, answer in zip(refs, answers, strict=True)
+        ]
+        rows.extend(new)
+        if on_rows is not None:
+            on_rows(new)
         bar.update(len(refs))
     bar.close()
     return rows
@@ -146,19 +160,24 @@ def evaluate(
     tasks: Iterable[str] | None = None,
     limit: int | None = None,
     progress: bool = False,
+    errors: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Score ``predictions`` (rows) or the answers of ``predict_fn`` on ``records``.
 
     Returns the report dict: ``{"summary": {...}, "tasks": {task: {"all", "by_sensor",
     "by_source", "parse"?}}}`` (see ``docs/EVAL.md``). Exactly one of ``predict_fn`` and
-    ``predictions`` must be given.
+    ``predictions`` must be given. Records that could not be answered (``predict_fn`` raised,
+    or ``errors`` from an earlier :func:`run_predictions`) are listed in ``summary["errors"]``
+    and their turns counted as unanswered.
     """
     if (predict_fn is None) == (predictions is None):
         raise EvalError("evaluate needs exactly one of predict_fn (a model) or predictions (saved answers)")
     tasks = list(tasks) if tasks is not None else None
+    errors = [dict(e) for e in errors]
     if predict_fn is not None:
         asked = select_turns(records, tasks=tasks, limit=limit)
-        predictions = run_predictions(records, predict_fn, asked, dialect=dialect, progress=progress)
+        predictions = run_predictions(records, predict_fn, asked, dialect=dialect, progress=progress,
+                                      errors=errors)
     answers = index_predictions(predictions or [])
     _check_ids(records, answers)
     turns = select_turns(records, tasks=tasks, limit=limit, answered=answers)
@@ -177,6 +196,7 @@ def evaluate(
         "turns_unanswered": unanswered,
         "dialect": dialect,
         "tasks": list(report_tasks),
+        "errors": errors,
     }
     return {"summary": summary, "tasks": report_tasks}
 
