@@ -109,6 +109,8 @@ def build(engine: H.Engine) -> gr.Blocks:
     with gr.Blocks(title="EarthGPT analyst") as demo:
         c.state = gr.State(Session())
         gr.Markdown(f"## EarthGPT analyst · model `{engine.name}`")
+        if engine.warning:
+            gr.Markdown(H.engine_banner(engine), elem_id="untrained-warning")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 _image_panel(c, demos)
