@@ -151,7 +151,8 @@ def probe_report(
         {"id": str(evaluated[i]["id"]), "turn": turn, "answer": answer}
         for (i, turn, _), answer in zip(eval_items, result.predictions, strict=True)
     ]
-    scored = evaluate(evaluated, predictions=rows, tasks=[CLASSIFICATION])
+    # "report": on the same items as the model (--limit); the probe's own accuracy covers them all
+    scored = evaluate(evaluated, predictions=rows, tasks=[CLASSIFICATION], limit=getattr(args, "limit", None))
     return {
         **result.as_dict(),
         "model": args.model,
