@@ -144,3 +144,16 @@ def test_stage2_refuses_an_export_of_another_base(generated_set, tmp_path, capsy
     assert "trained on another base" in capsys.readouterr().err
     code = main([STAGE2, *overrides(records, roots, tmp_path / "s3", f"model.init_from={tmp_path / 's2'}")])
     assert code == 2
+
+
+def test_stop_at_ends_early_on_the_full_schedule(generated_set, tmp_path):
+    records, roots = generated_set
+    common = ["optim.batch_size=2", "optim.warmup_steps=1", "run.save_every=100", "run.log_every=1"]
+    assert main([STAGE1, *overrides(records, roots, tmp_path / "full", "optim.max_steps=4", *common)]) == 0
+    assert main([STAGE1, *overrides(records, roots, tmp_path / "stop", "optim.max_steps=4",
+                                    "run.stop_at=2", *common)]) == 0
+    full = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    stop = [json.loads(x) for x in (tmp_path / "stop" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in stop] == [1, 2] and (tmp_path / "stop" / "final").is_dir()
+    assert [m["lr"] for m in stop] == [m["lr"] for m in full[:2]]  # the 4-step schedule, cut at 2
+    assert [m["loss"] for m in stop] == [m["loss"] for m in full[:2]]

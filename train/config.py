@@ -100,6 +100,8 @@ class RunSection:
 
     ``resume`` is ``auto`` (the last complete checkpoint in ``output_dir``, if any), ``never``, or a
     checkpoint folder. ``peak_tflops`` overrides the GPU peak used for MFU (see ``train/flops.py``).
+    ``stop_at`` ends the run after that optimizer step (checkpoint and final export as usual)
+    while the learning-rate schedule still runs to ``optim.max_steps``.
     """
 
     output_dir: str = "runs/default"
@@ -110,6 +112,7 @@ class RunSection:
     save_every: int = 500
     keep_checkpoints: int = 2
     resume: str = "auto"
+    stop_at: int | None = None
     tensorboard: bool = True
     progress: bool = True
     peak_tflops: float | None = None

@@ -88,11 +88,13 @@ def _log(run: Run, losses: list[float], bar: tqdm) -> dict[str, float]:
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run (or resume) training to ``optim.max_steps``; returns the last logged metrics and paths."""
+    """Run (or resume) training to ``optim.max_steps`` (or ``run.stop_at``, which ends the run
+    early without changing the schedule); returns the last logged metrics and paths."""
     run = setup(cfg)
     acc = run.accelerator
+    end = min(cfg.optim.max_steps, cfg.run.stop_at or cfg.optim.max_steps)
     bar = tqdm(
-        total=cfg.optim.max_steps,
+        total=end,
         initial=run.step,
         desc=f"stage {cfg.stage}",
         unit="step",
@@ -100,13 +102,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     window: list[float] = []
     last: dict[str, float] = {}
-    while run.step < cfg.optim.max_steps:
+    while run.step < end:
         window.append(train_step(run))
         bar.update(1)
-        if run.step % cfg.run.log_every == 0 or run.step == cfg.optim.max_steps:
+        if run.step % cfg.run.log_every == 0 or run.step == end:
             last = _log(run, window, bar)
             window = []
-        if run.step % cfg.run.save_every == 0 or run.step == cfg.optim.max_steps:
+        if run.step % cfg.run.save_every == 0 or run.step == end:
             save_checkpoint(run)
     bar.close()
     final = export_final(run) if cfg.run.export_final else None
