@@ -247,11 +247,12 @@ def test_chat_json_reports_answer_boxes_and_the_untrained_warning(tiny_chat, png
 
     from earthgpt.cli import main
 
-    assert main(["chat", str(png), "Detect all objects.", "--json", "--max-new-tokens", "5"]) == 0
+    args = ["chat", str(png), "Detect all objects.", "--json", "--max-new-tokens", "5", "--model", "tiny"]
+    assert main(args) == 0  # a preset with no shipped weights: its untrained start
     out, err = capsys.readouterr()
     report = json.loads(out)
     assert set(report) == {"answer", "detections", "skipped", "model", "image", "sensor", "warning"}
-    assert isinstance(report["answer"], str) and report["model"] == "nano" and report["image"] == str(png)
+    assert isinstance(report["answer"], str) and report["model"] == "tiny" and report["image"] == str(png)
     assert "projector" in report["warning"] and err.startswith("WARNING:")
     assert main(["chat", str(png), "q", "--json", "--max-new-tokens", "2", "--model", str(png.parent)]) == 0
     out, err = capsys.readouterr()
