@@ -9,8 +9,8 @@ model=${1:-nano}
 e=".venv/bin/python -m earthgpt"
 [ -f mmrs/val.jsonl ] || $e mmrs build --all-shared "$EARTHGPT_DATA" --out mmrs
 general=(--tasks classification vqa caption region_caption grounding --limit 200)
-detection=(--tasks detection_hbb detection_obb --limit 25)
+detection=(--tasks detection_hbb detection_obb --limit 10)
 $e eval --data mmrs --model "$model" "${general[@]}" --out reports/nano_val.json
-$e eval --data mmrs --model "$model" "${detection[@]}" --max-new-tokens 320 --out reports/nano_val_detection.json
+$e eval --data mmrs --model "$model" "${detection[@]}" --max-new-tokens 200 --out reports/nano_val_detection.json
 $e baselines --data mmrs "${general[@]}" --probe --out reports/baselines_val.json
 $e baselines --data mmrs "${detection[@]}" --out reports/baselines_val_detection.json
