@@ -34,7 +34,10 @@ FEATURES = "features"
 def vision_fingerprint(vision: nn.Module, model_config: object, dtype: torch.dtype) -> str:
     """Hex digest over the vision encoders' tensors, their config and the preprocessing (module doc)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(vision.state_dict().items()):
+    # every tensor the encoders compute with, non-persistent buffers too (the CNN's input
+    # re-normalisation lives there), so a change of preprocessing code changes the key
+    tensors = {**dict(vision.named_buffers()), **dict(vision.named_parameters())}
+    for name, tensor in sorted(tensors.items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     described = {

@@ -90,7 +90,10 @@ def encoder_identity(vision: nn.Module, config: Any) -> str:
     """Hex sha256 over the vision module's tensors (names, shapes, bytes), the preprocessing
     (``image_size``, ``image_mean``, ``image_std``, ``num_visual_tokens`` of ``config``) and the pooling."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(vision.state_dict().items()):
+    # every tensor the encoders compute with, non-persistent buffers too (the CNN's input
+    # re-normalisation lives there), so a change of preprocessing code changes the key
+    tensors = {**dict(vision.named_buffers()), **dict(vision.named_parameters())}
+    for name, tensor in sorted(tensors.items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
         digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     keys = ("image_size", "image_mean", "image_std", "num_visual_tokens")
