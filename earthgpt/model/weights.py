@@ -240,21 +240,6 @@ def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
 # --- loaders -------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet_load():
-    """No per-tensor "Loading weights" bars from transformers: a local load takes about a second,
-    and the bars would bury a CLI answer (downloads keep their own progress)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def load_llm(
     source: str,
     *,
@@ -276,7 +261,7 @@ def load_llm(
     if quantization is not None:
         kwargs["quantization_config"] = _bnb_config(quantization, dtype, keep_unquantized)
         kwargs["device_map"] = {"": "cuda:0" if torch.cuda.is_available() else "cpu"}
-    with _quiet_load():
+    with _transformers_progress(False):  # a local load takes ~1 s: no per-tensor bars
         model = AutoModelForCausalLM.from_pretrained(location, **kwargs).eval()
         tokenizer = AutoTokenizer.from_pretrained(location)
     if not tokenizer.chat_template:
@@ -306,7 +291,7 @@ def load_vit(source: str, *, dtype: torch.dtype = torch.float32):
     from transformers import Dinov2Model
 
     location = resolve_source(source, "vit")
-    with _quiet_load():
+    with _transformers_progress(False):  # a local load takes ~1 s: no per-tensor bars
         return Dinov2Model.from_pretrained(location, dtype=dtype).eval()
 
 
@@ -331,7 +316,7 @@ def _load_convnext(source: str) -> torch.nn.Module:
     from transformers import ConvNextModel
 
     location = resolve_source(source, "cnn")
-    with _quiet_load():
+    with _transformers_progress(False):  # a local load takes ~1 s: no per-tensor bars
         return ConvNextModel.from_pretrained(location).eval()
 
 
