@@ -20,7 +20,9 @@ DEFAULT_MODEL = "nano"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python app.py", description="Start the EarthGPT analyst app (Gradio, bound to 127.0.0.1 by default).")
+    parser = argparse.ArgumentParser(
+        prog="python app.py", description="Start the EarthGPT analyst app (Gradio, on 127.0.0.1 by default)."
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="preset name (nano, tiny, 7b, 13b) or checkpoint folder (default: %(default)s)")
     quant = parser.add_mutually_exclusive_group()
