@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from earthgpt.commands import add_quantization_arguments
+
 if TYPE_CHECKING:
     from app.handlers import Engine
 
@@ -25,9 +27,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="preset name (nano, tiny, 7b, 13b) or checkpoint folder (default: %(default)s)")
-    quant = parser.add_mutually_exclusive_group()
-    quant.add_argument("--load-4bit", action="store_true", help="quantize the LLM to 4 bit (bitsandbytes)")
-    quant.add_argument("--load-8bit", action="store_true", help="quantize the LLM to 8 bit (bitsandbytes)")
+    add_quantization_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest chat answer in tokens")

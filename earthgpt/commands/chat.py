@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from earthgpt.commands import add_quantization_arguments
 from earthgpt.tasks import Sensor
 
 EXIT_BAD_INPUT = 2
@@ -48,9 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sensor of the image (default: guessed from a GeoTIFF's metadata)")
     parser.add_argument("--json", action="store_true", help="print answer and parsed boxes as JSON")
     parser.add_argument("--max-new-tokens", type=_positive_int, default=256, help="answer length limit")
-    quant = parser.add_mutually_exclusive_group()
-    quant.add_argument("--load-4bit", action="store_true", help="load the LLM in 4 bit (bitsandbytes)")
-    quant.add_argument("--load-8bit", action="store_true", help="load the LLM in 8 bit (bitsandbytes)")
+    add_quantization_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from earthgpt.commands import add_quantization_arguments
 from earthgpt.detection import (
     SceneResult,
     Tile,
@@ -52,9 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="1 or 3 band numbers to show the model, e.g. 4,3,2 (default: automatic)")
     parser.add_argument("--model", default="nano", help="preset name or checkpoint folder (default: nano)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="answer length limit per window")
-    quant = parser.add_mutually_exclusive_group()
-    quant.add_argument("--load-4bit", action="store_true", help="load the LLM in 4 bit (bitsandbytes)")
-    quant.add_argument("--load-8bit", action="store_true", help="load the LLM in 8 bit (bitsandbytes)")
+    add_quantization_arguments(parser)
 
 
 def open_raster(path: Path) -> Any:

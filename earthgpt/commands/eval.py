@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from earthgpt.commands import add_quantization_arguments
 from earthgpt.tasks import Task
 
 if TYPE_CHECKING:
@@ -65,9 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of the images of root NAME (repeatable; model mode)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (model mode)")
-    quant = parser.add_mutually_exclusive_group()
-    quant.add_argument("--load-4bit", action="store_true", help="load the model in 4 bit (bitsandbytes)")
-    quant.add_argument("--load-8bit", action="store_true", help="load the model in 8 bit (bitsandbytes)")
+    add_quantization_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
