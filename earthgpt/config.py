@@ -121,9 +121,16 @@ class CNNConfig:
 
 @dataclass
 class ProjectorConfig:
-    """The learnable map from visual channels to the LLM width (``mlp2x_gelu`` or ``linear``)."""
+    """The learnable map from visual channels to the LLM width (``mlp2x_gelu`` or ``linear``).
+
+    ``input_norm`` is ``"none"`` or ``"group_layernorm"``: a LayerNorm (with its own scale and shift,
+    trained with the projector) over each source's channels on its own: each ViT layer and each
+    CNN stage. The sources differ in scale by two orders of magnitude (DINOv2-S layer 3 has a
+    per-channel std of about 0.02, layer 12 about 1.2 with offsets up to 26, the CNN about 2.6), so
+    without it the projector starts out reading little but the last ViT layer and the CNN."""
 
     type: str = "mlp2x_gelu"
+    input_norm: str = "none"
 
 
 @dataclass
@@ -280,6 +287,7 @@ def _nano() -> EarthGPTConfig:
         llm=LLMConfig(source="bundled"),  # SmolLM2-135M-Instruct
         image_size=224,
         num_visual_tokens=64,
+        projector=ProjectorConfig(input_norm="group_layernorm"),
     )
 
 
@@ -297,6 +305,7 @@ def _llama2_vision(name: str, llm: LLMConfig) -> EarthGPTConfig:
         llm=llm,
         image_size=224,
         num_visual_tokens=256,
+        projector=ProjectorConfig(input_norm="group_layernorm"),
     )
 
 

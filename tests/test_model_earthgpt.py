@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from earthgpt.config import ProjectorConfig, get_preset, shrink_for_test
 from earthgpt.model.earthgpt import EarthGPT
-from earthgpt.model.projector import build_projector
+from earthgpt.model.projector import GroupLayerNorm, build_projector
 
 
 def tiny_model(seed: int = 0) -> EarthGPT:
@@ -26,6 +26,28 @@ def test_projector_registry() -> None:
     assert isinstance(build_projector(ProjectorConfig("linear"), 10, 4), torch.nn.Linear)
     with pytest.raises(ValueError, match="unknown projector type 'qformer'; known: mlp2x_gelu, linear"):
         build_projector(ProjectorConfig("qformer"), 10, 4)
+
+
+def test_group_layernorm_normalises_each_source_on_its_own() -> None:
+    norm = GroupLayerNorm([3, 5])
+    x = torch.randn(4, 8)
+    scaled = x.clone()
+    scaled[:, :3] = scaled[:, :3] * 1000 + 26  # one source on a very different scale and offset
+    out = norm(scaled)
+    torch.testing.assert_close(out, norm(x), atol=1e-4, rtol=1e-4)
+    for part in torch.split(out, [3, 5], dim=-1):
+        torch.testing.assert_close(part.mean(-1), torch.zeros(4), atol=1e-5, rtol=0)
+    projector = build_projector(ProjectorConfig(input_norm="group_layernorm"), 8, 4, [3, 5])
+    assert isinstance(projector[0], GroupLayerNorm) and projector(x).shape == (4, 4)
+
+
+def test_projector_input_norm_errors_name_the_problem() -> None:
+    with pytest.raises(ValueError, match="unknown projector input_norm 'batchnorm'"):
+        build_projector(ProjectorConfig(input_norm="batchnorm"), 8, 4)
+    with pytest.raises(ValueError, match="group_layernorm needs channel groups summing to 8, got"):
+        build_projector(ProjectorConfig(input_norm="group_layernorm"), 8, 4, [3, 4])
+    with pytest.raises(ValueError, match="group_layernorm needs channel groups"):
+        build_projector(ProjectorConfig(input_norm="group_layernorm"), 8, 4)
 
 
 def test_image_token_lies_past_the_vocabulary_and_embeddings_stay_unresized() -> None:
@@ -137,6 +159,9 @@ def test_shrunken_presets_build_and_train_a_step(preset: str) -> None:
     model = EarthGPT.from_config(config, pretrained=False)
     assert type(model.llm).__name__ == "LlamaForCausalLM"
     assert model.config.cnn.arch == get_preset(preset).cnn.arch
+    # the real presets normalise each visual source (ViT layer, CNN stage) before projecting
+    assert model.projector[0].groups == model.vision.channel_groups
+    assert sum(model.vision.channel_groups) == model.vision.out_channels
     ids = prompt(model, batch=2)
     out = model(ids, pixel_values=torch.randn(2, 3, config.image_size, config.image_size), labels=ids)
     assert out.logits.shape == (2, ids.shape[1], config.llm.vocab_size)

@@ -83,7 +83,9 @@ class EarthGPT(nn.Module):
                 config.llm, pretrained=pretrained, dtype=dtype, quantization=quantization,
                 keep_unquantized=keep_unquantized,
             )
-            projector = build_projector(config.projector, vision.out_channels, config.llm.hidden_size)
+            projector = build_projector(
+                config.projector, vision.out_channels, config.llm.hidden_size, vision.channel_groups
+            )
         model = cls(config, vision, projector.to(dtype), llm, tokenizer)
         model.pretrained_base, model.seed, model.dtype = pretrained, seed, dtype
         if not pretrained:

@@ -60,6 +60,11 @@ class ViTMultiLayer(nn.Module):
         """Channels of the output map."""
         return int(self.encoder.config.hidden_size) * len(self.layers)
 
+    @property
+    def channel_groups(self) -> list[int]:
+        """Channels per source, in output order: one group per chosen layer."""
+        return [int(self.encoder.config.hidden_size)] * len(self.layers)
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` → ``(B, C_vit, H / patch, W / patch)``."""
         batch, _, height, width = pixel_values.shape
@@ -169,6 +174,11 @@ class CNNMultiScale(nn.Module):
         """Channels of the output map."""
         return sum(self.features.channels)
 
+    @property
+    def channel_groups(self) -> list[int]:
+        """Channels per source, in output order: one group per stage."""
+        return list(self.features.channels)
+
     def forward(self, pixel_values: torch.Tensor, grid: int) -> torch.Tensor:
         """``(B, 3, H, W)`` → ``(B, C_cnn, grid, grid)``."""
         pixel_values = pixel_values * self._in_scale + self._in_shift
@@ -191,6 +201,12 @@ class VisualPerception(nn.Module):
     def out_channels(self) -> int:
         """Channels of one visual token."""
         return self.vit.out_channels + self.cnn.out_channels
+
+    @property
+    def channel_groups(self) -> list[int]:
+        """Channels of each source (a ViT layer or a CNN stage) in token order; they sum to
+        :attr:`out_channels`."""
+        return self.vit.channel_groups + self.cnn.channel_groups
 
     def train(self, mode: bool = True) -> VisualPerception:
         """The encoders are frozen: they stay in eval mode whatever ``mode`` says."""
