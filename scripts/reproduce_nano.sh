@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduce EarthGPT-Nano (MODEL_CARD.md) from the data in $EARTHGPT_DATA (default ../shared/data):
 # build the MMRS set, train stage 1 and stage 2 with the CPU recipe, export the shipped delta.
-#   bash scripts/reproduce_nano.sh            (about 40 minutes on 2 CPU cores; resumes if stopped)
+#   bash scripts/reproduce_nano.sh            (about 80 minutes on 2 CPU cores; resumes if stopped)
 # Start from scratch by removing runs/nano_cpu_stage1 and runs/nano_cpu_stage2 first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
