@@ -42,8 +42,7 @@ def load_engine(
 ) -> Engine:
     """Load the model once and wrap it as the app's :class:`app.handlers.Engine`."""
     from app.handlers import Engine
-    from earthgpt.commands.chat import UNTRAINED_WARNING
-    from earthgpt.inference import ChatSession, is_untrained_start, load_model
+    from earthgpt.inference import UNTRAINED_WARNING, ChatSession, is_untrained_start, load_model
 
     model, processor = load_model(name, load_4bit=load_4bit, load_8bit=load_8bit)
     warning = UNTRAINED_WARNING if is_untrained_start(name) else None

@@ -16,8 +16,9 @@ from typing import Any
 from app.georef import info_to_lonlat, info_to_map
 from app.raster import RasterInfo
 from app.session_io import Session
-from earthgpt.detection import PIXEL_SPACE_NOTE, PointsFn, feature_collection, write_gpkg
 from earthgpt.geometry import Detection
+from earthgpt.georef import PointsFn
+from earthgpt.vector_export import PIXEL_SPACE_NOTE, feature_collection, write_gpkg
 
 
 def pixel_mapper(info: RasterInfo) -> tuple[PointsFn, str] | None:

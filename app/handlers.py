@@ -2,7 +2,7 @@
 comes out. No Gradio here, so every step is tested without a server.
 
 Coordinates: the model answers on the 0–1000 grid over the *window* it saw; answers are placed in
-full-raster pixels at once (:func:`earthgpt.detection.tile_to_raster`) and only drawn or exported
+full-raster pixels at once (:func:`earthgpt.scene_detection.tile_to_raster`) and only drawn or exported
 from there. The analyst's region is kept in full-raster pixels too.
 """
 
@@ -20,10 +20,11 @@ from rasterio.windows import Window
 from app import raster
 from app.session_io import Found, Session, Turn
 from app.session_io import Window as WindowTuple
-from earthgpt.detection import Tile, tile_to_raster
 from earthgpt.geometry import HBB, Detection, pixel_to_grid
-from earthgpt.sensors import colormap_display
-from earthgpt.tasks import Sensor, Task, instruction
+from earthgpt.raster import Tile
+from earthgpt.scene_detection import tile_to_raster
+from earthgpt.sensors import Sensor, colormap_display
+from earthgpt.tasks import Task, instruction
 from earthgpt.textbox import parse_box, parse_detections
 
 VIEW_SIZE = 1024

@@ -14,8 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from app.session_io import Session
-from earthgpt.detection import box_corners, translate_box
-from earthgpt.geometry import HBB, OBB, Box, Detection, obb_from_corners
+from earthgpt.geometry import HBB, OBB, Box, Detection, box_corners, obb_from_corners, translate_box
 
 LAYERS = ("HBB", "OBB", "Labels", "Region")
 """The overlay layers the analyst can switch on and off."""

@@ -23,8 +23,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from earthgpt.rasterio_io import find_sar_pair, plan_bands
-from earthgpt.sensors import detect_sensor, to_model_rgb
-from earthgpt.tasks import Sensor
+from earthgpt.sensors import Sensor, detect_sensor, to_model_rgb
 
 __all__ = [
     "ModelSource", "RasterError", "RasterInfo", "demo_tiles", "find_sar_pair", "inspect", "load_for_model",

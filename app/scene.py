@@ -1,6 +1,6 @@
 """Whole-scene detection in the app: every window of the raster, merged, as the session's detections.
 
-The tiling, batching and cross-window NMS are :func:`earthgpt.detection.detect_scene` (the CLI
+The tiling, batching and cross-window NMS are :func:`earthgpt.scene_detection.detect_scene` (the CLI
 runs the same); this module supplies the app's window reader and model, and reports progress.
 """
 
@@ -15,8 +15,10 @@ from rasterio.windows import Window
 from app import raster
 from app.handlers import Engine, UserError
 from app.session_io import Found, Session
-from earthgpt.detection import SceneResult, Tile, chat_answerer, detect_scene, tile_grid
-from earthgpt.tasks import Sensor, Task, instruction
+from earthgpt.raster import Tile, tile_grid
+from earthgpt.scene_detection import SceneResult, chat_answerer, detect_scene
+from earthgpt.sensors import Sensor
+from earthgpt.tasks import Task, instruction
 
 
 def tile_reader(session: Session, tile_size: int) -> Callable[[Tile], np.ndarray | None]:

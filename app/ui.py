@@ -22,7 +22,8 @@ from app.overlay import LAYERS, View, raster_to_view, session_overview, session_
 from app.raster import RasterError, demo_tiles
 from app.scene import run_scene_detection
 from app.session_io import Session
-from earthgpt.tasks import Sensor, Task
+from earthgpt.sensors import Sensor
+from earthgpt.tasks import Task
 
 QUICK_TASKS = (
     ("Classify", Task.classification), ("Caption", Task.caption), ("Detect HBB", Task.detection_hbb),

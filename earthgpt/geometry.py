@@ -255,7 +255,9 @@ def grid_to_pixel(box: Box, width: float, height: float) -> Box:
     raise ValueError(f"expected an HBB or OBB, got {type(box).__name__}")
 
 
-def _corners(box: Box) -> tuple[Point, Point, Point, Point]:
+def box_corners(box: Box) -> tuple[Point, Point, Point, Point]:
+    """The four corners of a box in its own order (HBB: top-left, top-right, bottom-right,
+    bottom-left, clockwise on screen; OBB: the paper's order), in the box's space."""
     if isinstance(box, HBB):
         return box.corners()
     if isinstance(box, OBB):
@@ -267,7 +269,7 @@ def _polygons(boxes: Sequence[Box]) -> np.ndarray:
     """Shapely polygons of the boxes; a self-crossing quadrilateral is replaced by its hull."""
     if not boxes:
         return np.empty(0, dtype=object)
-    polys = shapely.polygons(np.array([_corners(b) for b in boxes], dtype=float))
+    polys = shapely.polygons(np.array([box_corners(b) for b in boxes], dtype=float))
     bad = ~shapely.is_valid(polys)
     if bad.any():
         polys[bad] = shapely.convex_hull(polys[bad])
@@ -393,3 +395,20 @@ def nms_detections(
         kept.extend(members[k] for k in picked)
     kept.sort(key=lambda i: (-scores[i], i))
     return [detections[i] for i in kept]
+
+
+def translate_box(box: Box, dx: float, dy: float) -> Box:
+    """Shift a box by ``(dx, dy)`` in its own space; OBB corners are re-ordered by the paper's rule."""
+    if isinstance(box, HBB):
+        return HBB(box.x1 + dx, box.y1 + dy, box.x2 + dx, box.y2 + dy)
+    return obb_from_corners([(x + dx, y + dy) for x, y in box.corners])
+
+
+def box_kind(box: Box) -> str:
+    """``"hbb"`` or ``"obb"``."""
+    return "obb" if isinstance(box, OBB) else "hbb"
+
+
+def box_angle(box: Box) -> float:
+    """An OBB's angle in degrees as :func:`obb_to_cxcywha` gives it (3 decimals); 0 for an HBB."""
+    return 0.0 if isinstance(box, HBB) else round(obb_to_cxcywha(box)[4], 3)

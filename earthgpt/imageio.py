@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from earthgpt.tasks import Sensor
+from earthgpt.sensors import Sensor
 
 MAX_READ_SIDE = 1024  # longest side of the decimated read; the model sees config.image_size anyway
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"}

@@ -53,6 +53,13 @@ def load_model(
     return model, EarthGPTProcessor(model.tokenizer, model.config)
 
 
+UNTRAINED_WARNING = (
+    "no trained EarthGPT weights: this is the preset's base with an untrained (random) projector "
+    "from image to text, so answers do not describe the image; pass --model CHECKPOINT_DIR"
+)
+"""What the CLI and the app say when :func:`is_untrained_start` is true."""
+
+
 def is_untrained_start(name_or_path: str | Path) -> bool:
     """True when ``name_or_path`` resolves to a preset's untrained start rather than a checkpoint
     (a folder, a shipped model, a hub id): its base components with a random projector, so its
@@ -347,7 +354,8 @@ class ChatSession:
     def _with_sensor(self, question: str) -> str:
         if self.sensor is None:
             return question
-        from earthgpt.tasks import Sensor, sensor_sentence
+        from earthgpt.sensors import Sensor
+        from earthgpt.tasks import sensor_sentence
 
         sentence = sensor_sentence(Sensor(self.sensor))
         return question if question.startswith(sentence) else f"{sentence} {question}"

@@ -12,8 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from earthgpt.sensors import alpha_band, select_rgb_bands
-from earthgpt.tasks import Sensor
+from earthgpt.sensors import Sensor, alpha_band, select_rgb_bands
 
 _POL_TOKEN = re.compile(r"(?<![a-z0-9])(vv|hh)(?![a-z0-9])", re.IGNORECASE)
 

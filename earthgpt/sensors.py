@@ -24,10 +24,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from enum import StrEnum
 
 import numpy as np
 
-from earthgpt.tasks import Sensor
+
+class Sensor(StrEnum):
+    """The imaging modality, named in every instruction."""
+
+    optical = "optical"
+    sar = "sar"
+    infrared = "infrared"
+
 
 SAR_DB_RANGES: dict[str, tuple[float, float]] = {
     "vv": (-25.0, 5.0),

@@ -1,4 +1,4 @@
-"""The tasks EarthGPT is instructed to do, the sensors it sees, and the paper's instruction templates.
+"""The tasks EarthGPT is instructed to do and the paper's instruction templates.
 
 An instruction is the sensor sentence ("This is a SAR image.") followed by the task's template;
 see docs/FORMATS.md for the answers each task expects.
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from earthgpt.geometry import HBB, OBB, Box
+from earthgpt.sensors import Sensor
 from earthgpt.textbox import format_box
 
 
@@ -24,14 +25,6 @@ class Task(StrEnum):
     detection_obb = "detection_obb"
     grounding = "grounding"
     region_caption = "region_caption"
-
-
-class Sensor(StrEnum):
-    """The imaging modality, named in every instruction."""
-
-    optical = "optical"
-    sar = "sar"
-    infrared = "infrared"
 
 
 class AnswerKind(StrEnum):

@@ -185,7 +185,7 @@ def test_cli_warns_about_an_untrained_start(tmp_path: Path, fixtures_dir: Path,
                                             monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     import earthgpt.inference
-    from earthgpt.commands.chat import UNTRAINED_WARNING
+    from earthgpt.inference import UNTRAINED_WARNING
 
     _fake_model(monkeypatch)
     monkeypatch.setattr(earthgpt.inference, "is_untrained_start", lambda name: name == "nano")

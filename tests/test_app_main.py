@@ -76,7 +76,7 @@ def _fake_loading(
 def test_untrained_start_warns_in_the_log_and_the_ui(monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     from app.handlers import engine_banner
-    from earthgpt.commands.chat import UNTRAINED_WARNING
+    from earthgpt.inference import UNTRAINED_WARNING
 
     demos = _fake_loading(monkeypatch, untrained=True)
     assert _app_script().main(["--model", "nano"]) == 0

@@ -18,15 +18,9 @@ from app import handlers as H
 from app.scene import run_scene_detection
 from app.session_io import Session
 from earthgpt.commands import detect as detect_cmd
-from earthgpt.detection import (
-    Tile,
-    detect_scene,
-    edge_margin,
-    merge_detections,
-    tile_grid,
-    tile_to_raster,
-)
 from earthgpt.geometry import HBB, Detection, obb_from_cxcywha
+from earthgpt.raster import Tile, tile_grid
+from earthgpt.scene_detection import detect_scene, edge_margin, merge_detections, tile_to_raster
 
 
 def test_tile_grid_covers_the_raster_with_overlap() -> None:

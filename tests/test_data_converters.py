@@ -12,7 +12,8 @@ from earthgpt.data.records import Sample, SkipLog
 from earthgpt.data.sources import Source
 from earthgpt.data.turns import native_turns
 from earthgpt.geometry import HBB, obb_from_polygon8, pixel_to_grid
-from earthgpt.tasks import Sensor, Task
+from earthgpt.sensors import Sensor
+from earthgpt.tasks import Task
 
 
 def _run(convert, kind: str, path: Path, **options: str) -> tuple[dict[str, Sample], SkipLog]:
@@ -114,15 +115,15 @@ def test_hit_uav_voc_hbb_and_rotated(shared_data: Path) -> None:
     hbb, log = _run(
         voc.convert_hbb, "voc-hbb", shared_data / "hit_uav", annotations="normal_xml/Annotations", **common
     )
-    assert len(hbb) == 550 and log.total_skipped == 0
-    assert Counter(s.split for s in hbb.values()) == {"train": 450, "val": 100}
+    assert len(hbb) == 2129 and log.total_skipped == 0
+    assert Counter(s.split for s in hbb.values()) == {"train": 2029, "val": 100}
     labels = Counter(o["label"] for s in hbb.values() for o in s.annotations["objects_hbb"])
     assert labels == {
-        "person": 2531,
-        "car": 1310,
-        "bicycle": 1190,
-        "other vehicle": 30,
-    }  # 32 DontCare left out
+        "person": 8928,
+        "car": 5501,
+        "bicycle": 3866,
+        "other vehicle": 108,
+    }  # the <name> counts of normal_xml/Annotations/*.xml; its 111 DontCare are left out
     sample = hbb["hit_uav/0_100_30_0_03289"]
     assert sample.sensor == Sensor.infrared and sample.image == "JPEGImages/0_100_30_0_03289.jpg"
     assert sample.annotations["objects_hbb"][0] == {

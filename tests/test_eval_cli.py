@@ -91,12 +91,16 @@ def _write_images(folder: Path, records: Sequence[dict[str, Any]]) -> None:
         Image.fromarray(np.full((6, 8, 3), 90, dtype=np.uint8)).save(path)
 
 
+FAKE_UNTRAINED_WARNING = "untrained start (the stand-in inference module)"
+
+
 def _fake_inference(monkeypatch: pytest.MonkeyPatch, untrained: bool = False) -> None:
     """Put a stand-in ``earthgpt.inference`` in place (no torch import, no model)."""
     fake = types.ModuleType("earthgpt.inference")
     fake.ChatSession = FakeSession  # type: ignore[attr-defined]
     fake.load_model = lambda name, **kw: ("model", "processor")  # type: ignore[attr-defined]
     fake.is_untrained_start = lambda name: untrained  # type: ignore[attr-defined]
+    fake.UNTRAINED_WARNING = FAKE_UNTRAINED_WARNING  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "earthgpt.inference", fake)
 
 
@@ -227,8 +231,6 @@ def test_cli_answers_are_saved_as_they_come(tmp_path: Path, monkeypatch: pytest.
 
 def test_cli_model_mode_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                               capsys: pytest.CaptureFixture[str]) -> None:
-    from earthgpt.commands.chat import UNTRAINED_WARNING
-
     records = _write_set(tmp_path / "mmrs")
     _write_images(tmp_path / "images", records)
     with pytest.raises(SystemExit):
@@ -236,7 +238,7 @@ def test_cli_model_mode_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys.readouterr()
     _fake_inference(monkeypatch, untrained=True)
     assert main(_model_args(tmp_path, records, "--limit", "1")) == 0
-    assert f"WARNING: {UNTRAINED_WARNING}" in capsys.readouterr().err
+    assert f"WARNING: {FAKE_UNTRAINED_WARNING}" in capsys.readouterr().err
     fake = sys.modules["earthgpt.inference"]
 
     def no_bitsandbytes(name: str, **_: object) -> None:

@@ -16,7 +16,7 @@ from earthgpt.data.turns import conversation, native_turns
 from earthgpt.eval.inputs import EvalError, TurnRef, load_predictions, write_predictions
 from earthgpt.eval.runner import evaluate, run_predictions, select_turns
 from earthgpt.geometry import HBB, obb_from_cxcywha, pixel_to_grid
-from earthgpt.tasks import Sensor
+from earthgpt.sensors import Sensor
 
 
 def _record(sample: Sample) -> dict[str, Any]:

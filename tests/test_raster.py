@@ -25,8 +25,7 @@ from app.raster import (
     read_window,
     window_grid,
 )
-from earthgpt.sensors import sar_composite
-from earthgpt.tasks import Sensor
+from earthgpt.sensors import Sensor, sar_composite
 
 
 def _write(path, array, **profile):

@@ -10,6 +10,7 @@ import rasterio
 
 from earthgpt.sensors import (
     SAR_DB_RANGES,
+    Sensor,
     colormap_display,
     detect_sensor,
     percentile_stretch,
@@ -21,7 +22,6 @@ from earthgpt.sensors import (
     to_model_rgb,
     valid_mask,
 )
-from earthgpt.tasks import Sensor
 
 
 def _read(path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from earthgpt.geometry import HBB, obb_from_corners
-from earthgpt.tasks import TASK_SPECS, AnswerKind, Sensor, Task, instruction, sensor_sentence
+from earthgpt.sensors import Sensor
+from earthgpt.tasks import TASK_SPECS, AnswerKind, Task, instruction, sensor_sentence
 
 
 def test_every_task_has_a_spec():

@@ -17,13 +17,9 @@ from typing import Any
 import numpy as np
 
 from earthgpt.commands import add_quantization_arguments
-from earthgpt.tasks import Sensor
+from earthgpt.sensors import Sensor
 
 EXIT_BAD_INPUT = 2
-UNTRAINED_WARNING = (
-    "no trained EarthGPT weights: this is the preset's base with an untrained (random) projector "
-    "from image to text, so answers do not describe the image; pass --model CHECKPOINT_DIR"
-)
 
 
 class InputError(ValueError):
@@ -54,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Answer the prompt; returns the exit status (2 for bad input)."""
-    from earthgpt.inference import ChatSession, is_untrained_start, load_model
+    from earthgpt.inference import UNTRAINED_WARNING, ChatSession, is_untrained_start, load_model
 
     try:
         prompt = _check_prompt(args.prompt)

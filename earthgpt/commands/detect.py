@@ -3,7 +3,7 @@
 The raster is read one window at a time (rasterio, never whole), each window made model-ready by
 :func:`earthgpt.sensors.to_model_rgb` as the app makes it (the same band plan and VV → VH pairing,
 :mod:`earthgpt.rasterio_io`), answered by the model, and the boxes merged across the
-overlapping windows (:func:`earthgpt.detection.detect_scene`). GeoJSON is lon/lat (RFC 7946);
+overlapping windows (:func:`earthgpt.scene_detection.detect_scene`). GeoJSON is lon/lat (RFC 7946);
 GeoPackage keeps the raster's CRS; an image without georeferencing is written in pixel space.
 """
 
@@ -21,17 +21,12 @@ from typing import Any
 import numpy as np
 
 from earthgpt.commands import add_quantization_arguments
-from earthgpt.detection import (
-    SceneResult,
-    Tile,
-    chat_answerer,
-    detect_scene,
-    feature_collection,
-    tile_grid,
-    write_gpkg,
-)
 from earthgpt.georef import dataset_mappers
-from earthgpt.tasks import Sensor, Task, instruction
+from earthgpt.raster import Tile, tile_grid
+from earthgpt.scene_detection import SceneResult, chat_answerer, detect_scene
+from earthgpt.sensors import Sensor
+from earthgpt.tasks import Task, instruction
+from earthgpt.vector_export import feature_collection, write_gpkg
 
 EXIT_BAD_INPUT = 2
 MAX_BANDS = 16
@@ -205,8 +200,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from rasterio.errors import RasterioError
 
-    from earthgpt.commands.chat import UNTRAINED_WARNING
-    from earthgpt.inference import ChatSession, is_untrained_start, load_model
+    from earthgpt.inference import UNTRAINED_WARNING, ChatSession, is_untrained_start, load_model
 
     try:
         model, processor = load_model(args.model, load_4bit=args.load_4bit, load_8bit=args.load_8bit)

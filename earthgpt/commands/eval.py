@@ -137,9 +137,8 @@ def _appending(path: Path) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
 
 
 def _predictor(args: argparse.Namespace) -> ChatPredictor:
-    from earthgpt.commands.chat import UNTRAINED_WARNING
     from earthgpt.eval.predictor import ChatPredictor, ImageResolver
-    from earthgpt.inference import is_untrained_start, load_model
+    from earthgpt.inference import UNTRAINED_WARNING, is_untrained_start, load_model
 
     model, processor = load_model(args.model, load_4bit=args.load_4bit, load_8bit=args.load_8bit)
     if is_untrained_start(args.model):

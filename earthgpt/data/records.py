@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from earthgpt.geometry import HBB, OBB
-from earthgpt.tasks import Sensor
+from earthgpt.sensors import Sensor
 
 SPLITS = ("train", "val", "test")
 """The usual split names; a source may add its own (RSVQA-HR ``test_phili``)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from earthgpt.data.records import Sample, SkipLog, hash_split, image_size, relative_posix
-from earthgpt.tasks import Sensor
+from earthgpt.sensors import Sensor
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from typing import Any
 from earthgpt.data.records import Sample
 from earthgpt.data.turns import Turn, object_detections
 from earthgpt.geometry import HBB
-from earthgpt.tasks import Sensor, Task, instruction
+from earthgpt.sensors import Sensor
+from earthgpt.tasks import Task, instruction
 from earthgpt.textbox import format_grounding
 
 MAX_REGION_CAPTIONS = 5

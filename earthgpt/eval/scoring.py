@@ -29,9 +29,9 @@ from typing import Any
 
 from earthgpt.eval.captions import caption_metrics
 from earthgpt.eval.classification import classification_metrics
-from earthgpt.eval.detection import GroundTruth, detection_metrics
 from earthgpt.eval.grounding import grounding_metrics
 from earthgpt.eval.inputs import TurnRef, record_turns
+from earthgpt.eval.mean_ap import GroundTruth, detection_metrics
 from earthgpt.eval.vqa import vqa_metrics
 from earthgpt.geometry import HBB, Box, Detection, grid_to_pixel, obb_from_polygon8, pixel_to_grid
 from earthgpt.textbox import parse_detections, parse_dialect

@@ -1,11 +1,11 @@
-"""Whole-scene detection: tile a large raster, detect per tile, merge across tiles, write vectors.
+"""Whole-scene detection: detect per window of a large raster, merge across windows.
 
-The model only ever sees one tile. Its answer is text with boxes on the 0–1000 grid over that
-tile; :func:`tile_to_raster` places each box back into *full-raster pixels* (x = column,
+The model only ever sees one window (:class:`earthgpt.raster.Tile`, from
+:func:`earthgpt.raster.tile_grid`). Its answer is text with boxes on the 0–1000 grid over that
+window; :func:`tile_to_raster` places each box back into *full-raster pixels* (x = column,
 y = row, pixel corners at integer coordinates, the convention of rasterio's affine transforms).
-Objects cut by a tile border are found twice in overlapping tiles; :func:`merge_detections` keeps
-one per object with per-class NMS. :func:`write_vector` turns raster-pixel detections into
-GeoJSON (RFC 7946, lon/lat) or GeoPackage (the raster's own CRS).
+Objects cut by a window border are found twice in overlapping windows; :func:`merge_detections`
+keeps one per object with per-class NMS. :mod:`earthgpt.vector_export` writes the result.
 
 This module reads no files itself: the caller passes a ``read_tile`` function (rasterio window
 reads in the CLI and the app) and an ``answer`` function (the model), so it is tested with
@@ -14,83 +14,22 @@ plain arrays and scripted answers.
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from earthgpt.geometry import HBB, OBB, Box, Detection, grid_to_pixel, nms, obb_from_corners, obb_to_cxcywha
-from earthgpt.georef import Points, PointsFn
+from earthgpt.geometry import Box, Detection, box_corners, grid_to_pixel, nms, translate_box
+from earthgpt.raster import Tile
 from earthgpt.textbox import parse_detections
-
-
-@dataclass(frozen=True)
-class Tile:
-    """A window of the full raster, in raster pixels (offsets and size)."""
-
-    col_off: int
-    row_off: int
-    width: int
-    height: int
-
-
-def _starts(size: int, tile: int, stride: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile, stride))
-    starts.append(size - tile)  # the last tile ends exactly at the raster edge
-    return starts
-
-
-def tile_grid(width: int, height: int, tile: int = 512, overlap: int = 64) -> list[Tile]:
-    """Tiles of ``tile`` pixels overlapping by ``overlap`` that cover a ``width`` × ``height`` raster.
-
-    Row-major order. The last tile of each row/column is shifted back to end at the raster edge
-    (so every tile is full-size unless the raster is smaller than one tile).
-    """
-    if width <= 0 or height <= 0:
-        raise ValueError(f"raster size must be positive, got {width}x{height}")
-    if tile <= 0 or not 0 <= overlap < tile:
-        raise ValueError(f"expected tile > 0 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
-    stride = tile - overlap
-    return [
-        Tile(col, row, min(tile, width), min(tile, height))
-        for row in _starts(height, tile, stride)
-        for col in _starts(width, tile, stride)
-    ]
-
-
-def translate_box(box: Box, dx: float, dy: float) -> Box:
-    """Shift a pixel box by ``(dx, dy)``; OBB corners are re-ordered by the paper's rule."""
-    if isinstance(box, HBB):
-        return HBB(box.x1 + dx, box.y1 + dy, box.x2 + dx, box.y2 + dy)
-    return obb_from_corners([(x + dx, y + dy) for x, y in box.corners])
 
 
 def tile_to_raster(det: Detection, tile: Tile) -> Detection:
     """A detection on the 0–1000 grid over ``tile`` → the same detection in full-raster pixels."""
     pixel = grid_to_pixel(det.box, tile.width, tile.height)
     return Detection(det.label, translate_box(pixel, tile.col_off, tile.row_off), det.score)
-
-
-def box_corners(box: Box) -> list[tuple[float, float]]:
-    """The four corners of a box (HBB clockwise on screen from top-left; OBB in its stored order)."""
-    if isinstance(box, HBB):
-        return [(box.x1, box.y1), (box.x2, box.y1), (box.x2, box.y2), (box.x1, box.y2)]
-    return [(float(x), float(y)) for x, y in box.corners]
-
-
-def box_angle(box: Box) -> float:
-    """An OBB's angle in degrees as :func:`earthgpt.geometry.obb_to_cxcywha` gives it; 0 for an HBB."""
-    return 0.0 if isinstance(box, HBB) else round(obb_to_cxcywha(box)[4], 3)
-
-
-def box_kind(box: Box) -> str:
-    """``"hbb"`` or ``"obb"``."""
-    return "obb" if isinstance(box, OBB) else "hbb"
 
 
 def edge_margin(box: Box, tile: Tile, raster_width: int, raster_height: int) -> float:
@@ -227,90 +166,6 @@ def detect_scene(
             progress(done, len(tiles))
     result.detections = merge_detections(found, iou_threshold, margins)
     return result
-
-
-def _polygon(points: Points, ccw: bool) -> Any:
-    import shapely
-    from shapely.geometry.polygon import orient
-
-    polygon = shapely.Polygon(points)
-    if not polygon.is_valid:
-        polygon = shapely.make_valid(polygon).convex_hull
-    return orient(polygon, sign=1.0 if ccw else -1.0)
-
-
-def _attributes(det: Detection, extra: Mapping[str, Any]) -> dict[str, Any]:
-    kind, angle = box_kind(det.box), box_angle(det.box)
-    return {**extra, "class": det.label, "score": det.score, "box": kind, "angle": angle}
-
-
-PIXEL_SPACE_NOTE = (
-    "Not georeferenced: the source image has no CRS or geotransform, so coordinates are image "
-    "pixels (x = column, y = row from the top-left corner), not longitude/latitude."
-)
-
-
-def feature_collection(
-    dets: Sequence[Detection], properties: Sequence[Mapping[str, Any]], *, to_lonlat: PointsFn | None = None
-) -> dict[str, Any]:
-    """GeoJSON FeatureCollection of raster-pixel detections.
-
-    With ``to_lonlat`` (e.g. :func:`earthgpt.georef.raster_to_lonlat`): RFC 7946, lon/lat in
-    EPSG:4326, exterior rings counter-clockwise. Without: pixel coordinates (y down, rings
-    clockwise on screen) and a top-level ``note`` saying so. Each feature gets ``properties[i]``
-    plus ``class``, ``score``, ``box`` (hbb/obb) and ``angle``.
-    """
-    if len(properties) != len(dets):
-        raise ValueError(f"expected one properties dict per detection: {len(dets)} vs {len(properties)}")
-    features = []
-    for det, extra in zip(dets, properties, strict=True):
-        ring = box_corners(det.box)
-        polygon = _polygon(to_lonlat(ring) if to_lonlat else ring, ccw=True)
-        coords = [[round(x, 9), round(y, 9)] for x, y in polygon.exterior.coords]
-        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [coords]},
-                         "properties": _attributes(det, extra)})
-    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
-    if to_lonlat is None:
-        collection["note"] = PIXEL_SPACE_NOTE
-    return collection
-
-
-def write_gpkg(
-    path: str, dets: Sequence[Detection], properties: Sequence[Mapping[str, Any]], *,
-    to_map: PointsFn | None = None, crs: Any = None, layer: str = "detections",
-) -> None:
-    """GeoPackage of raster-pixel detections in the raster's own ``crs`` (``to_map``: pixels → map
-    coordinates, e.g. :func:`earthgpt.georef.raster_to_map`); in pixel space with no CRS when
-    ``to_map`` is None."""
-    import pyogrio.raw
-    import shapely
-
-    if len(properties) != len(dets):
-        raise ValueError(f"expected one properties dict per detection: {len(dets)} vs {len(properties)}")
-    rings = [box_corners(d.box) for d in dets]
-    polygons = [_polygon(to_map(ring) if to_map else ring, ccw=True) for ring in rings]
-    rows = [_attributes(d, extra) for d, extra in zip(dets, properties, strict=True)]
-    names = list(dict.fromkeys(name for row in rows for name in row)) or ["class"]
-    columns = [_column([row.get(name) for row in rows]) for name in names]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")  # pixel space on purpose
-        pyogrio.raw.write(
-            path, shapely.to_wkb(np.array(polygons, dtype=object)), columns, names, layer=layer,
-            driver="GPKG", geometry_type="Polygon", crs=_crs_text(crs) if to_map and crs else None,
-        )
-
-
-def _crs_text(crs: Any) -> str:
-    return crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
-
-
-def _column(values: list[Any]) -> np.ndarray:
-    """One attribute column: integers, floats (NaN = null) when all are numbers, else strings."""
-    if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return np.array(values, dtype=np.int64)
-    if values and all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
-        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-    return np.array(["" if v is None else str(v) for v in values], dtype=object)
 
 
 def chat_answerer(

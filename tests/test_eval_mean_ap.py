@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from earthgpt.eval.detection import GroundTruth, average_precision, detection_metrics
+from earthgpt.eval.mean_ap import GroundTruth, average_precision, detection_metrics
 from earthgpt.geometry import HBB, Detection
 
 G1, G2, G3 = HBB(0, 0, 10, 10), HBB(20, 0, 30, 10), HBB(40, 0, 50, 10)
