@@ -13,24 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from app.georef import info_to_lonlat, info_to_map
-from app.raster import RasterInfo
 from app.session_io import Session
+from earthgpt.box_spaces import raster_to_lonlat, raster_to_map
 from earthgpt.geometry import Detection
-from earthgpt.georef import PointsFn
 from earthgpt.vector_export import PIXEL_SPACE_NOTE, feature_collection, write_gpkg
-
-
-def pixel_mapper(info: RasterInfo) -> tuple[PointsFn, str] | None:
-    """Full-raster pixels → map coordinates of the raster and that CRS (affine first, then GCPs),
-    or None for a raster without georeferencing (:func:`app.georef.info_to_map`)."""
-    return info_to_map(info)
-
-
-def lonlat_mapper(info: RasterInfo) -> PointsFn | None:
-    """Full-raster pixels → (lon, lat), or None for a raster without georeferencing; the mapper
-    raises :class:`app.georef.GeoreferenceError` (a ValueError) for points off the Earth."""
-    return info_to_lonlat(info)
 
 
 def _records(session: Session, model_name: str) -> tuple[list[Detection], list[dict[str, Any]]]:
@@ -45,7 +31,8 @@ def _records(session: Session, model_name: str) -> tuple[list[Detection], list[d
 
 def _note(session: Session) -> str:
     count = len(session.found)
-    if session.info is not None and pixel_mapper(session.info) is not None:
+    info = session.info
+    if info is not None and raster_to_map(info.transform, info.crs, info.gcps, info.gcps_crs) is not None:
         return f"{count} detections exported."
     return f"{count} detections exported. {PIXEL_SPACE_NOTE}"
 
@@ -66,7 +53,10 @@ def session_geojson(session: Session, model_name: str, *, pixel_space: bool = Fa
     """The session's detections as a GeoJSON FeatureCollection: lon/lat when the image is
     georeferenced, else (or with ``pixel_space``) full-raster pixels with a note."""
     dets, props = _records(session, model_name)
-    to_lonlat = lonlat_mapper(session.info) if session.info and not pixel_space else None
+    info = session.info
+    to_lonlat = None
+    if info is not None and not pixel_space:
+        to_lonlat = raster_to_lonlat(info.transform, info.crs, info.gcps, info.gcps_crs)
     return feature_collection(dets, props, to_lonlat=to_lonlat)
 
 
@@ -84,7 +74,8 @@ def export_gpkg(session: Session, out_dir: str | Path, model_name: str) -> tuple
     path = Path(out_dir) / f"{_stem(session)}_detections.gpkg"
     path.unlink(missing_ok=True)
     dets, props = _records(session, model_name)
-    mapped = pixel_mapper(session.info)
+    info = session.info
+    mapped = raster_to_map(info.transform, info.crs, info.gcps, info.gcps_crs)
     to_map, crs = mapped if mapped else (None, None)
     write_gpkg(str(path), dets, props, to_map=to_map, crs=crs)
     return path, _note(session)

@@ -17,10 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 from rasterio.windows import Window
 
-from app import raster
 from app.session_io import Found, Session, Turn
 from app.session_io import Window as WindowTuple
-from earthgpt.geometry import HBB, Detection, pixel_to_grid
+from earthgpt import raster
+from earthgpt.box_spaces import grid_to_raster, image_to_raster, raster_to_grid, raster_to_lonlat
+from earthgpt.geometry import HBB, box_kind
 from earthgpt.raster import Tile
 from earthgpt.scene_detection import tile_to_raster
 from earthgpt.sensors import Sensor, colormap_display
@@ -147,27 +148,13 @@ def grid_windows(session: Session, size: int, overlap: int = 0) -> list[WindowTu
     """The raster cut in ``size``-pixel windows (for the window picker)."""
     info = require_image(session)
     return [(int(w.col_off), int(w.row_off), int(w.width), int(w.height))
-            for w in raster.window_grid(info.width, info.height, int(size), int(overlap))]
+            for w in raster.tile_grid(info.width, info.height, int(size), int(overlap))]
 
 
 def require_image(session: Session) -> raster.RasterInfo:
     if session.info is None or not session.path:
         raise _fail("no image loaded: upload a file or pick a demo tile first")
     return session.info
-
-
-def view_to_raster(session: Session, box: HBB) -> HBB:
-    """A box in pixels of the displayed window → full-raster pixels."""
-    col_off, row_off, _, _ = session.window or (0, 0, 0, 0)
-    sx, sy = session.scale
-    return HBB(col_off + box.x1 * sx, row_off + box.y1 * sy, col_off + box.x2 * sx, row_off + box.y2 * sy)
-
-
-def raster_to_grid(session: Session, box: HBB) -> HBB:
-    """A full-raster pixel box → the 0–1000 grid over the current window (what the model reads)."""
-    col_off, row_off, width, height = session.window or (0, 0, 1, 1)
-    inside = HBB(box.x1 - col_off, box.y1 - row_off, box.x2 - col_off, box.y2 - row_off)
-    return pixel_to_grid(inside, width, height)  # type: ignore[return-value]
 
 
 def draw_region(session: Session, boxes: list[dict[str, Any]] | None) -> Session:
@@ -180,7 +167,8 @@ def draw_region(session: Session, boxes: list[dict[str, Any]] | None) -> Session
     y1, y2 = sorted((float(last["ymin"]), float(last["ymax"])))
     if x2 - x1 < 1 or y2 - y1 < 1:
         raise _fail("the drawn box is empty: drag to draw a box with some width and height")
-    return dataclasses.replace(session, region=view_to_raster(session, HBB(x1, y1, x2, y2)))
+    region = image_to_raster(HBB(x1, y1, x2, y2), Tile(*session.window), session.scale)
+    return dataclasses.replace(session, region=region)
 
 
 def type_region(session: Session, text: str) -> Session:
@@ -189,9 +177,7 @@ def type_region(session: Session, text: str) -> Session:
     box = parse_box(text or "")
     if not isinstance(box, HBB) or box.width <= 0 or box.height <= 0:
         raise _fail(f"expected a box on the 0–1000 grid like [120, 80, 460, 390]; got {text!r}")
-    col_off, row_off, width, height = session.window
-    region = tile_to_raster(Detection("region", box), Tile(col_off, row_off, width, height)).box
-    return dataclasses.replace(session, region=region)
+    return dataclasses.replace(session, region=grid_to_raster(box, Tile(*session.window)))
 
 
 def build_prompt(session: Session, task: str, text: str = "", classes: str = "") -> str:
@@ -214,7 +200,8 @@ def build_prompt(session: Session, task: str, text: str = "", classes: str = "")
     if task == Task.region_caption:
         if session.region is None:
             raise _fail("draw a box on the image (or type one on the 0–1000 grid) first")
-        return instruction(Task.region_caption, sensor, box=raster_to_grid(session, session.region))
+        box = raster_to_grid(session.region, Tile(*session.window))
+        return instruction(Task.region_caption, sensor, box=box)
     if task in (Task.detection_hbb, Task.detection_obb):
         return instruction(task, sensor, classes=names)
     return instruction(Task(task), sensor)
@@ -317,8 +304,6 @@ def parsed_markdown(session: Session) -> str:
     """The last answer's raw text and what was parsed from it: grid, full-raster pixels and lon/lat."""
     if not session.turns:
         return "No answer yet."
-    from app.export import lonlat_mapper
-
     turn = session.turns[-1]
     number = len(session.turns)
     mine = [f for f in session.found if f.turn == number]
@@ -329,7 +314,8 @@ def parsed_markdown(session: Session) -> str:
         skipped = f" {turn.skipped} line(s) that looked like boxes could not be parsed." if boxy else ""
         lines.append(("No boxes parsed." + skipped) if boxy or turn.task == "ask" else "")
         return "\n".join(lines)
-    to_lonlat = lonlat_mapper(session.info) if session.info else None
+    info = session.info
+    to_lonlat = raster_to_lonlat(info.transform, info.crs, info.gcps, info.gcps_crs) if info else None
     lines += ["", "| class | kind | full-raster pixels | centre lon, lat |", "|---|---|---|---|"]
     for item in mine:
         box = item.detection.box
@@ -340,8 +326,7 @@ def parsed_markdown(session: Session) -> str:
                 centre = f"{lon:.6f}, {lat:.6f}"
             except ValueError:  # the centre does not project (e.g. space around a geostationary disk)
                 centre = "— (off the Earth)"
-        kind = "hbb" if isinstance(box, HBB) else "obb"
-        lines.append(f"| {item.detection.label} | {kind} | {_box_text(box)} | {centre} |")
+        lines.append(f"| {item.detection.label} | {box_kind(box)} | {_box_text(box)} | {centre} |")
     if turn.skipped:
         lines.append(f"\n{turn.skipped} line(s) that looked like boxes could not be parsed.")
     return "\n".join(lines)

@@ -8,6 +8,11 @@ off unless asked for.
 An image with a CRS and an affine transform is reprojected to lon/lat and laid on a web-mercator
 map; any other (GCPs only, or no georeferencing) is shown in its own pixel space (Leaflet's
 ``Simple`` CRS) with its detections in pixels too.
+
+The page fits the map to the image only once its frame has a size. The ``<iframe>`` may have none
+when the map script runs: Chromium lays a sandboxed frame out in its own process and tells it its
+size later, and a frame in a hidden tab has none until the tab is shown. Leaflet fitted at 0×0
+picks zoom 0, where the scene is a pixel and every box a degenerate path.
 """
 
 from __future__ import annotations
@@ -23,11 +28,29 @@ import numpy as np
 
 from app.export import session_geojson
 from app.overlay import hex_colour
-from app.raster import RasterInfo
 from app.session_io import Session
+from earthgpt.box_spaces import placed_by_affine
+from earthgpt.raster import RasterInfo
 
 LEAFLET_DIR = Path(__file__).resolve().parents[1] / "assets" / "leaflet"
 MAP_HEIGHT = 560
+FIT_WHEN_SIZED = """
+{% macro script(this, kwargs) %}
+    (function (map, bounds) {
+        function fitIfSized() {
+            map.invalidateSize(false);
+            var size = map.getSize();
+            if (size.x === 0 || size.y === 0) return false;
+            map.fitBounds(bounds, {{ this.options|tojson }});
+            return true;
+        }
+        if (fitIfSized()) return;
+        var observer = new ResizeObserver(function () { if (fitIfSized()) observer.disconnect(); });
+        observer.observe(map.getContainer());
+    })({{ this._parent.get_name() }}, {{ this.bounds|tojson }});
+{% endmacro %}
+"""
+"""folium's ``fitBounds`` script, run now when the map has a size, else at its first non-zero size."""
 
 
 @cache
@@ -124,8 +147,18 @@ def build_map(
         folium.raster_layers.ImageOverlay(overview, bounds=bounds, name="Image").add_to(fmap)
         _detections_layer(_flip_y(detections)).add_to(fmap)
     folium.LayerControl(collapsed=False).add_to(fmap)
-    fmap.fit_bounds(bounds)
+    _fit_when_sized(fmap, bounds)
     return fmap.get_root().render()
+
+
+def _fit_when_sized(fmap: Any, bounds: list[list[float]]) -> None:
+    """``fmap.fit_bounds(bounds)``, deferred until the map's container has a size (see the module notes)."""
+    from folium.map import FitBounds
+    from folium.template import Template
+
+    fit = FitBounds(bounds)
+    fit._template = Template(FIT_WHEN_SIZED)  # an instance attribute: folium's class stays untouched
+    fit.add_to(fmap)
 
 
 def _flip_y(collection: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +180,7 @@ def on_globe(info: RasterInfo) -> bool:
     """Whether the map shows the raster on the globe: it needs a CRS and an affine transform. A
     raster placed only by GCPs, or not at all, is shown in its own pixel space, and so are its
     detections (pixel-space features, never lon/lat drawn as pixels)."""
-    return info.crs is not None and tuple(info.transform[:6]) != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    return placed_by_affine(info.transform, info.crs)
 
 
 def session_map(session: Session, model_name: str = "", basemap: bool = False) -> str:

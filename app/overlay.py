@@ -1,20 +1,21 @@
 """Draw detections and the analyst's region on the window image (PIL), one colour per class.
 
 Detections are kept in full-raster pixels; the image shown is a window of the raster, possibly
-resized for display. :func:`raster_to_view` does that step, :func:`draw_overlays` draws.
+resized for display (:func:`earthgpt.box_spaces.raster_to_image` places the boxes on it).
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from app.session_io import Session
-from earthgpt.geometry import HBB, OBB, Box, Detection, box_corners, obb_from_corners, translate_box
+from earthgpt.box_spaces import raster_to_image
+from earthgpt.geometry import HBB, Detection, box_corners, box_kind
+from earthgpt.raster import Tile
 
 LAYERS = ("HBB", "OBB", "Labels", "Region")
 """The overlay layers the analyst can switch on and off."""
@@ -36,27 +37,6 @@ def hex_colour(label: str) -> str:
     return "#{:02x}{:02x}{:02x}".format(*class_colour(label))
 
 
-@dataclass(frozen=True)
-class View:
-    """How raster pixels map onto the displayed image: the window's offset and size, the display size."""
-
-    col_off: int
-    row_off: int
-    width: int
-    height: int
-    view_width: int
-    view_height: int
-
-
-def raster_to_view(box: Box, view: View) -> Box:
-    """A box in full-raster pixels → pixels of the displayed window image."""
-    sx, sy = view.view_width / view.width, view.view_height / view.height
-    moved = translate_box(box, -view.col_off, -view.row_off)
-    if isinstance(moved, HBB):
-        return HBB(moved.x1 * sx, moved.y1 * sy, moved.x2 * sx, moved.y2 * sy)
-    return obb_from_corners((x * sx, y * sy) for x, y in moved.corners)
-
-
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
@@ -76,34 +56,35 @@ def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour
 def draw_overlays(
     image: np.ndarray,
     detections: Sequence[Detection],
-    view: View,
+    window: Tile,
     *,
     layers: Sequence[str] = LAYERS,
     region: HBB | None = None,
 ) -> np.ndarray:
     """The window image with boxes drawn: HBB as rectangles, OBB as polygons, labels, the region.
 
-    ``detections`` and ``region`` are in full-raster pixels; ``layers`` names which of
-    :data:`LAYERS` to draw. Returns a new uint8 H×W×3 array; the input is not changed.
+    ``image`` shows ``window`` of the raster (resampled to its own size); ``detections`` and
+    ``region`` are in full-raster pixels; ``layers`` names which of :data:`LAYERS` to draw.
+    Returns a new uint8 H×W×3 array; the input is not changed.
     """
     canvas = Image.fromarray(np.ascontiguousarray(image[..., :3]).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(max(canvas.size) / 300))
     font = _font(max(11, round(max(canvas.size) / 45)))
     shown = set(layers)
+    size = canvas.size
     for det in detections:
-        kind = "OBB" if isinstance(det.box, OBB) else "HBB"
-        if kind not in shown:
+        if box_kind(det.box).upper() not in shown:
             continue
         colour = class_colour(det.label)
-        corners = box_corners(raster_to_view(det.box, view))
+        corners = box_corners(raster_to_image(det.box, window, size))
         draw.polygon(corners, outline=colour, width=width)
         if "Labels" in shown:
             top_left = min(corners, key=lambda p: (p[1], p[0]))
             text = det.label if det.score is None else f"{det.label} {det.score:.2f}"
             _label(draw, top_left, text, colour, font)
     if region is not None and "Region" in shown:
-        corners = box_corners(raster_to_view(region, view))
+        corners = box_corners(raster_to_image(region, window, size))
         draw.polygon(corners, outline=REGION_COLOUR, width=width)
         draw.polygon([(x + width, y + width) for x, y in corners], outline=(0, 0, 0), width=1)
     return np.asarray(canvas)
@@ -113,10 +94,8 @@ def session_view(session: Session) -> np.ndarray | None:
     """The current window with the session's detections and region drawn, for the annotator."""
     if session.view is None or session.window is None:
         return None
-    col_off, row_off, width, height = session.window
-    view = View(col_off, row_off, width, height, session.view.shape[1], session.view.shape[0])
-    return draw_overlays(session.view, [f.detection for f in session.found], view, layers=session.layers,
-                         region=session.region)
+    return draw_overlays(session.view, [f.detection for f in session.found], Tile(*session.window),
+                         layers=session.layers, region=session.region)
 
 
 def session_overview(session: Session) -> np.ndarray | None:
@@ -124,13 +103,14 @@ def session_overview(session: Session) -> np.ndarray | None:
     if session.overview is None or session.info is None:
         return None
     height, width = session.overview.shape[:2]
-    view = View(0, 0, session.info.width, session.info.height, width, height)
-    image = draw_overlays(session.overview, [f.detection for f in session.found], view,
+    whole = Tile(0, 0, session.info.width, session.info.height)
+    image = draw_overlays(session.overview, [f.detection for f in session.found], whole,
                           layers=[layer for layer in session.layers if layer != "Labels"])
     if session.window is None:
         return image
     col_off, row_off, w, h = session.window
-    outline = box_corners(raster_to_view(HBB(col_off, row_off, col_off + w, row_off + h), view))
+    seen = HBB(col_off, row_off, col_off + w, row_off + h)
+    outline = box_corners(raster_to_image(seen, whole, (width, height)))
     canvas = Image.fromarray(image)
     line = max(2, round(max(width, height) / 250))
     ImageDraw.Draw(canvas).polygon(outline, outline=(255, 255, 0), width=line)

@@ -1,7 +1,8 @@
 """Whole-scene detection in the app: every window of the raster, merged, as the session's detections.
 
-The tiling, batching and cross-window NMS are :func:`earthgpt.scene_detection.detect_scene` (the CLI
-runs the same); this module supplies the app's window reader and model, and reports progress.
+The tiling, batching and cross-window NMS are :func:`earthgpt.scene_detection.detect_scene` and the
+window reader is :func:`earthgpt.raster.window_reader` (the CLI runs the same); this module supplies
+the app's session and model, and reports progress.
 """
 
 from __future__ import annotations
@@ -9,36 +10,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import numpy as np
-from rasterio.windows import Window
-
-from app import raster
 from app.handlers import Engine, UserError
 from app.session_io import Found, Session
-from earthgpt.raster import Tile, tile_grid
+from earthgpt.raster import model_source, tile_grid, window_reader
 from earthgpt.scene_detection import SceneResult, chat_answerer, detect_scene
 from earthgpt.sensors import Sensor
 from earthgpt.tasks import Task, instruction
-
-
-def tile_reader(session: Session, tile_size: int) -> Callable[[Tile], np.ndarray | None]:
-    """Read one tile as the model's RGB (at most ``tile_size`` pixels a side); None if all nodata.
-    The file is inspected once (:func:`app.raster.model_source`), then only the tile is read."""
-    bands = list(session.bands) if session.bands else None
-    source = raster.model_source(session.path, session.sensor)  # header, sensor and pair: once
-
-    def read(tile: Tile) -> np.ndarray | None:
-        window = Window(tile.col_off, tile.row_off, tile.width, tile.height)
-        try:
-            rgb, _ = raster.load_for_model(session.path, window, bands=bands, max_size=tile_size,
-                                           source=source)
-        except raster.RasterError as err:
-            if "only nodata" in str(err):
-                return None
-            raise
-        return rgb
-
-    return read
 
 
 def parse_classes(text: str | None) -> list[str] | None:
@@ -64,8 +41,10 @@ def run_scene_detection(
     prompt = instruction(Task.detection_obb if obb else Task.detection_hbb, sensor, classes=names)
     tiles = tile_grid(session.info.width, session.info.height, tile, overlap)
     answer = chat_answerer(lambda: engine.new_chat(sensor), prompt, engine.scene_max_new_tokens)
-    result = detect_scene(tiles, tile_reader(session, tile), answer, raster_size=(session.info.width,
-                          session.info.height), batch=batch, classes=names, progress=progress)
+    source = model_source(session.path, session.sensor)  # header, sensor and pair: once per run
+    read = window_reader(source, tile, list(session.bands) if session.bands else None)
+    result = detect_scene(tiles, read, answer, raster_size=(session.info.width, session.info.height),
+                          batch=batch, classes=names, progress=progress)
     kept = [f for f in session.found if f.source != "scene"]
     kept.extend(Found(det, prompt, None, "scene") for det in result.detections)
     return dataclasses.replace(session, found=kept, scene_note=result.limit_note()), result

@@ -17,11 +17,13 @@ import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from app import handlers as H
+from app.demo_tiles import demo_tiles
 from app.maps import session_map
-from app.overlay import LAYERS, View, raster_to_view, session_overview, session_view
-from app.raster import RasterError, demo_tiles
+from app.overlay import LAYERS, session_overview, session_view
 from app.scene import run_scene_detection
 from app.session_io import Session
+from earthgpt.box_spaces import raster_to_image
+from earthgpt.raster import RasterError, Tile
 from earthgpt.sensors import Sensor
 from earthgpt.tasks import Task
 
@@ -47,9 +49,7 @@ def _annotator_value(session: Session) -> dict[str, Any] | None:
         return None
     boxes = []
     if session.region is not None and session.window is not None:
-        col_off, row_off, width, height = session.window
-        view = View(col_off, row_off, width, height, image.shape[1], image.shape[0])
-        box = raster_to_view(session.region, view)
+        box = raster_to_image(session.region, Tile(*session.window), (image.shape[1], image.shape[0]))
         boxes.append({"xmin": round(box.x1), "ymin": round(box.y1), "xmax": round(box.x2),
                       "ymax": round(box.y2), "label": "region", "color": (255, 255, 255)})
     return {"image": image, "boxes": boxes}

@@ -39,10 +39,10 @@ QUESTIONS = (
 
 def load(device: str) -> tuple[Any, EarthGPTProcessor, str]:
     """The nano model when its base is prepared, else the tiny preset; returns (model, processor, why)."""
-    from earthgpt.model import weights
+    from earthgpt.model.base_cache import read_manifest
 
     try:
-        weights.read_manifest()
+        read_manifest()
         prepared = True
     except FileNotFoundError:
         prepared = False

@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 
 from train.config import config_from_dict
-from train.loop import export_final, setup
+from train.export_weights import export_final
+from train.run import setup
 from train.steps import train_step
 
 BASELINE = "uncached"

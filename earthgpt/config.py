@@ -26,7 +26,10 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
+
+from earthgpt.config_dicts import dataclass_from_dict
+from earthgpt.conversation import IMAGE_PLACEHOLDER
 
 # The projections of a LLaMA self-attention block. Stage 1 trains all of them (the paper: every
 # self-attention block); ``EarthGPTConfig.stage1_attention`` may keep fewer, e.g. to fit a size budget.
@@ -41,8 +44,6 @@ CNN_STRIDES = (4, 8, 16, 32)
 CNN_ARCHS = ("efficientnet-lite0", "convnext")
 VIT_ARCHS = ("dinov2",)
 LLM_ARCHS = ("llama",)
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -178,7 +179,7 @@ class EarthGPTConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     image_size: int = 224
     num_visual_tokens: int = 64
-    image_token: str = "<image>"
+    image_token: str = IMAGE_PLACEHOLDER
     image_token_id: int | None = None
     image_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     image_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
@@ -224,14 +225,9 @@ class EarthGPTConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EarthGPTConfig:
-        """Build from ``to_dict`` output; unknown keys raise ValueError naming them."""
-        parts = {"vit": ViTConfig, "cnn": CNNConfig, "projector": ProjectorConfig, "llm": LLMConfig}
-        _check_keys("EarthGPTConfig", data, cls)
-        kwargs = dict(data)
-        for key, part_cls in parts.items():
-            if key in kwargs:
-                kwargs[key] = _from_flat_dict(f"EarthGPTConfig.{key}", part_cls, kwargs[key])
-        return cls(**kwargs)
+        """Build from ``to_dict`` output; unknown keys and values of the wrong type raise ValueError
+        naming them."""
+        return dataclass_from_dict(cls, data, "EarthGPTConfig")
 
     def to_json(self) -> str:
         """The config as indented JSON text."""
@@ -246,20 +242,6 @@ class EarthGPTConfig:
 def _check_choice(name: str, value: str, known: tuple[str, ...]) -> None:
     if value not in known:
         raise ValueError(f"unknown {name} {value!r}; known: {', '.join(known)}")
-
-
-def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a dict, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown key(s) in {where}: {unknown}; known: {sorted(known)}")
-
-
-def _from_flat_dict(where: str, cls: Callable[..., T], data: dict[str, Any]) -> T:
-    _check_keys(where, data, cls)  # type: ignore[arg-type]
-    return cls(**data)
 
 
 # ----------------------------------------------------------------------------- presets

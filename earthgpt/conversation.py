@@ -13,22 +13,15 @@ hard-coded role string. This module is pure text (no torch).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 IGNORE_INDEX = -100
-DEFAULT_IMAGE_TOKEN = "<image>"
+IMAGE_PLACEHOLDER = "<image>"
+"""The image placeholder: in MMRS records (first human turn) and the default image token of the model."""
 Role = Literal["human", "assistant"]
 
-# Role names used by source datasets (LLaVA/MMRS "from" values and chat "role" values).
-_ROLE_ALIASES: dict[str, Role] = {
-    "human": "human",
-    "user": "human",
-    "assistant": "assistant",
-    "gpt": "assistant",
-    "model": "assistant",
-}
 _TEMPLATE_ROLES: dict[Role, str] = {"human": "user", "assistant": "assistant"}
 # End-of-turn markers of common chat templates; the tokenizer's EOS is always one too.
 _END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "</s>")
@@ -52,30 +45,8 @@ class Conversation:
 
     turns: list[Turn] = field(default_factory=list)
     system: str | None = None
-    image_token: str = DEFAULT_IMAGE_TOKEN
+    image_token: str = IMAGE_PLACEHOLDER
     has_image: bool = True
-
-    @classmethod
-    def from_records(
-        cls, records: Iterable[Mapping[str, Any]], *, system: str | None = None,
-        image_token: str = DEFAULT_IMAGE_TOKEN,
-    ) -> Conversation:
-        """Build from MMRS/LLaVA turns (``{"from", "value"}``) or chat messages (``{"role", "content"}``)."""
-        turns = []
-        for i, record in enumerate(records):
-            raw_role = record.get("from", record.get("role"))
-            text = record.get("value", record.get("content"))
-            if raw_role is None or text is None:
-                raise ValueError(
-                    f"turn {i}: expected keys 'from'/'value' or 'role'/'content', got {sorted(record)}"
-                )
-            role = _ROLE_ALIASES.get(str(raw_role).lower())
-            if role is None:
-                raise ValueError(
-                    f"turn {i}: unknown role {raw_role!r}; expected one of {sorted(_ROLE_ALIASES)}"
-                )
-            turns.append(Turn(role, str(text)))
-        return cls(turns=turns, system=system, image_token=image_token)
 
     def add_human(self, text: str) -> Conversation:
         """Append a human turn (returns ``self`` for chaining)."""

@@ -3,12 +3,12 @@
 :class:`EarthGPTProcessor` owns everything between text and tensors: it adds the ``<image>``
 placeholder to the tokenizer as a special token (the LLM's embeddings are never resized; the model
 splices visual features in at those positions), resizes and normalises images, tokenizes
-conversations through :mod:`earthgpt.conversation`, and pads batches.
+conversations through :mod:`earthgpt.conversation`. Batches are padded by
+:func:`earthgpt.data.torch_dataset.collate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,13 +16,7 @@ import torch
 from PIL import Image
 
 from earthgpt.config import EarthGPTConfig
-from earthgpt.conversation import (
-    IGNORE_INDEX,
-    Conversation,
-    end_of_turn_ids,
-    tokenize_for_training,
-    tokenize_prompt,
-)
+from earthgpt.conversation import Conversation, end_of_turn_ids, tokenize_for_training, tokenize_prompt
 
 
 class EarthGPTProcessor:
@@ -103,7 +97,7 @@ class EarthGPTProcessor:
     ) -> dict[str, torch.Tensor]:
         """One example, unbatched: ``input_ids`` (T,), ``attention_mask`` (T,), ``pixel_values`` (3,S,S),
         and ``labels`` (T,) when ``for_training``. Without ``for_training`` the ids end with the
-        generation prompt. Batch examples with :meth:`collate`."""
+        generation prompt. Batch examples with :func:`earthgpt.data.torch_dataset.collate`."""
         tokens = self.tokenize(conversation, for_training=for_training)
         ids = torch.tensor(tokens["input_ids"], dtype=torch.long)
         out = {
@@ -114,36 +108,3 @@ class EarthGPTProcessor:
         if for_training:
             out["labels"] = torch.tensor(tokens["labels"], dtype=torch.long)
         return out
-
-    def collate(
-        self, batch: Sequence[dict[str, torch.Tensor]], *, padding_side: str = "right"
-    ) -> dict[str, Any]:
-        """Pad examples from :meth:`__call__` into a batch (right padding by default, as for training).
-
-        Pads ``input_ids`` with the pad token, ``attention_mask`` with 0, ``labels`` with -100, and
-        stacks ``pixel_values``. Left padding is for batched generation.
-        """
-        if not batch:
-            raise ValueError("collate got an empty batch")
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        longest = max(int(example["input_ids"].shape[0]) for example in batch)
-        fills = {"input_ids": self.pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX}
-        out: dict[str, Any] = {}
-        for key, fill in fills.items():
-            present = [key in example for example in batch]
-            if not any(present):
-                continue
-            if not all(present):
-                raise ValueError(f"{key!r} is in some examples of the batch but not all")
-            out[key] = torch.stack([_pad(ex[key], longest, fill, padding_side) for ex in batch])
-        shapes = {tuple(example["pixel_values"].shape) for example in batch}
-        if len(shapes) != 1:
-            raise ValueError(f"pixel_values differ in shape within the batch: {sorted(shapes)}")
-        out["pixel_values"] = torch.stack([example["pixel_values"] for example in batch])
-        return out
-
-
-def _pad(values: torch.Tensor, length: int, fill: int, side: str) -> torch.Tensor:
-    padding = values.new_full((length - values.shape[0],), fill)
-    return torch.cat([values, padding] if side == "right" else [padding, values])

@@ -21,15 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from earthgpt.geometry import Box, Detection, box_corners, grid_to_pixel, nms, translate_box
+from earthgpt.box_spaces import grid_to_raster
+from earthgpt.geometry import Box, Detection, box_corners, nms
 from earthgpt.raster import Tile
 from earthgpt.textbox import parse_detections
 
 
 def tile_to_raster(det: Detection, tile: Tile) -> Detection:
-    """A detection on the 0–1000 grid over ``tile`` → the same detection in full-raster pixels."""
-    pixel = grid_to_pixel(det.box, tile.width, tile.height)
-    return Detection(det.label, translate_box(pixel, tile.col_off, tile.row_off), det.score)
+    """A detection on the 0–1000 grid over ``tile`` → the same detection in full-raster pixels
+    (:func:`earthgpt.box_spaces.grid_to_raster`)."""
+    return Detection(det.label, grid_to_raster(det.box, tile), det.score)
 
 
 def edge_margin(box: Box, tile: Tile, raster_width: int, raster_height: int) -> float:

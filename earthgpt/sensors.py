@@ -319,12 +319,14 @@ def to_model_rgb(
     vh: np.ndarray | None = None,
     descriptions: Sequence[str | None] | None = None,
     colorinterp: Sequence[object] | None = None,
+    photo: bool = False,
 ) -> np.ndarray:
     """Any supported raster (bands, H, W) → the uint8 (H, W, 3) image the model sees.
 
     ``bands`` (1-based) overrides the optical band choice; ``vh`` is the VH band paired with a
     single VV band (or pass both as two bands). An alpha band (named by ``colorinterp``) is dropped
-    and its zeros count as nodata. Masked arrays' masks count as nodata too.
+    and its zeros count as nodata. Masked arrays' masks count as nodata too. ``photo``: an 8-bit
+    picture (JPEG, PNG) whose chosen bands are shown as they are, with no stretch.
     """
     sensor = Sensor(sensor)
     data = _as_bands(np.ma.getdata(array))
@@ -336,15 +338,23 @@ def to_model_rgb(
         data = data[keep]
         colorinterp = [c for i, c in enumerate(colorinterp or ()) if i != alpha - 1]
         descriptions = [d for i, d in enumerate(descriptions or ()) if i != alpha - 1] or None
+    stretch = _as_is if photo else percentile_stretch
     if sensor is Sensor.sar:
         return _sar_rgb(data, ok, vh)
     if sensor is Sensor.infrared:
         if data.shape[0] != 1 and bands is None:
             raise ValueError(f"expected 1 band for an infrared image, got {data.shape[0]}: choose a band")
         band = data[bands[0] - 1 : bands[0]] if bands else data
-        return _stack_rgb(percentile_stretch(band, valid=ok))
+        return _stack_rgb(stretch(band, valid=ok))
     picked = select_rgb_bands(descriptions, colorinterp, data.shape[0], override=bands)
-    return _stack_rgb(percentile_stretch(data[[b - 1 for b in picked]], valid=ok))
+    return _stack_rgb(stretch(data[[b - 1 for b in picked]], valid=ok))
+
+
+def _as_is(bands: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """8-bit bands unchanged, nodata 0 (the ``photo`` rule of :func:`to_model_rgb`)."""
+    if bands.dtype != np.uint8:
+        raise ValueError(f"expected 8-bit pixels for a picture shown as it is, got {bands.dtype}")
+    return np.where(valid, bands, 0).astype(np.uint8)
 
 
 def to_display_rgb(array: np.ndarray, sensor: Sensor | str, **kwargs: object) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Detections in full-raster pixels → GeoJSON (RFC 7946, lon/lat) or GeoPackage (the raster's CRS).
 
 Used by ``earthgpt detect`` and the app's exports. Pixel space is the raster's (x = column,
-y = row); a ``to_lonlat`` / ``to_map`` mapper (:mod:`earthgpt.georef`) places the boxes on the
-map, and without one the output stays in pixel space with a note saying so.
+y = row); a ``to_lonlat`` / ``to_map`` mapper (:mod:`earthgpt.box_spaces`) places the boxes on the
+map, and without one the output stays in pixel space with a note saying so. Rings are oriented by
+:func:`earthgpt.box_spaces.box_polygon`.
 """
 
 from __future__ import annotations
@@ -13,18 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from earthgpt.geometry import Detection, box_angle, box_corners, box_kind
-from earthgpt.georef import Points, PointsFn
-
-
-def _polygon(points: Points, ccw: bool) -> Any:
-    import shapely
-    from shapely.geometry.polygon import orient
-
-    polygon = shapely.Polygon(points)
-    if not polygon.is_valid:
-        polygon = shapely.make_valid(polygon).convex_hull
-    return orient(polygon, sign=1.0 if ccw else -1.0)
+from earthgpt.box_spaces import PointsFn, box_polygon, crs_text
+from earthgpt.geometry import Detection, box_angle, box_kind
 
 
 def _attributes(det: Detection, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,7 +34,7 @@ def feature_collection(
 ) -> dict[str, Any]:
     """GeoJSON FeatureCollection of raster-pixel detections.
 
-    With ``to_lonlat`` (e.g. :func:`earthgpt.georef.raster_to_lonlat`): RFC 7946, lon/lat in
+    With ``to_lonlat`` (e.g. :func:`earthgpt.box_spaces.raster_to_lonlat`): RFC 7946, lon/lat in
     EPSG:4326, exterior rings counter-clockwise. Without: pixel coordinates (y down, rings
     clockwise on screen) and a top-level ``note`` saying so. Each feature gets ``properties[i]``
     plus ``class``, ``score``, ``box`` (hbb/obb) and ``angle``.
@@ -52,8 +43,7 @@ def feature_collection(
         raise ValueError(f"expected one properties dict per detection: {len(dets)} vs {len(properties)}")
     features = []
     for det, extra in zip(dets, properties, strict=True):
-        ring = box_corners(det.box)
-        polygon = _polygon(to_lonlat(ring) if to_lonlat else ring, ccw=True)
+        polygon = box_polygon(det.box, to_lonlat)
         coords = [[round(x, 9), round(y, 9)] for x, y in polygon.exterior.coords]
         features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [coords]},
                          "properties": _attributes(det, extra)})
@@ -68,15 +58,14 @@ def write_gpkg(
     to_map: PointsFn | None = None, crs: Any = None, layer: str = "detections",
 ) -> None:
     """GeoPackage of raster-pixel detections in the raster's own ``crs`` (``to_map``: pixels → map
-    coordinates, e.g. :func:`earthgpt.georef.raster_to_map`); in pixel space with no CRS when
-    ``to_map`` is None."""
+    coordinates, as :func:`earthgpt.box_spaces.raster_to_map` gives with the CRS); in pixel space
+    with no CRS when ``to_map`` is None."""
     import pyogrio.raw
     import shapely
 
     if len(properties) != len(dets):
         raise ValueError(f"expected one properties dict per detection: {len(dets)} vs {len(properties)}")
-    rings = [box_corners(d.box) for d in dets]
-    polygons = [_polygon(to_map(ring) if to_map else ring, ccw=True) for ring in rings]
+    polygons = [box_polygon(d.box, to_map) for d in dets]
     rows = [_attributes(d, extra) for d, extra in zip(dets, properties, strict=True)]
     names = list(dict.fromkeys(name for row in rows for name in row)) or ["class"]
     columns = [_column([row.get(name) for row in rows]) for name in names]
@@ -84,12 +73,8 @@ def write_gpkg(
         warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")  # pixel space on purpose
         pyogrio.raw.write(
             path, shapely.to_wkb(np.array(polygons, dtype=object)), columns, names, layer=layer,
-            driver="GPKG", geometry_type="Polygon", crs=_crs_text(crs) if to_map and crs else None,
+            driver="GPKG", geometry_type="Polygon", crs=crs_text(crs) if to_map and crs else None,
         )
-
-
-def _crs_text(crs: Any) -> str:
-    return crs.to_wkt() if hasattr(crs, "to_wkt") else str(crs)
 
 
 def _column(values: list[Any]) -> np.ndarray:

@@ -10,4 +10,4 @@ py=.venv/bin/python
 $py -m earthgpt mmrs build --all-shared "$EARTHGPT_DATA" --out mmrs
 $py -m train train/configs/nano_cpu_stage1.yaml
 $py -m train train/configs/nano_cpu_stage2.yaml
-$py -m train.export runs/nano_cpu_stage2/final assets/earthgpt-nano
+$py -m train.export_weights runs/nano_cpu_stage2/final assets/earthgpt-nano

@@ -28,9 +28,9 @@ if [ "$dev" = 1 ] && [ ! -x /usr/bin/chromium ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "[setup] installing Debian's chromium for the browser tests"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
-      || echo "[setup] WARNING: could not install chromium; browser tests will be skipped"
+      || echo "[setup] WARNING: could not install chromium; browser tests will skip (and fail in CI)"
   else
-    echo "[setup] NOTE: /usr/bin/chromium is missing and this is not root: browser tests will be skipped"
+    echo "[setup] NOTE: /usr/bin/chromium is missing and this is not root: browser tests will skip (and fail in CI)"
   fi
 fi
 echo "[setup] done: $(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)')"

@@ -21,6 +21,15 @@ def _shared_data_dir() -> Path:
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` each test that needs the real offline base (:func:`nano_base`, directly or through
+    another fixture): that is what ``slow`` means (see the markers in pyproject.toml)."""
+    for item in items:
+        if "nano_base" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real data folder (``$EARTHGPT_DATA`` or ``../shared/data``); skips when it is missing."""
@@ -39,6 +48,6 @@ def fixtures_dir() -> Path:
 def nano_base() -> Path:
     """The bundled offline base of the ``nano`` preset, converted once into the cache
     (``$EARTHGPT_CACHE`` or ``~/.cache/earthgpt``; about a minute on a fresh machine)."""
-    from earthgpt.model import weights
+    from earthgpt.model import base_cache
 
-    return weights.prepare_nano_base(progress=False)
+    return base_cache.prepare_nano_base(progress=False)

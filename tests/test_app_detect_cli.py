@@ -81,7 +81,8 @@ def _model_images(args: argparse.Namespace) -> list[np.ndarray]:
 def test_cli_pairs_vv_with_vh_like_the_app(tmp_path: Path) -> None:
     from rasterio.windows import Window
 
-    from app.raster import demo_tiles, load_for_model
+    from app.demo_tiles import demo_tiles
+    from earthgpt.raster import load_for_model
 
     vv, _vh = demo_tiles()["sar-sentinel1"].paths
     (image,) = _model_images(_args(vv, tmp_path / "sar.geojson", "--sensor", "sar", "--tile", "100",
@@ -97,7 +98,7 @@ def test_cli_bands_choose_what_the_model_sees(tmp_path: Path) -> None:
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    from app.raster import load_for_model
+    from earthgpt.raster import load_for_model
 
     path = tmp_path / "four.tif"
     data = np.random.default_rng(3).integers(1, 4000, (4, 60, 80), dtype=np.uint16)

@@ -16,9 +16,9 @@ from rasterio.warp import transform as warp_transform
 from app import handlers as H
 from app.export import session_geojson
 from app.overlay import session_overview, session_view
-from app.raster import RasterError
 from app.session_io import Session
 from earthgpt.geometry import HBB, OBB
+from earthgpt.raster import RasterError
 
 
 class ScriptedChat:

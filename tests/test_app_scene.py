@@ -153,19 +153,19 @@ def test_app_scene_button_replaces_earlier_scene_runs(tmp_path: Path) -> None:
 def test_scene_reads_each_tile_once_not_the_whole_file_per_tile(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The header and sensor are worked out once per run; no overview probe per tile."""
-    from app import raster
+    from earthgpt.raster import model_input
 
     engine = H.Engine("scripted", lambda sensor: TileChat())
     session = H.load_image(Session(), _scene(tmp_path))
     calls = {"inspect": 0, "read_overview": 0, "read_window": 0}
     for name in calls:
-        original = getattr(raster, name)
+        original = getattr(model_input, name)
 
         def counted(*args: object, _name: str = name, _original: Any = original, **kwargs: object) -> object:
             calls[_name] += 1
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(raster, name, counted)
+        monkeypatch.setattr(model_input, name, counted)
     _, result = run_scene_detection(session, engine, tile=200, overlap=40, batch=2)
     assert result.tiles == 6
     assert calls == {"inspect": 1, "read_overview": 0, "read_window": 6}

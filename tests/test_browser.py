@@ -3,6 +3,7 @@
 The server runs in a thread on a free localhost port with a scripted model (fixed answers, so
 the boxes drawn and exported are known). Every request the page makes must stay on localhost.
 Set ``EARTHGPT_SCREENSHOTS=docs`` to write the screenshots into ``docs/`` (else a temp folder).
+Without Chromium or Playwright the tests skip, or fail when ``EARTHGPT_REQUIRE_BROWSER=1`` (CI).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -45,11 +47,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _unavailable(reason: str) -> NoReturn:
+    """Skip the browser tests, or fail them where they must run (``EARTHGPT_REQUIRE_BROWSER=1``)."""
+    if os.environ.get("EARTHGPT_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason}; EARTHGPT_REQUIRE_BROWSER=1 says the browser tests must run", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium) so the browser tests cannot run")
-    pytest.importorskip("playwright.sync_api", reason="playwright for Python is not installed")
     from app.handlers import Engine
     from app.ui import build, theme
 
@@ -62,9 +68,13 @@ def server() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser(server: str) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium) so the browser tests cannot run")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright for Python is not installed")
     with sync_playwright() as play:
         chromium = play.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         yield chromium
@@ -157,6 +167,27 @@ def test_analyst_session_end_to_end(browser: object, server: str, shots: Path) -
         assert feature["properties"]["model"] == "scripted" and feature["properties"]["turn"] == 2
     _shot(page, shots / "app-export.png")
     assert outside == [], f"the page reached outside localhost: {outside[:5]}"
+    page.close()
+
+
+def test_map_drawn_before_its_frame_has_a_size_fits_when_shown(browser: object) -> None:
+    """A map laid out in a frame with no size yet (a hidden tab, a sandboxed frame its process has not
+    sized) fits the image once the frame is shown: the box is drawn, not a degenerate path at zoom 0."""
+    from app.maps import build_map, map_iframe
+
+    ring = [[50, 20], [150, 20], [150, 80], [50, 80], [50, 20]]
+    ship = {"type": "Feature", "properties": {"class": "ship", "box": "[250, 200, 750, 800]", "turn": 1},
+            "geometry": {"type": "Polygon", "coordinates": [ring]}}
+    html = build_map(np.zeros((100, 200, 3), np.uint8), {"type": "FeatureCollection", "features": [ship]},
+                     raster_size=(200, 100))
+    page = browser.new_page(viewport={"width": 1000, "height": 800})
+    page.set_content(f'<div id="tab" style="display:none">{map_iframe(html)}</div>')
+    path = page.frame_locator("iframe").locator(".leaflet-overlay-pane svg path").first
+    path.wait_for(state="attached")
+    page.evaluate("document.getElementById('tab').style.display = 'block'")
+    path.wait_for(timeout=10000)
+    drawn = path.bounding_box()
+    assert drawn["width"] > 200 and drawn["height"] > 100, drawn  # 100×60 px at the fitted zoom 2
     page.close()
 
 

@@ -51,11 +51,11 @@ def tiny() -> PreTrainedTokenizerFast:
 def smollm2():
     """SmolLM2-135M-Instruct's tokenizer and chat template: from the prepared nano base when there
     is one (fast), else read from the bundled GGUF (offline, about 12 s)."""
-    from earthgpt.model import weights
+    from earthgpt.model import base_cache
 
     try:
-        weights.read_manifest()
-        tok = AutoTokenizer.from_pretrained(weights.cache_dir() / weights.BASE_NAME / "llm")
+        base_cache.read_manifest()
+        tok = AutoTokenizer.from_pretrained(base_cache.cache_dir() / base_cache.BASE_NAME / "llm")
     except (FileNotFoundError, OSError, ValueError):
         tok = _smollm2_from_gguf()
     tok.add_special_tokens({"extra_special_tokens": ["<image>"]})
@@ -141,16 +141,6 @@ def test_prompt_ids_are_the_training_ids_up_to_each_answer(tiny):
     assert ids[: len(prompt)] == prompt
     assert labels[len(prompt)] != IGNORE_INDEX
     assert labels[len(prompt) - 1] == IGNORE_INDEX
-
-
-def test_from_records_accepts_mmrs_and_chat_keys():
-    a = Conversation.from_records([{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}])
-    b = Conversation.from_records([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
-    assert a.turns == b.turns
-    with pytest.raises(ValueError, match="unknown role"):
-        Conversation.from_records([{"from": "robot", "value": "q"}])
-    with pytest.raises(ValueError, match="expected keys"):
-        Conversation.from_records([{"speaker": "human"}])
 
 
 def test_misplaced_placeholder_and_bad_order_raise(tiny):

@@ -11,7 +11,8 @@ from PIL import Image
 
 from earthgpt.cli import main
 from earthgpt.data.builder import SourceSpec, build
-from earthgpt.data.dataset import iter_dataset_pairs, iter_turn_pairs, read_records, resolve_image
+from earthgpt.data.image_resolver import ImageResolver
+from earthgpt.data.mmrs_reader import DataError, read_records, record_turns
 from earthgpt.data.recipes import SHARED_RECIPE, specs_from_recipe
 
 
@@ -68,14 +69,14 @@ def test_records_follow_the_schema_and_merge_box_kinds(shared_data: Path, tmp_pa
     assert messages[0]["value"].startswith("<image>\nThis is a SAR image. Detect all objects")
     assert [m["from"] for m in messages] == ["human", "assistant"] * (len(messages) // 2)
     assert sum("<image>" in m["value"] for m in messages) == 1
-    pairs = list(iter_turn_pairs(ship))
+    pairs = list(record_turns(ship))
     assert [p.task for p in pairs[:2]] == ["detection_hbb", "detection_obb"]
     assert pairs[1].answer == "ship [517, 149, 627, 139, 644, 443, 536, 455]"
     generated = {(p.task, p.question_type, p.answer) for p in pairs if p.generated}
     assert ("vqa", "count", "1") in generated and ("vqa", "presence", "yes") in generated
     assert any(p.task == "grounding" and p.answer == "[526, 149, 641, 454]" for p in pairs if p.generated)
     assert all(not p.generated for p in pairs[:2])
-    vqa = [p for p in iter_turn_pairs(records["rsvqa_lr/0"])]
+    vqa = record_turns(records["rsvqa_lr/0"])
     assert len(vqa) == 100 and {p.question_type for p in vqa} == {
         "rural_urban",
         "presence",
@@ -88,12 +89,12 @@ def test_aid_gets_a_generated_caption(shared_data: Path, tmp_path: Path) -> None
     card = build([SourceSpec("aid", shared_data / "aid")], tmp_path, progress=False)
     assert card["by_task"]["caption"] == {"generated_turns": 1800, "records": 1800, "turns": 1800}
     record = _records(tmp_path)["aid/Airport/airport_100"]
-    pairs = list(iter_turn_pairs(record))
+    pairs = list(record_turns(record))
     assert [(p.task, p.answer, p.generated) for p in pairs] == [
         ("classification", "airport", False),
         ("caption", "An aerial image of an airport.", True),
     ]
-    assert resolve_image(record, {"aid": shared_data / "aid"}).is_file()
+    assert ImageResolver(roots={"aid": shared_data / "aid"})(record).is_file()
 
 
 def _voc_xml(name: str, box: tuple[int, int, int, int]) -> str:
@@ -127,7 +128,7 @@ def test_bad_and_missing_files_are_counted_skips(tmp_path: Path) -> None:
     assert record["annotations"]["objects_hbb"] == [
         {"label": "car", "xyxy_px": [8, 8, 32, 24], "difficult": False}
     ]
-    assert next(iter_turn_pairs(record)).answer == "car [125, 250, 500, 750]"
+    assert record_turns(record)[0].answer == "car [125, 250, 500, 750]"
     assert "XML file unreadable or malformed: 1" in (tmp_path / "out" / "card.md").read_text()
 
 
@@ -168,8 +169,8 @@ def test_coco_captions_and_llava_sets(tmp_path: Path) -> None:
     )
     records = _records(tmp_path / "out")
     assert records["caps/a"]["split"] == "val"
-    assert [p.answer for p in iter_turn_pairs(records["caps/a"])] == ["A river.", "A bridge over a river."]
-    assert [(p.question, p.answer, p.task) for p in iter_turn_pairs(records["caps/b"])] == [
+    assert [p.answer for p in record_turns(records["caps/a"])] == ["A river.", "A bridge over a river."]
+    assert [(p.question, p.answer, p.task) for p in record_turns(records["caps/b"])] == [
         ("Describe the image.", "A dark field.", "caption")
     ]
     assert {(r["reason"], r["count"]) for r in card["skipped"]} == {
@@ -203,7 +204,8 @@ def test_cli_build_with_options_and_errors(shared_data: Path, tmp_path: Path, ca
         "train.jsonl",
         "val.jsonl",
     ]
-    assert sum(1 for _ in iter_dataset_pairs(out, task="vqa", split="test")) == 5005
+    turns = [t for r in read_records(out, "test") for t in record_turns(r) if t.task == "vqa"]
+    assert len(turns) == 5005
     card = json.loads((out / "card.json").read_text())
     assert card["by_split"]["test"]["records"] == 50 and card["sources"][0]["options"] == {
         "ext": ".png",
@@ -232,5 +234,5 @@ def test_cli_build_with_options_and_errors(shared_data: Path, tmp_path: Path, ca
 def test_reader_rejects_malformed_lines(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     path.write_text('{"id": "a", "conversations": []}\n\n[1, 2]\n')
-    with pytest.raises(ValueError, match=r"x.jsonl:3: expected a JSON object"):
-        list(read_records(path))
+    with pytest.raises(DataError, match=r"x.jsonl:3: expected a JSON object"):
+        read_records(path)

@@ -15,8 +15,9 @@ import pytest
 from test_eval_runner import perfect, tiny_set
 
 from earthgpt.cli import main
-from earthgpt.eval.inputs import EvalError, TurnRef
-from earthgpt.eval.predictor import ChatPredictor, ImageResolver, question_text, read_rgb
+from earthgpt.data.image_resolver import ImageResolver
+from earthgpt.data.mmrs_reader import RecordTurn
+from earthgpt.eval.predictor import ChatPredictor, read_rgb
 from earthgpt.eval.runner import run_predictions
 
 
@@ -135,13 +136,13 @@ def test_cli_model_mode_saves_answers(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_image_resolver_search_order_and_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     record = {"id": "r/1", "image_root": "AID", "image": "Forest/f_1.png"}
     monkeypatch.setenv("EARTHGPT_DATA", str(tmp_path / "shared"))
-    resolver = ImageResolver(tmp_path / "mmrs")
+    resolver = ImageResolver([tmp_path / "mmrs"])
     assert resolver.candidates(record) == [
         tmp_path / "mmrs" / "Forest/f_1.png",
         tmp_path / "mmrs" / "AID" / "Forest/f_1.png",
         tmp_path / "shared" / "AID" / "Forest/f_1.png",
     ]
-    with pytest.raises(EvalError, match="image of record 'r/1' not found; tried"):
+    with pytest.raises(FileNotFoundError, match="image of record 'r/1' not found; tried"):
         resolver(record)
     target = tmp_path / "shared" / "AID" / "Forest" / "f_1.png"
     _write_images(tmp_path / "shared", [record])
@@ -167,11 +168,10 @@ def test_read_rgb_png_and_geotiff(tmp_path: Path, fixtures_dir: Path) -> None:
 def test_chat_predictor_asks_turns_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_inference(monkeypatch)
     _write_images(tmp_path, [{"image_root": "x", "image": "a.png"}])
-    predictor = ChatPredictor("model", "processor", ImageResolver(tmp_path / "x"))
-    turns = [TurnRef(0, "x/a", k, "vqa", f"<image>\nq{k}", "yes") for k in range(2)]
+    predictor = ChatPredictor("model", "processor", ImageResolver([tmp_path / "x"]))
+    turns = [RecordTurn(0, "x/a", k, "vqa", f"q{k}", "yes") for k in range(2)]
     record = {"id": "x/a", "image": "a.png", "sensor": "infrared"}
     assert predictor(record, turns) == ["infrared 8x6", "infrared 8x6"]
-    assert question_text("<image>\nWhat is it?") == "What is it?"
 
 
 def _model_args(tmp_path: Path, records: Sequence[dict[str, Any]], *extra: str) -> list[str]:
@@ -193,7 +193,7 @@ def test_cli_unreadable_image_is_one_unanswered_record(
     assert main(_model_args(tmp_path, records)) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     (error,) = report["summary"]["errors"]
-    assert error["id"] == records[0]["id"] and "ImageReadError" in error["error"]
+    assert error["id"] == records[0]["id"] and "RasterError" in error["error"]
     assert report["summary"]["turns_unanswered"] >= len(error["turns"]) > 0
     saved = (tmp_path / "report.predictions.jsonl").read_text().splitlines()
     ids = {json.loads(line)["id"] for line in saved}

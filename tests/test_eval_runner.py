@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
+from earthgpt.data.mmrs_reader import RecordTurn
 from earthgpt.data.records import Sample, hbb_entry, obb_entry
 from earthgpt.data.turns import conversation, native_turns
-from earthgpt.eval.inputs import EvalError, TurnRef, load_predictions, write_predictions
+from earthgpt.eval.inputs import EvalError, load_predictions, predictions_writer
 from earthgpt.eval.runner import evaluate, run_predictions, select_turns
 from earthgpt.geometry import HBB, obb_from_cxcywha, pixel_to_grid
 from earthgpt.sensors import Sensor
@@ -86,11 +87,11 @@ def tiny_set() -> list[dict[str, Any]]:
     ]
 
 
-def perfect(record: Mapping[str, Any], turns: Sequence[TurnRef]) -> list[str]:
-    return [t.reference for t in turns]
+def perfect(record: Mapping[str, Any], turns: Sequence[RecordTurn]) -> list[str]:
+    return [t.answer for t in turns]
 
 
-def garbage(record: Mapping[str, Any], turns: Sequence[TurnRef]) -> list[str]:
+def garbage(record: Mapping[str, Any], turns: Sequence[RecordTurn]) -> list[str]:
     return ["qwerty [oops" for _ in turns]
 
 
@@ -158,7 +159,8 @@ def test_predictions_roundtrip_limit_and_tasks(tmp_path: Path) -> None:
     records = tiny_set()
     rows = run_predictions(records, perfect, progress=False)
     path = tmp_path / "answers.jsonl"
-    write_predictions(rows, path)
+    with predictions_writer(path) as save:
+        save(rows)
     loaded = list(load_predictions(path).values())
     assert evaluate(records, predictions=loaded) == evaluate(records, perfect)
     limited = evaluate(records, predictions=loaded, tasks=["vqa", "caption"], limit=1)
@@ -205,19 +207,19 @@ def test_limit_spreads_over_the_task_in_record_order() -> None:
 
 
 def test_a_record_that_fails_is_reported_not_fatal() -> None:
-    from earthgpt.imageio import ImageReadError
+    from earthgpt.raster import RasterError
 
     records = tiny_set()
 
     def flaky(record, turns):
         if record["id"] == records[0]["id"]:
-            raise ImageReadError("corrupt JPEG")
+            raise RasterError("corrupt JPEG")
         return perfect(record, turns)
 
     report = evaluate(records, flaky)
     (error,) = report["summary"]["errors"]
-    assert error["id"] == records[0]["id"] and error["error"] == "ImageReadError: corrupt JPEG"
+    assert error["id"] == records[0]["id"] and error["error"] == "RasterError: corrupt JPEG"
     assert report["summary"]["turns_unanswered"] == len(error["turns"])
     assert evaluate(records, perfect)["summary"]["errors"] == []
-    with pytest.raises(ImageReadError):
+    with pytest.raises(RasterError):
         run_predictions(records, flaky, progress=False)  # without an errors list it propagates

@@ -277,22 +277,6 @@ def test_json_report_gives_grid_and_pixel_boxes():
     assert report["skipped"] == 1
 
 
-def test_read_image_decimates_large_geotiffs_and_detects_the_sensor(tmp_path):
-    import rasterio
-
-    from earthgpt.imageio import MAX_READ_SIDE, read_image
-
-    path = tmp_path / "big_vv.tif"
-    data = np.random.default_rng(0).gamma(1.0, 0.05, (1, 2500, 3000)).astype(np.float32)
-    profile = {"driver": "GTiff", "width": 3000, "height": 2500, "count": 1, "dtype": "float32",
-               "crs": "EPSG:32633", "transform": rasterio.Affine(10, 0, 500000, 0, -10, 4000000)}
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    rgb, size, sensor = read_image(path, None)
-    assert size == (3000, 2500) and sensor == "sar"
-    assert rgb.dtype == np.uint8 and rgb.shape[2] == 3 and max(rgb.shape[:2]) <= MAX_READ_SIDE
-
-
 @pytest.mark.parametrize(
     ("make", "prompt", "message"),
     [
@@ -323,7 +307,6 @@ def _png(path):
     return path
 
 
-@pytest.mark.slow
 def test_nano_three_turns_match_full_recompute(nano_base):
     """The real SmolLM2 template and tokenizer: cached follow-ups give the full recompute's tokens."""
     from earthgpt.inference import load_model

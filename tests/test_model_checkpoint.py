@@ -129,7 +129,6 @@ def test_delta_in_bfloat16_halves_the_file_and_loads_close(tmp_path: Path) -> No
     assert torch.allclose(logits(loaded), logits(model), atol=0.05)
 
 
-@pytest.mark.slow
 def test_delta_round_trip_on_the_bundled_nano_base(tmp_path: Path, nano_base: Path) -> None:
     model = EarthGPT.from_config(get_preset("nano"), pretrained=True)
     generator = torch.Generator().manual_seed(0)

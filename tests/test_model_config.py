@@ -27,11 +27,14 @@ def test_preset_facts() -> None:
 def test_unknown_keys_are_named() -> None:
     data = get_preset("tiny").to_dict()
     data["colour"] = 1
-    with pytest.raises(ValueError, match=r"unknown key\(s\) in EarthGPTConfig: \['colour'\]"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['EarthGPTConfig.colour'\]; known in"):
         EarthGPTConfig.from_dict(data)
     data = json.loads(get_preset("tiny").to_json())
     data["llm"]["heads"] = 4
-    with pytest.raises(ValueError, match=r"unknown key\(s\) in EarthGPTConfig.llm: \['heads'\]"):
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['EarthGPTConfig.llm.heads'\].*'num_heads'"):
+        EarthGPTConfig.from_dict(data)
+    data["llm"] = {"num_heads": "four"}
+    with pytest.raises(ValueError, match=r"EarthGPTConfig.llm.num_heads: expected int, got 'four'"):
         EarthGPTConfig.from_dict(data)
 
 

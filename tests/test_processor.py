@@ -1,4 +1,4 @@
-"""EarthGPTProcessor: image preprocessing, tokenization with the expanded placeholder, and collate."""
+"""EarthGPTProcessor: image preprocessing and tokenization with the expanded placeholder."""
 
 from __future__ import annotations
 
@@ -82,24 +82,3 @@ def test_call_for_inference_and_training(processor):
     labelled = train["labels"][train["labels"] != IGNORE_INDEX]
     assert processor.tokenizer.decode(labelled) == "airport<|im_end|>"
     assert train["input_ids"][: len(prompt["input_ids"])].tolist() == prompt["input_ids"].tolist()
-
-
-def test_collate_pads_right_for_training_and_left_for_generation(processor):
-    image = np.full((20, 20, 3), 128, np.uint8)
-    short = processor(image, Conversation().add_human("a").add_assistant("b"), for_training=True)
-    longer = Conversation().add_human("a much longer question").add_assistant("b")
-    long = processor(image, longer, for_training=True)
-    batch = processor.collate([short, long])
-    length = long["input_ids"].shape[0]
-    pad = length - short["input_ids"].shape[0]
-    assert batch["input_ids"].shape == (2, length) and batch["pixel_values"].shape[0] == 2
-    assert batch["input_ids"][0, -pad:].eq(processor.pad_token_id).all()
-    assert batch["attention_mask"][0].tolist() == [1] * (length - pad) + [0] * pad
-    assert batch["labels"][0, -pad:].eq(IGNORE_INDEX).all()
-    assert torch.equal(batch["input_ids"][1], long["input_ids"])
-    left = processor.collate([short, long], padding_side="left")
-    assert left["attention_mask"][0].tolist() == [0] * pad + [1] * (length - pad)
-    with pytest.raises(ValueError, match="empty batch"):
-        processor.collate([])
-    with pytest.raises(ValueError, match="some examples"):
-        processor.collate([short, processor(image, Conversation().add_human("q"))])

@@ -1,4 +1,4 @@
-"""Raster I/O on the real GeoTIFFs, JPEGs and small generated files."""
+"""Raster I/O (:mod:`earthgpt.raster`) on the real GeoTIFFs, JPEGs and small generated files."""
 
 from __future__ import annotations
 
@@ -15,15 +15,21 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from app.raster import (
+from app.demo_tiles import demo_tiles
+from earthgpt.raster import (
+    WHOLE_IMAGE_SIDE,
+    NodataWindowError,
     RasterError,
-    demo_tiles,
+    Tile,
     find_sar_pair,
     inspect,
     load_for_model,
+    model_image,
+    model_source,
     read_overview,
     read_window,
-    window_grid,
+    tile_grid,
+    window_reader,
 )
 from earthgpt.sensors import Sensor, sar_composite
 
@@ -123,7 +129,7 @@ def test_overview_of_a_big_raster_keeps_process_memory_bounded(tmp_path):
     """Resident memory, GDAL's block cache included, in a fresh process (the test process holds more)."""
     path = _sparse_big(tmp_path / "big.tif")
     code = (
-        "import resource, sys; from app.raster import read_overview; "
+        "import resource, sys; from earthgpt.raster import read_overview; "
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
         "read_overview(sys.argv[1], max_size=1024); "
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)"
@@ -159,8 +165,8 @@ def test_read_window_resizes_and_masks_outside(shared_data):
 
 @pytest.mark.parametrize(("width", "height", "tile", "overlap"), [(1000, 700, 256, 32), (100, 90, 256, 0),
                                                                    (512, 512, 256, 0), (600, 300, 300, 100)])
-def test_window_grid_covers_without_padding(width, height, tile, overlap):
-    windows = window_grid(width, height, tile, overlap)
+def test_tile_grid_covers_without_padding(width, height, tile, overlap):
+    windows = tile_grid(width, height, tile, overlap)
     covered = np.zeros((height, width), dtype=bool)
     for w in windows:
         assert w.col_off >= 0 and w.row_off >= 0
@@ -202,7 +208,7 @@ def test_load_for_model_optical_window_and_rgba(shared_data):
     rgb, meta = load_for_model(optical / "RGBA.uint16.tif")
     assert meta["bands"] == [3, 2, 1, 4] and rgb.shape == (411, 634, 3)
     assert set(np.unique(rgb)) <= {0, 128}
-    with pytest.raises(RasterError, match="only nodata"):
+    with pytest.raises(NodataWindowError, match="only nodata"):
         load_for_model(optical / "RGB.byte.tif", window=Window(0, 0, 20, 20))
 
 
@@ -222,3 +228,32 @@ def test_demo_tiles_exist_and_load():
         assert rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.max() > 0
     sar = next(t for t in tiles.values() if t.sensor is Sensor.sar)
     assert find_sar_pair(sar.paths[0]) == sar.paths[1]
+
+
+def test_model_image_decimates_large_geotiffs_and_detects_the_sensor(tmp_path):
+    data = np.random.default_rng(0).gamma(1.0, 0.05, (1, 2500, 3000)).astype(np.float32)
+    path = _write(tmp_path / "big.tif", data)
+    rgb, meta = model_image(path)
+    assert meta["size"] == (3000, 2500) and meta["sensor"] is Sensor.sar
+    assert "linear backscatter" in meta["reason"]
+    assert rgb.dtype == np.uint8 and rgb.shape == (round(2500 * WHOLE_IMAGE_SIDE / 3000), WHOLE_IMAGE_SIDE, 3)
+
+
+def test_sar_sibling_of_another_size_is_refused(tmp_path):
+    vv = _write(tmp_path / "scene_VV.tif", np.full((1, 10, 12), 0.1, dtype=np.float32))
+    _write(tmp_path / "scene_VH.tif", np.full((1, 10, 10), 0.01, dtype=np.float32))
+    with pytest.raises(RasterError, match=r"scene_VH\.tif does not match scene_VV\.tif in size"):
+        model_source(vv)
+    assert model_source(vv, sensor="optical").pair is None  # only SAR files are paired
+
+
+def test_window_reader_skips_nodata_windows_and_checks_bands_first(tmp_path):
+    data = np.zeros((3, 20, 40), dtype=np.uint16)
+    data[:, :, 20:] = np.random.default_rng(1).integers(1, 4000, (3, 20, 20))
+    source = model_source(_write(tmp_path / "half.tif", data, nodata=0))
+    read = window_reader(source, max_size=10)
+    assert read(Tile(0, 0, 20, 20)) is None
+    rgb = read(Tile(20, 0, 20, 20))
+    assert rgb.shape == (10, 10, 3) and rgb.dtype == np.uint8
+    with pytest.raises(RasterError, match="band numbers between 1 and 3"):
+        window_reader(source, max_size=10, bands=[5, 3, 2])

@@ -14,7 +14,7 @@ from train_helpers import CONFIGS, aid_records, generated_records, overrides, wr
 
 import train.steps
 from earthgpt.model.checkpoint import load_pretrained
-from train import state
+from train import checkpoints
 from train.__main__ import main
 
 STAGE1 = str(CONFIGS / "tiny_stage1.yaml")
@@ -114,19 +114,19 @@ def test_resume_after_kill_and_partial_write_equals_uninterrupted(generated_set,
     with pytest.raises(KeyboardInterrupt):
         main([STAGE1, *overrides(records, roots, tmp_path / "b", *common)])
     monkeypatch.undo()
-    good = state.checkpoint_dir(tmp_path / "b", 2)
+    good = checkpoints.checkpoint_dir(tmp_path / "b", 2)
     # A run killed while writing step 3: a complete-looking folder whose weights file is cut short,
     # plus a temporary folder of another write.
-    broken = state.checkpoint_dir(tmp_path / "b", 3)
+    broken = checkpoints.checkpoint_dir(tmp_path / "b", 3)
     shutil.copytree(good, broken)
-    data = (broken / state.TRAINABLE).read_bytes()
-    (broken / state.TRAINABLE).write_bytes(data[: len(data) // 2])
-    state.temp_dir(tmp_path / "b", 4).mkdir()
-    assert state.latest_checkpoint(tmp_path / "b") == good
+    data = (broken / checkpoints.TRAINABLE).read_bytes()
+    (broken / checkpoints.TRAINABLE).write_bytes(data[: len(data) // 2])
+    checkpoints.temp_dir(tmp_path / "b", 4).mkdir()
+    assert checkpoints.latest_checkpoint(tmp_path / "b") == good
 
     assert main([STAGE1, *overrides(records, roots, tmp_path / "b", *common)]) == 0
-    final_a = load_file(state.checkpoint_dir(tmp_path / "a", 4) / state.TRAINABLE)
-    final_b = load_file(state.checkpoint_dir(tmp_path / "b", 4) / state.TRAINABLE)
+    final_a = load_file(checkpoints.checkpoint_dir(tmp_path / "a", 4) / checkpoints.TRAINABLE)
+    final_b = load_file(checkpoints.checkpoint_dir(tmp_path / "b", 4) / checkpoints.TRAINABLE)
     assert final_a.keys() == final_b.keys() and len(final_a) > 0
     for name in final_a:
         assert torch.equal(final_a[name], final_b[name]), name

@@ -1,4 +1,4 @@
-"""``python -m train.export``: the shipped delta, in bf16, within its size budget."""
+"""``python -m train.export_weights``: the shipped delta, in bf16, within its size budget."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from earthgpt.config import get_preset
 from earthgpt.model.checkpoint import load_pretrained, read_meta, save_pretrained
 from earthgpt.model.earthgpt import EarthGPT
 from earthgpt.model.tuning import apply_stage
-from train.export import main
+from train.export_weights import main
 
 
 def _trained_tiny(folder: Path) -> EarthGPT:

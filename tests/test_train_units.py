@@ -13,7 +13,8 @@ from train_helpers import CONFIGS
 from earthgpt.config import get_preset
 from earthgpt.model.earthgpt import EarthGPT
 from earthgpt.model.tuning import apply_stage
-from train import state
+from train import checkpoints
+from train.build import model_config
 from train.config import load_config
 from train.features import FeatureCache, precompute, vision_fingerprint
 from train.flops import flop_model, peak_tflops_for
@@ -37,6 +38,9 @@ def test_overrides_are_typed_and_unknown_keys_are_named():
         load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "run.mixed_precision=fp8"])
     with pytest.raises(ValueError, match=r"set model\.init_from"):
         load_config(CONFIGS / "tiny_stage2.yaml", [SOURCE, "model.init_from=null"])
+    cfg = load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "model.config={llm: {heads: 4}}"])
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['model.config.llm.heads'\].*'num_heads'"):
+        model_config(cfg)
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -68,16 +72,16 @@ def test_length_grouped_batches_are_deterministic_and_split_across_ranks():
 
 def test_checkpoint_verification_rejects_damaged_and_incomplete_folders(tmp_path):
     for step in (1, 2):
-        temp, final = state.temp_dir(tmp_path, step), state.checkpoint_dir(tmp_path, step)
+        temp, final = checkpoints.temp_dir(tmp_path, step), checkpoints.checkpoint_dir(tmp_path, step)
         temp.mkdir(parents=True)
-        state.write_trainable(temp, {"w": torch.full((4,), float(step))}, {})
-        state.write_rank_state(temp, 0, {"rng": state.rng_state()})
-        state.finalize(temp, final, {"step": step})
-    assert state.latest_checkpoint(tmp_path) == state.checkpoint_dir(tmp_path, 2)
-    (state.checkpoint_dir(tmp_path, 2) / "rank0.pt").write_bytes(b"cut")
-    assert state.latest_checkpoint(tmp_path) == state.checkpoint_dir(tmp_path, 1)
-    (state.checkpoint_dir(tmp_path, 1) / state.STATE).unlink()
-    assert state.latest_checkpoint(tmp_path) is None
+        checkpoints.write_trainable(temp, {"w": torch.full((4,), float(step))}, {})
+        checkpoints.write_rank_state(temp, 0, {"rng": checkpoints.rng_state()})
+        checkpoints.finalize(temp, final, {"step": step})
+    assert checkpoints.latest_checkpoint(tmp_path) == checkpoints.checkpoint_dir(tmp_path, 2)
+    (checkpoints.checkpoint_dir(tmp_path, 2) / "rank0.pt").write_bytes(b"cut")
+    assert checkpoints.latest_checkpoint(tmp_path) == checkpoints.checkpoint_dir(tmp_path, 1)
+    (checkpoints.checkpoint_dir(tmp_path, 1) / checkpoints.STATE).unlink()
+    assert checkpoints.latest_checkpoint(tmp_path) is None
 
 
 def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
@@ -86,9 +90,9 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
     import numpy as np
 
     torch.manual_seed(5)
-    state.write_rank_state(tmp_path, 0, {"rng": state.rng_state()})
+    checkpoints.write_rank_state(tmp_path, 0, {"rng": checkpoints.rng_state()})
     expected = (torch.rand(3), np.random.rand(), random.random())
-    state.set_rng_state(state.read_rank_state(tmp_path, 0)["rng"])
+    checkpoints.set_rng_state(checkpoints.read_rank_state(tmp_path, 0)["rng"])
     again = (torch.rand(3), np.random.rand(), random.random())
     assert torch.equal(again[0], expected[0]) and again[1:] == expected[1:]
 
@@ -147,7 +151,8 @@ def test_flop_formula_counts_trainable_matmuls_and_known_gpus():
 
 
 def test_projector_gets_its_own_learning_rate():
-    from train.loop import TrainingModule, make_optimizer
+    from train.optimizer import make_optimizer
+    from train.training_module import TrainingModule
 
     module = TrainingModule(_tiny(0))
     cfg = load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "optim.lr=1e-4", "optim.projector_lr=1e-3"])

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from earthgpt.model import bundled, weights
+from earthgpt import identity
+from earthgpt.model import base_cache, convert_bundled, loaders, sources
 
-pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
 
 PROMPT = "What is a satellite image? Answer in one sentence."
@@ -24,7 +24,7 @@ PROMPT = "What is a satellite image? Answer in one sentence."
 @pytest.fixture(scope="session")
 def smollm(nano_base: Path):
     started = time.perf_counter()
-    model, tokenizer = weights.load_llm(weights.BUNDLED)
+    model, tokenizer = loaders.load_llm(sources.BUNDLED)
     log.info("load_llm(bundled): %.1f s", time.perf_counter() - started)
     return model, tokenizer
 
@@ -49,15 +49,15 @@ def test_llm_answers_a_chat_prompt_coherently(smollm) -> None:
 
 
 def test_vit_matches_onnxruntime(nano_base: Path) -> None:
-    vit = weights.load_vit(weights.BUNDLED)
+    vit = loaders.load_vit(sources.BUNDLED)
     config = vit.config
     assert (config.hidden_size, config.num_hidden_layers, config.patch_size) == (384, 12, 14)
-    onnx_path = bundled.package_file(bundled.VIT_PACKAGE, bundled.VIT_FILE)
-    assert bundled.compare_with_onnxruntime(vit, onnx_path, seed=1) < bundled.VIT_TOLERANCE
+    onnx_path = convert_bundled.package_file(convert_bundled.VIT_PACKAGE, convert_bundled.VIT_FILE)
+    assert convert_bundled.compare_with_onnxruntime(vit, onnx_path, seed=1) < convert_bundled.VIT_TOLERANCE
 
 
 def test_cnn_features_and_stages(nano_base: Path) -> None:
-    cnn = weights.load_cnn("efficientnet-lite0", weights.BUNDLED)
+    cnn = loaders.load_cnn("efficientnet-lite0", sources.BUNDLED)
     assert not torch.allclose(cnn._bn1.running_var, torch.ones_like(cnn._bn1.running_var))  # trained stats
     pixels = torch.randn(1, 3, 224, 224)
     stages: dict[int, torch.Tensor] = {}
@@ -72,12 +72,13 @@ def test_cnn_features_and_stages(nano_base: Path) -> None:
 
 
 def test_manifest_checksums_match_the_files(nano_base: Path) -> None:
-    manifest = weights.read_manifest(nano_base.parent)
-    assert set(manifest["components"]) == set(weights.COMPONENTS)
+    manifest = base_cache.read_manifest(nano_base.parent)
+    assert set(manifest["components"]) == set(base_cache.COMPONENTS)
     identities = {}
     for role, info in manifest["components"].items():
-        identities[role] = weights.component_identity(nano_base / role, info["name"])
+        identities[role] = identity.weight_folder_identity(nano_base / role, info["name"])
         assert identities[role]["files"] == info["files"], role
-        assert info["source"]["package"] in {p.dist for p in bundled.ALL_PACKAGES}
-    assert weights.base_identity(identities, prefix=weights.BASE_NAME)["base_id"] == manifest["base_id"]
-    weights.verify_identity(identities["llm"], weights.source_identity("llm", weights.BUNDLED))
+        assert info["source"]["package"] in {p.dist for p in convert_bundled.ALL_PACKAGES}
+    base = identity.combine_base_identity(identities, prefix=base_cache.BASE_NAME)
+    assert base["base_id"] == manifest["base_id"]
+    identity.verify_identity(identities["llm"], sources.source_identity("llm", sources.BUNDLED))

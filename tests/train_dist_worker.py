@@ -3,23 +3,19 @@ stage-1 config, then this rank's parameter checksum and the images it saw, as JS
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
 
+from earthgpt.identity import tensors_digest
 from train.config import load_config
-from train.loop import setup
+from train.run import setup
 from train.steps import train_step
 
 
 def checksum(model) -> str:
-    """sha256 over every parameter's name and float32 bytes."""
-    digest = hashlib.sha256()
-    for name, param in sorted(model.named_parameters()):
-        digest.update(name.encode())
-        digest.update(param.detach().cpu().float().numpy().tobytes())
-    return digest.hexdigest()
+    """sha256 over every parameter's name, shape, dtype and bytes."""
+    return tensors_digest(dict(model.named_parameters())).hexdigest()
 
 
 def main(argv: list[str]) -> int:

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 
 from earthgpt.config import EarthGPTConfig, get_preset
+from earthgpt.config_dicts import merge_dicts
+from earthgpt.conversation import IMAGE_PLACEHOLDER
 from earthgpt.model.earthgpt import EarthGPT
 from earthgpt.model.tuning import apply_stage
 from train.config import TrainConfig
@@ -48,7 +50,7 @@ def byte_level_tokenizer() -> Any:
     tok.train_from_iterator([], trainer=trainer)
     out = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     out.chat_template = CHATML
-    out.add_special_tokens({"extra_special_tokens": ["<image>"]})
+    out.add_special_tokens({"extra_special_tokens": [IMAGE_PLACEHOLDER]})
     return out
 
 
@@ -71,17 +73,8 @@ def load_tokenizer(spec: str | None, model: EarthGPT) -> Any:
 def model_config(cfg: TrainConfig) -> EarthGPTConfig:
     """The preset named by ``model.preset`` with ``model.config`` overrides (nested, checked)."""
     base = get_preset(cfg.model.preset).to_dict()
-    merged = _merge(base, cfg.model.config, "model.config")
+    merged = merge_dicts(base, cfg.model.config, where="model.config", strict=True)
     return EarthGPTConfig.from_dict(merged)
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any], where: str) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if key not in out:
-            raise ValueError(f"unknown key {where}.{key}; known: {sorted(out)}")
-        out[key] = _merge(out[key], value, f"{where}.{key}") if isinstance(value, dict) else value
-    return out
 
 
 def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:

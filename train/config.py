@@ -10,16 +10,18 @@ naming the key, the expected type and the known keys.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from earthgpt.config_dicts import dataclass_from_dict, merge_dicts
+
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 DTYPES = ("float32", "bfloat16", "float16")
+# Fields whose value is a mapping (not a section): an override replaces them whole.
+VALUE_MAPPINGS = ("image_roots", "config")
 
 
 @dataclass
@@ -52,7 +54,8 @@ class DataSection:
     ``sources`` are ``KIND=PATH`` strings: ``mmrs=FILE.jsonl`` (or a folder with ``train.jsonl``)
     for MMRS records, or any ``earthgpt mmrs build`` kind (``karpathy-json=…``, ``coco-captions=…``,
     ``llava=…``) converted on the fly. ``image_roots`` maps a record's ``image_root`` name to a
-    folder; unmapped roots are looked up under ``$EARTHGPT_DATA``. ``tasks`` keeps only turns of
+    folder; other places are searched as ``earthgpt eval`` does (``train/data.py``). ``tasks`` keeps
+    only turns of
     these tasks (stage 1: ``[caption]``); empty keeps all. ``split`` keeps records of that split.
     ``one_pair_per_example`` makes each turn pair its own example (the stage-1 caption recipe);
     otherwise a record's pairs are packed into examples up to ``max_length``. ``feature_cache`` is a
@@ -167,62 +170,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _convert(value: Any, annotation: Any, key: str) -> Any:
-    """``value`` checked (and, for numbers, converted) against a type annotation."""
-    if annotation is Any:
-        return value
-    origin = typing.get_origin(annotation)
-    if origin in (types.UnionType, typing.Union):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _convert(value, option, key)
-            except ValueError as err:
-                errors.append(str(err))
-        raise ValueError(errors[0])
-    if origin is list:
-        if not isinstance(value, list):
-            raise ValueError(f"{key}: expected a list, got {value!r}")
-        (item,) = typing.get_args(annotation)
-        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
-        _, item = typing.get_args(annotation)
-        return {str(k): _convert(v, item, f"{key}.{k}") for k, v in value.items()}
-    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if annotation is str and isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    if annotation in (int, str, bool) and type(value) is annotation:
-        return value
-    raise ValueError(f"{key}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
-
-
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ValueError(f"{where or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {[f'{where}{k}' for k in unknown]}; known in "
-            f"{where.rstrip('.') or 'the top level'}: {sorted(known)}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{where}{name}.")
-        else:
-            kwargs[name] = _convert(value, hint, f"{where}{name}")
-    return cls(**kwargs)
-
-
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     parts = key.split(".")
     node = tree
@@ -255,23 +202,9 @@ def _looks_like_float(text: str) -> bool:
     return True
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if (
-            isinstance(value, dict)
-            and isinstance(out.get(key), dict)
-            and key not in ("image_roots", "config")
-        ):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Build and validate a :class:`TrainConfig` from a nested dict."""
-    config = _build(TrainConfig, data, "")
+    config = dataclass_from_dict(TrainConfig, data)
     config.validate()
     return config
 
@@ -288,4 +221,5 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
-    return config_from_dict(_merge(data, parse_overrides(overrides or [])))
+    merged = merge_dicts(data, parse_overrides(overrides or []), replace=VALUE_MAPPINGS)
+    return config_from_dict(merged)

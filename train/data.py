@@ -2,14 +2,18 @@
 
 ``data.sources`` entries are ``KIND=PATH`` with optional ``;option=value`` parts:
 
-- ``mmrs=FILE.jsonl`` or ``mmrs=FOLDER`` (every ``*.jsonl`` in it): MMRS records as written by
-  ``earthgpt mmrs build`` (read with :func:`earthgpt.data.dataset.read_records`);
+- ``mmrs=FILE.jsonl`` or ``mmrs=FOLDER`` (``<split>.jsonl`` in it, else every ``*.jsonl``): MMRS
+  records as written by ``earthgpt mmrs build``, read as ``earthgpt eval`` reads them
+  (:func:`earthgpt.data.mmrs_reader.read_records`);
 - any kind of ``earthgpt mmrs build`` (``karpathy-json``, ``coco-captions``, ``llava``,
   ``folder-per-class``, …; see :mod:`earthgpt.data.registry`), converted in memory by the same
   converters and turn writers as the builder, e.g. ``karpathy-json=data/rsicd;images=RSICD_images``
   or ``llava=data/blip_laion.json;task=caption``. Their image roots are known from the source.
 
-Records are then kept by ``data.split`` (None keeps all).
+Records are then kept by ``data.split`` (None keeps all). Their images are found by
+:class:`earthgpt.data.image_resolver.ImageResolver`, with the search order of ``earthgpt eval``: a
+folder of ``data.image_roots`` (or of the converted source), each MMRS source's folder, then
+``$EARTHGPT_DATA``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from earthgpt.data.dataset import read_records
+from earthgpt.data.image_resolver import ImageResolver
+from earthgpt.data.mmrs_reader import read_records, records_folder
 
 MMRS = "mmrs"
 
@@ -50,10 +55,12 @@ def _converted(kind: str, path: Path, options: dict[str, str]) -> tuple[list[dic
 
 def load_records(
     sources: list[str], split: str | None, image_roots: Mapping[str, str]
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """All records of ``sources`` in ``split`` and the image-root folders (``image_roots`` wins)."""
+) -> tuple[list[dict[str, Any]], ImageResolver]:
+    """All records of ``sources`` in ``split`` and the resolver of their images (a folder of
+    ``image_roots`` wins over a converted source's own)."""
     records: list[dict[str, Any]] = []
     roots: dict[str, str] = {}
+    folders: list[Path] = []
     for text in sources:
         kind, path, options = parse_source(text)
         if not path.exists():
@@ -61,12 +68,13 @@ def load_records(
         if kind == MMRS:
             if options:
                 raise ValueError(f"data source {text!r}: mmrs takes no options")
-            found = list(read_records(path))
+            records += read_records(path, split)
+            folders.append(records_folder(path))
         else:
             found, source_roots = _converted(kind, path, options)
             roots.update(source_roots)
-        records += [r for r in found if split is None or r.get("split") == split]
+            records += [r for r in found if split is None or r.get("split") == split]
     roots.update(image_roots)
     if not records:
         raise ValueError(f"no records in split {split!r} from {sources}")
-    return records, roots
+    return records, ImageResolver(folders, roots)

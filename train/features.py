@@ -18,7 +18,6 @@ half-written entry that a later run would read.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,18 +27,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from earthgpt.identity import file_stamp, module_fingerprint
+
 FEATURES = "features"
 
 
 def vision_fingerprint(vision: nn.Module, model_config: object, dtype: torch.dtype) -> str:
     """Hex digest over the vision encoders' tensors, their config and the preprocessing (module doc)."""
-    digest = hashlib.sha256()
-    # every tensor the encoders compute with, non-persistent buffers too (the CNN's input
-    # re-normalisation lives there), so a change of preprocessing code changes the key
-    tensors = {**dict(vision.named_buffers()), **dict(vision.named_parameters())}
-    for name, tensor in sorted(tensors.items()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     described = {
         key: getattr(model_config, key)
         for key in ("image_size", "num_visual_tokens", "image_mean", "image_std")
@@ -47,15 +41,12 @@ def vision_fingerprint(vision: nn.Module, model_config: object, dtype: torch.dty
     described["vit"] = {k: v for k, v in vars(model_config.vit).items() if k != "source"}
     described["cnn"] = {k: v for k, v in vars(model_config.cnn).items() if k != "source"}
     described["dtype"] = str(dtype)
-    digest.update(json.dumps(described, sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+    return module_fingerprint(vision, described)
 
 
 def image_key(path: Path) -> str:
     """Hex digest of the image file's resolved path, size and mtime (ns)."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    return hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    return hashlib.sha256(file_stamp(path).encode()).hexdigest()
 
 
 class FeatureCache:

@@ -6,14 +6,21 @@ it has done. Length grouping follows the usual "mega-batch" recipe: shuffle, cut
 of ``MEGABATCH_FACTOR`` global batches, sort each mega-batch by length (longest first), cut into
 global batches, and shuffle the order of the global batches. Similar lengths share a batch (little
 padding) while the data order stays random. The last incomplete global batch is dropped so that
-every rank takes the same number of steps.
+every rank takes the same number of steps. :class:`BatchStream` loads those batches epoch after
+epoch and can be put back to any position ``(epoch, batch)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
+
+from earthgpt.data.torch_dataset import MMRSTorchDataset, collate
+from train.config import TrainConfig
 
 MEGABATCH_FACTOR = 50
 
@@ -67,3 +74,59 @@ def epoch_batches(
 def batches_per_epoch(num_examples: int, batch_size: int, world_size: int) -> int:
     """How many batches each rank gets per epoch."""
     return num_examples // (batch_size * world_size)
+
+
+class BatchStream:
+    """This rank's batches (:func:`epoch_batches`), epoch after epoch, from a position ``(epoch, batch)``."""
+
+    def __init__(
+        self, dataset: MMRSTorchDataset, pad_id: int, cfg: TrainConfig, world: int, rank: int
+    ) -> None:
+        self.dataset, self.cfg, self.world, self.rank = dataset, cfg, world, rank
+        self.collate = partial(collate, pad_token_id=pad_id)
+        self.epoch = self.batch = 0
+        self._iter: Any = None
+        if batches_per_epoch(len(dataset), cfg.optim.batch_size, world) == 0:
+            raise ValueError(
+                f"{len(dataset)} examples do not fill one global batch of {cfg.optim.batch_size} × {world} "
+                "processes; lower optim.batch_size or add data"
+            )
+
+    def _open(self) -> None:
+        batches = epoch_batches(
+            self.dataset.lengths,
+            self.cfg.optim.batch_size,
+            world_size=self.world,
+            rank=self.rank,
+            seed=self.cfg.run.seed,
+            epoch=self.epoch,
+            group_by_length=self.cfg.data.group_by_length,
+        )
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=batches[self.batch :],
+            collate_fn=self.collate,
+            num_workers=self.cfg.data.num_workers,
+        )
+        self._iter = iter(loader)
+
+    def next(self) -> dict[str, Any]:
+        """The next batch; rolls over to the next epoch at the end of one."""
+        if self._iter is None:
+            self._open()
+        try:
+            batch = next(self._iter)
+        except StopIteration:
+            self.epoch, self.batch = self.epoch + 1, 0
+            self._open()
+            batch = next(self._iter)
+        self.batch += 1
+        return batch
+
+    def position(self) -> dict[str, int]:
+        """Where the stream is: the epoch and the number of its batches already given out."""
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def seek(self, epoch: int, batch: int) -> None:
+        """Continue from ``batch`` of ``epoch`` (a resumed run)."""
+        self.epoch, self.batch, self._iter = epoch, batch, None

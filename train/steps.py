@@ -1,4 +1,12 @@
-"""Optimizer steps until ``optim.max_steps``: micro-batches, logging, checkpoints, final export."""
+"""The training loop: optimizer steps until ``optim.max_steps``, logging, checkpoints, final export.
+
+Runs on accelerate: CPU, one or many GPUs, one or many nodes, DDP / FSDP / DeepSpeed. One optimizer
+step takes ``optim.grad_accum`` micro-batches of ``optim.batch_size`` examples per process
+(gradient sync only on the last), clips the gradient norm, steps AdamW and the cosine schedule.
+The mean loss of a step is the mean of its micro-batch losses (each the mean over its answer
+tokens). Logs go to the progress bar, ``metrics.jsonl`` and TensorBoard; checkpoints and the final
+export are described in ``train/checkpoints.py`` and ``docs/TRAINING.md``.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +17,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from train.checkpoints import save_checkpoint
 from train.config import TrainConfig
-from train.loop import Run, export_final, save_checkpoint, setup
+from train.export_weights import export_final
 from train.metrics import append_jsonl
+from train.run import Run, setup
 
 _BATCH_KEYS = ("input_ids", "attention_mask", "labels", "pixel_values", "vision_features")
 

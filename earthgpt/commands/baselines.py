@@ -54,13 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fit and score the baselines, write the report; exit status (2 for bad input)."""
-    from earthgpt.eval.inputs import EvalError, load_records
+    from earthgpt.data.mmrs_reader import read_records
+    from earthgpt.eval.inputs import EvalError
     from earthgpt.eval.report import write_json
 
     started = time.perf_counter()
     try:
-        train = load_records(args.data, args.train_split)
-        evaluated = load_records(args.data, args.split)
+        train = read_records(args.data, args.train_split)
+        evaluated = read_records(args.data, args.split)
         report: dict[str, Any] = {"prior": prior_report(train, evaluated, args.tasks, args.limit)}
         if args.probe:
             report["probe"] = probe_report(train, evaluated, args)
@@ -102,7 +103,7 @@ def classification_items(records: Sequence[Mapping[str, Any]]) -> list[tuple[int
     """``(record index, turn, class name)`` of every classification turn."""
     from earthgpt.eval.inputs import all_turns
 
-    return [(t.record, t.turn, t.reference.strip()) for t in all_turns(records) if t.task == CLASSIFICATION]
+    return [(t.record, t.turn, t.answer.strip()) for t in all_turns(records) if t.task == CLASSIFICATION]
 
 
 def load_vision(model: str) -> tuple[Any, Callable[..., Any], Any]:
@@ -118,15 +119,17 @@ def probe_report(
 ) -> dict[str, Any]:
     """Fit the linear probe on the training classification images, score it on the evaluated ones
     (also through the runner, so per-class numbers come from the same code as the model's)."""
-    from earthgpt.eval.predictor import ImageResolver, read_rgb
+    from earthgpt.data.image_resolver import ImageResolver
+    from earthgpt.data.mmrs_reader import records_folder
+    from earthgpt.eval.predictor import read_rgb
     from earthgpt.eval.probe import cached_features, encoder_identity, extract_features, linear_probe
     from earthgpt.eval.runner import evaluate
-    from earthgpt.model.weights import cache_dir
+    from earthgpt.model.base_cache import cache_dir
 
     started = time.perf_counter()
     vision, preprocess, config = load_vision(args.model)
     identity = encoder_identity(vision, config)
-    resolver = ImageResolver(args.data if args.data.is_dir() else args.data.parent, dict(args.image_root))
+    resolver = ImageResolver([records_folder(args.data)], dict(args.image_root))
     cache = args.cache or cache_dir() / "probe"
     features, labels = {}, {}
     for name, records in (("train", train), ("eval", evaluated)):

@@ -1,7 +1,7 @@
 """``earthgpt chat IMAGE "PROMPT"``: one answer about one image, streamed to stdout.
 
-PNG/JPEG go through Pillow; GeoTIFF and other rasters through rasterio, read as a decimated
-overview (never the whole raster) and made model-ready by :func:`earthgpt.sensors.to_model_rgb`.
+The image (GeoTIFF, PNG, JPEG, …) is read as eval and training read it: a decimated overview
+(never the whole raster) made model-ready by :func:`earthgpt.raster.model_image`.
 ``--json`` prints the answer with the boxes parsed from it (grid 0–1000 and pixels of IMAGE).
 Bad input gets a one-line message and exit status 2.
 """
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from earthgpt.commands import add_quantization_arguments
+from earthgpt.conversation import IMAGE_PLACEHOLDER
 from earthgpt.sensors import Sensor
 
 EXIT_BAD_INPUT = 2
@@ -26,14 +27,20 @@ class InputError(ValueError):
     """Bad user input: the message is shown as is and the command exits with status 2."""
 
 
-def read_image(path: Path, sensor: str | None) -> tuple[np.ndarray, tuple[int, int], str | None]:
-    """:func:`earthgpt.imageio.read_image`, its errors as :class:`InputError`."""
-    from earthgpt import imageio
+def read_image(path: Path, sensor: str | None) -> tuple[np.ndarray, tuple[int, int], str]:
+    """The image as the model sees it (:func:`earthgpt.raster.model_image`), its full size
+    ``(width, height)`` and the sensor used; errors as :class:`InputError`."""
+    from earthgpt.raster import RasterError, model_image
 
+    if not path.is_file():
+        raise InputError(f"image not found: {path}")
     try:
-        return imageio.read_image(path, sensor)
-    except imageio.ImageReadError as error:
-        raise InputError(str(error)) from error
+        rgb, meta = model_image(path, sensor)
+    except RasterError as error:
+        raise InputError(f"cannot read image {path}: {error}") from error
+    except ValueError as error:  # the pixels do not fit the sensor (e.g. 3 bands as infrared)
+        raise InputError(f"cannot make a model image from {path}: {error}") from error
+    return rgb, meta["size"], str(meta["sensor"])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="the question or instruction")
     parser.add_argument("--model", default="nano", help="preset name or checkpoint folder (default: nano)")
     parser.add_argument("--sensor", choices=[s.value for s in Sensor], default=None,
-                        help="sensor of the image (default: guessed from a GeoTIFF's metadata)")
+                        help="sensor of the image (default: guessed from its metadata)")
     parser.add_argument("--json", action="store_true", help="print answer and parsed boxes as JSON")
     parser.add_argument("--max-new-tokens", type=_positive_int, default=256, help="answer length limit")
     add_quantization_arguments(parser)
@@ -86,7 +93,7 @@ def json_report(
     answer: str, size: tuple[int, int], *, model: str, image: str, sensor: str | None, warning: str | None
 ) -> dict[str, Any]:
     """The ``--json`` output: the answer, its parsed detections (grid and pixel boxes) and context."""
-    from earthgpt.geometry import HBB, grid_to_pixel
+    from earthgpt.geometry import box_kind, grid_to_pixel
     from earthgpt.textbox import parse_detections
 
     width, height = size
@@ -94,7 +101,7 @@ def json_report(
     detections = [
         {
             "label": det.label,
-            "kind": "hbb" if isinstance(det.box, HBB) else "obb",
+            "kind": box_kind(det.box),
             "box_grid": det.box.as_list(),
             "box_pixels": [round(v, 2) for v in grid_to_pixel(det.box, width, height).as_list()],
         }
@@ -114,8 +121,10 @@ def json_report(
 def _check_prompt(prompt: str) -> str:
     if not prompt or not prompt.strip():
         raise InputError("the prompt is empty: give a question or instruction")
-    if "<image>" in prompt:
-        raise InputError("the prompt must not contain '<image>': the image is placed automatically")
+    if IMAGE_PLACEHOLDER in prompt:
+        raise InputError(
+            f"the prompt must not contain '{IMAGE_PLACEHOLDER}': the image is placed automatically"
+        )
     return prompt.strip()
 
 

@@ -1,10 +1,10 @@
 """``earthgpt detect IMAGE --out FILE.geojson|.gpkg``: whole-scene detection, tile by tile.
 
-The raster is read one window at a time (rasterio, never whole), each window made model-ready by
-:func:`earthgpt.sensors.to_model_rgb` as the app makes it (the same band plan and VV → VH pairing,
-:mod:`earthgpt.rasterio_io`), answered by the model, and the boxes merged across the
-overlapping windows (:func:`earthgpt.scene_detection.detect_scene`). GeoJSON is lon/lat (RFC 7946);
-GeoPackage keeps the raster's CRS; an image without georeferencing is written in pixel space.
+The raster is read one window at a time (never whole), each window made model-ready by
+:func:`earthgpt.raster.window_reader` as the app makes it (the same sensor rule, band plan and
+VV → VH pairing), answered by the model, and the boxes merged across the overlapping windows
+(:func:`earthgpt.scene_detection.detect_scene`). GeoJSON is lon/lat (RFC 7946); GeoPackage keeps
+the raster's CRS; an image without georeferencing is written in pixel space.
 """
 
 from __future__ import annotations
@@ -12,24 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from earthgpt.box_spaces import raster_to_lonlat, raster_to_map
 from earthgpt.commands import add_quantization_arguments
-from earthgpt.georef import dataset_mappers
-from earthgpt.raster import Tile, tile_grid
+from earthgpt.raster import model_source, open_raster, tile_grid, window_reader
 from earthgpt.scene_detection import SceneResult, chat_answerer, detect_scene
 from earthgpt.sensors import Sensor
 from earthgpt.tasks import Task, instruction
 from earthgpt.vector_export import feature_collection, write_gpkg
 
 EXIT_BAD_INPUT = 2
-MAX_BANDS = 16
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,35 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_quantization_arguments(parser)
 
 
-def open_raster(path: Path) -> Any:
-    """Open a raster with rasterio, or raise ValueError with a message for the user."""
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-    if not path.is_file():
-        raise ValueError(f"no such file: {path}")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
-    except RasterioIOError as err:
-        raise ValueError(f"{path.name} is corrupt or not a raster format: {err}") from err
-    if src.count > MAX_BANDS:
-        src.close()
-        raise ValueError(f"{path.name} has {src.count} bands; at most {MAX_BANDS} are supported")
-    return src
-
-
-def raster_sensor(src: Any, path: Path, chosen: str | None) -> Sensor:
-    """The sensor the user chose, else the one guessed from the raster's metadata."""
-    from earthgpt.sensors import detect_sensor
-
-    if chosen:
-        return Sensor(chosen)
-    sample = src.read(1, out_shape=(min(64, src.height), min(64, src.width)), masked=True).compressed()
-    return detect_sensor(src.count, src.dtypes[0], src.descriptions, src.tags(), path.name, sample=sample)[0]
-
-
 def parse_bands(text: str) -> tuple[int, ...]:
     """``"4,3,2"`` → ``(4, 3, 2)`` (argparse type of ``--bands``)."""
     try:
@@ -91,69 +57,16 @@ def parse_bands(text: str) -> tuple[int, ...]:
     return bands
 
 
-def open_pair(path: Path, src: Any, sensor: Sensor) -> Any:
-    """The open VH (or HV) sibling of a single-band SAR file, as the app pairs them; None if none."""
-    from earthgpt.rasterio_io import find_sar_pair
-
-    pair = find_sar_pair(path) if sensor is Sensor.sar and src.count == 1 else None
-    if pair is None:
-        return None
-    vh = open_raster(pair)
-    if (vh.width, vh.height) != (src.width, src.height):
-        vh.close()
-        raise ValueError(f"{pair.name} does not match {path.name} in size: cannot pair VV and VH")
-    return vh
-
-
-def tile_reader(
-    src: Any, sensor: Sensor, max_side: int, bands: Sequence[int] | None = None, vh_src: Any = None
-) -> Callable[[Tile], np.ndarray | None]:
-    """Read one window as the model's RGB (longest side at most ``max_side``); None if all nodata.
-
-    Reads the bands :func:`earthgpt.rasterio_io.plan_bands` picks (``bands``: the user's choice)
-    and, with ``vh_src``, the same window of the VH sibling for the VV/VH composite.
-    """
-    from rasterio.errors import RasterioError
-    from rasterio.windows import Window
-
-    from earthgpt.rasterio_io import plan_bands
-    from earthgpt.sensors import to_model_rgb
-
-    colorinterp = [c.name for c in src.colorinterp]
-    indexes, override = plan_bands(sensor, src.count, src.descriptions, colorinterp, bands)
-    indexes = indexes or list(range(1, src.count + 1))
-
-    def read(tile: Tile) -> np.ndarray | None:
-        scale = max(1.0, max(tile.width, tile.height) / max_side)
-        shape = (max(1, round(tile.height / scale)), max(1, round(tile.width / scale)))
-        window = Window(tile.col_off, tile.row_off, tile.width, tile.height)
-        try:
-            array = src.read(indexes, window=window, out_shape=(len(indexes), *shape), masked=True)
-            if np.ma.getmaskarray(array).all():
-                return None
-            vh = None if vh_src is None else vh_src.read(1, window=window, out_shape=shape, masked=True)
-        except RasterioError as err:
-            raise ValueError(f"could not read the pixels of {Path(src.name).name} at window "
-                             f"{tile.col_off},{tile.row_off} (truncated or corrupt?): {err}") from err
-        if vh is not None:
-            vh = np.ma.filled(vh.astype(np.float32), np.nan)
-        return to_model_rgb(array, sensor, nodata=src.nodata, bands=override, vh=vh,
-                            descriptions=[src.descriptions[b - 1] for b in indexes],
-                            colorinterp=[colorinterp[b - 1] for b in indexes])
-
-    return read
-
-
 def write_result(out: Path, src: Any, result: SceneResult, properties: dict[str, Any]) -> None:
     """Write the merged detections as GeoJSON (lon/lat) or GeoPackage (native CRS); the raster is
-    placed by its affine, else its GCPs (:mod:`earthgpt.georef`, the app's mapping too)."""
-    to_map, to_lonlat = dataset_mappers(src)
+    placed by its affine, else its GCPs (:mod:`earthgpt.box_spaces`, the app's mapping too)."""
     props = [dict(properties) for _ in result.detections]
     if out.suffix.lower() == ".gpkg":
         out.unlink(missing_ok=True)
-        to_map_fn, crs = to_map if to_map else (None, None)
-        write_gpkg(str(out), result.detections, props, to_map=to_map_fn, crs=crs)
+        to_map, crs = raster_to_map(src.transform, src.crs, *src.gcps) or (None, None)
+        write_gpkg(str(out), result.detections, props, to_map=to_map, crs=crs)
         return
+    to_lonlat = raster_to_lonlat(src.transform, src.crs, *src.gcps)
     collection = feature_collection(result.detections, props, to_lonlat=to_lonlat)
     out.write_text(json.dumps(collection), encoding="utf-8")
 
@@ -172,22 +85,20 @@ def detect_file(
         raise ValueError(f"expected --tile >= 16, 0 <= --overlap < --tile, --batch >= 1; got "
                          f"{args.tile}, {args.overlap}, {args.batch}")
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] or None
-    with open_raster(args.image) as src, ExitStack() as stack:
-        sensor = raster_sensor(src, args.image, args.sensor)
-        vh_src = open_pair(args.image, src, sensor)
-        if vh_src is not None:
-            stack.enter_context(vh_src)
-        read = tile_reader(src, sensor, args.tile, args.bands, vh_src)
-        prompt = instruction(Task.detection_obb if args.obb else Task.detection_hbb, sensor, classes=classes)
-        tiles = tile_grid(src.width, src.height, args.tile, args.overlap)
-        answer = chat_answerer(lambda: new_chat(sensor), prompt, args.max_new_tokens)
-        with tqdm(total=len(tiles), unit="window", desc="detect", file=sys.stderr) as bar:
-            result = detect_scene(
-                tiles, read, answer, raster_size=(src.width, src.height),
-                batch=args.batch, classes=classes, iou_threshold=args.iou,
-                progress=lambda done, _total: bar.update(done - bar.n),
-            )
-        properties = {"prompt": prompt, "turn": None, "model": model_name, "source": args.image.name}
+    source = model_source(args.image, args.sensor)  # header, sensor and VH sibling: once
+    read = window_reader(source, args.tile, args.bands)
+    sensor, width, height = source.sensor, source.info.width, source.info.height
+    prompt = instruction(Task.detection_obb if args.obb else Task.detection_hbb, sensor, classes=classes)
+    tiles = tile_grid(width, height, args.tile, args.overlap)
+    answer = chat_answerer(lambda: new_chat(sensor), prompt, args.max_new_tokens)
+    with tqdm(total=len(tiles), unit="window", desc="detect", file=sys.stderr) as bar:
+        result = detect_scene(
+            tiles, read, answer, raster_size=(width, height),
+            batch=args.batch, classes=classes, iou_threshold=args.iou,
+            progress=lambda done, _total: bar.update(done - bar.n),
+        )
+    properties = {"prompt": prompt, "turn": None, "model": model_name, "source": args.image.name}
+    with open_raster(args.image) as src:
         write_result(args.out, src, result, properties)
     return result, sensor
 

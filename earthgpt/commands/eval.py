@@ -11,10 +11,7 @@ so they can be rescored with ``--predictions``. Metric definitions and the predi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,26 +70,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the records, answer or read the predictions, score, write the report; exit status
     (2 for bad input: missing or malformed files, an unknown model, a missing quantization package)."""
-    from earthgpt.eval.inputs import EvalError, load_predictions, load_records
+    from earthgpt.data.mmrs_reader import DataError, read_records
+    from earthgpt.eval.inputs import EvalError, load_predictions, predictions_writer
     from earthgpt.eval.report import markdown_summary, write_json, write_markdown
     from earthgpt.eval.runner import default_output_paths, evaluate, run_predictions, select_turns
 
     paths = default_output_paths(args.out)
     errors: list[dict[str, Any]] = []
     try:
-        records = load_records(args.data, None if args.split == "all" else args.split)
+        records = read_records(args.data, None if args.split == "all" else args.split)
         if args.predictions is not None:
             rows = list(load_predictions(args.predictions).values())
         else:
             predictor = _predictor(args)
             asked = select_turns(records, tasks=args.tasks, limit=args.limit)
-            with _appending(paths["predictions"]) as save:
+            with predictions_writer(paths["predictions"]) as save:
                 rows = run_predictions(records, predictor, asked, dialect=args.dialect,
                                        progress=not args.no_progress, errors=errors, on_rows=save)
             print(f"answers saved to {paths['predictions']}", file=sys.stderr)
         report = evaluate(records, predictions=rows, dialect=args.dialect, tasks=args.tasks, limit=args.limit,
                           errors=errors)
-    except (EvalError, OSError, ImportError) as error:
+    except (EvalError, DataError, OSError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     report["summary"]["data"] = str(args.data)
@@ -120,29 +118,14 @@ def _notes(summary: dict[str, Any]) -> None:
         )
 
 
-@contextmanager
-def _appending(path: Path) -> Iterator[Callable[[list[dict[str, Any]]], None]]:
-    """A fresh predictions file that each record's rows are appended to (and flushed) as they come,
-    so an interrupted run keeps every answer given so far."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as out:
-
-        def save(rows: list[dict[str, Any]]) -> None:
-            for row in rows:
-                ordered = {k: row[k] for k in ("id", "turn", "task", "answer", "dialect") if k in row}
-                out.write(json.dumps(ordered, ensure_ascii=False) + "\n")
-            out.flush()
-
-        yield save
-
-
 def _predictor(args: argparse.Namespace) -> ChatPredictor:
-    from earthgpt.eval.predictor import ChatPredictor, ImageResolver
+    from earthgpt.data.image_resolver import ImageResolver
+    from earthgpt.data.mmrs_reader import records_folder
+    from earthgpt.eval.predictor import ChatPredictor
     from earthgpt.inference import UNTRAINED_WARNING, is_untrained_start, load_model
 
     model, processor = load_model(args.model, load_4bit=args.load_4bit, load_8bit=args.load_8bit)
     if is_untrained_start(args.model):
         print(f"WARNING: {UNTRAINED_WARNING}", file=sys.stderr)
-    data_dir = args.data if args.data.is_dir() else args.data.parent
-    resolver = ImageResolver(data_dir, dict(args.image_root))
+    resolver = ImageResolver([records_folder(args.data)], dict(args.image_root))
     return ChatPredictor(model, processor, resolver, max_new_tokens=args.max_new_tokens)

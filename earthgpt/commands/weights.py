@@ -26,11 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the action; returns the exit status."""
-    from earthgpt.model import bundled, weights
+    from earthgpt.model import base_cache
+    from earthgpt.model.convert_bundled import MissingPackageError
 
     if args.action == "info":
         try:
-            manifest = weights.read_manifest(args.cache)
+            manifest = base_cache.read_manifest(args.cache)
         except FileNotFoundError as error:
             print(error, file=sys.stderr)
             return 1
@@ -39,11 +40,11 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
     try:
-        folder = weights.prepare_nano_base(args.cache, force=args.force)
-    except bundled.MissingPackageError as error:
+        folder = base_cache.prepare_nano_base(args.cache, force=args.force)
+    except MissingPackageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    manifest = weights.read_manifest(folder.parent)
+    manifest = base_cache.read_manifest(folder.parent)
     print(f"{folder} ready in {time.perf_counter() - started:.1f} s")
     print(format_manifest(manifest))
     return 0

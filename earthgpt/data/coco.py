@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from earthgpt.data.coco_captions import annotation_files, coco_image_folder
-from earthgpt.data.karpathy import load_json
+from earthgpt.data.coco_captions import annotation_files, coco_image_folder, load_coco_json
 from earthgpt.data.records import Sample, SkipLog, hbb_entry, readable_class, split_from_name, usable_box
 from earthgpt.data.sources import Source
 from earthgpt.geometry import HBB
@@ -58,10 +57,8 @@ def _objects(
 def convert(source: Source, log: SkipLog) -> Iterator[Sample]:
     """One sample per image of each json: ``{"objects_hbb": [...]}``."""
     for json_path in annotation_files(source, "annotations/*.json"):
-        data = load_json(source, log, json_path)
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            if data is not None:
-                log.skip(source.label, "no 'images' list in the COCO json", json_path.name)
+        data = load_coco_json(source, log, json_path)
+        if data is None:
             continue
         objects = _objects(source, log, data, json_path.name)
         folder = coco_image_folder(source, json_path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from earthgpt.data.karpathy import load_json
 from earthgpt.data.records import Sample, SkipLog, split_from_name, unique_captions
@@ -48,13 +49,22 @@ def coco_image_folder(source: Source, json_path: Path) -> Path:
     return source.root_dir
 
 
+def load_coco_json(source: Source, log: SkipLog, json_path: Path) -> dict[str, Any] | None:
+    """A COCO json with its ``images`` list, or None (logged as skipped) when it is unreadable or
+    has none."""
+    data = load_json(source, log, json_path)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        if data is not None:
+            log.skip(source.label, "no 'images' list in the COCO json", json_path.name)
+        return None
+    return data
+
+
 def convert(source: Source, log: SkipLog) -> Iterator[Sample]:
     """One sample per image with at least one caption: ``{"captions": [unique captions]}``."""
     for json_path in annotation_files(source, "annotations/captions_*.json"):
-        data = load_json(source, log, json_path)
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            if data is not None:
-                log.skip(source.label, "no 'images' list in the COCO json", json_path.name)
+        data = load_coco_json(source, log, json_path)
+        if data is None:
             continue
         captions: dict[object, list[str]] = {}
         for ann in data.get("annotations", []):

@@ -1,7 +1,8 @@
-"""A torch ``Dataset`` over MMRS records for training, and the collate function that batches it.
+"""A torch ``Dataset`` over MMRS records for training, and the one collate function that batches examples.
 
 A record (one image, many human/assistant turns) becomes one or more training examples
-(:class:`TrainingExample`): its turn pairs, kept when their ``task`` is wanted, are packed in order
+(:class:`TrainingExample`): its turns (:func:`earthgpt.data.mmrs_reader.record_turns`, the rule
+evaluation reads them by), kept when their ``task`` is wanted, are packed in order
 into examples whose estimated token length fits ``max_length`` (or one pair per example, the
 stage-1 caption recipe). Every example carries the image in its first human turn.
 
@@ -23,7 +24,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from earthgpt.conversation import IGNORE_INDEX, Conversation, Turn
-from earthgpt.data.dataset import IMAGE_PLACEHOLDER, iter_turn_pairs
+from earthgpt.data.mmrs_reader import RecordTurn, record_turns
 from earthgpt.processor import EarthGPTProcessor
 
 TURN_OVERHEAD_TOKENS = 8
@@ -39,14 +40,9 @@ class TrainingExample:
     length: int
 
 
-def turn_pairs(record: Mapping[str, Any], tasks: Sequence[str] = ()) -> list[tuple[str, str]]:
-    """The record's ``(question, answer)`` texts in order (image placeholder removed), only pairs
-    whose ``task`` is in ``tasks`` when given (see :func:`earthgpt.data.dataset.iter_turn_pairs`)."""
-    return [
-        (pair.question.replace(IMAGE_PLACEHOLDER, "").strip(), pair.answer)
-        for pair in iter_turn_pairs(record)
-        if not tasks or pair.task in tasks
-    ]
+def wanted_turns(record: Mapping[str, Any], tasks: Sequence[str] = ()) -> list[RecordTurn]:
+    """The record's turns in order, only those whose ``task`` is in ``tasks`` when given."""
+    return [turn for turn in record_turns(record) if not tasks or turn.task in tasks]
 
 
 def make_examples(
@@ -64,15 +60,15 @@ def make_examples(
     ``TURN_OVERHEAD_TOKENS`` per turn; a single pair longer than ``max_length`` still forms an
     example (it is truncated when tokenized). Records with no wanted pair give no example.
     """
-    all_pairs = [turn_pairs(record, tasks) for record in records]
-    texts = [text for pairs in all_pairs for pair in pairs for text in pair]
+    per_record = [wanted_turns(record, tasks) for record in records]
+    texts = [text for turns in per_record for turn in turns for text in (turn.question, turn.answer)]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     counts = iter(len(ids) for ids in encoded)
     examples: list[TrainingExample] = []
-    for index, pairs in enumerate(all_pairs):
+    for index, turns in enumerate(per_record):
         current: list[int] = []
         length = num_visual_tokens
-        for pair_index in range(len(pairs)):
+        for pair_index in range(len(turns)):
             cost = next(counts) + next(counts) + 2 * TURN_OVERHEAD_TOKENS
             full = current and (one_pair_per_example or length + cost > max_length)
             if full:
@@ -86,18 +82,18 @@ def make_examples(
 
 
 def _read_rgb(path: Path, sensor: str | None) -> Any:
-    from earthgpt.imageio import read_image
+    from earthgpt.raster import model_image
 
-    return read_image(path, sensor)[0]
+    return model_image(path, sensor)[0]
 
 
 class MMRSTorchDataset(Dataset):
     """Training examples of MMRS records as tensors (see the module doc for the item keys).
 
-    ``resolve_image(record) -> Path`` finds a record's image file; ``read_image(path, sensor)``
-    reads it as uint8 RGB (default: :func:`earthgpt.imageio.read_image`, GeoTIFFs through
-    :func:`earthgpt.sensors.to_model_rgb`); ``features(path) -> Tensor`` returns cached vision
-    features instead of reading the image.
+    ``resolve_image(record) -> Path`` finds a record's image file (an
+    :class:`earthgpt.data.image_resolver.ImageResolver`, as in evaluation); ``read_image(path, sensor)``
+    reads it as uint8 RGB (default: :func:`earthgpt.raster.model_image`, as chat and eval read it);
+    ``features(path) -> Tensor`` returns cached vision features instead of reading the image.
     """
 
     def __init__(
@@ -138,11 +134,11 @@ class MMRSTorchDataset(Dataset):
     def conversation(self, index: int) -> Conversation:
         """The conversation of example ``index`` (its turn pairs, the image in the first turn)."""
         example = self.examples[index]
-        pairs = turn_pairs(self.records[example.record], self.tasks)
+        wanted = wanted_turns(self.records[example.record], self.tasks)
         turns: list[Turn] = []
         for pair_index in example.pairs:
-            human, answer = pairs[pair_index]
-            turns += [Turn("human", human), Turn("assistant", answer)]
+            turn = wanted[pair_index]
+            turns += [Turn("human", turn.question), Turn("assistant", turn.answer)]
         return Conversation(turns=turns, system=self.system_prompt, image_token=self.processor.image_token)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -174,20 +170,30 @@ class MMRSTorchDataset(Dataset):
 
 
 def collate(batch: Sequence[Mapping[str, Any]], pad_token_id: int) -> dict[str, Any]:
-    """Right-pad ``input_ids`` (pad id), ``labels`` (-100), ``attention_mask`` (0); stack
-    ``pixel_values`` or ``vision_features``; list ``image_path``."""
+    """Batch examples (from :class:`MMRSTorchDataset` or :meth:`EarthGPTProcessor.__call__`).
+
+    Right-pads ``input_ids`` (``pad_token_id``), ``labels`` (-100) and ``attention_mask`` (0);
+    stacks ``pixel_values`` or ``vision_features``; lists ``image_path``. A key must be in every
+    example of the batch or in none.
+    """
     if not batch:
         raise ValueError("collate got an empty batch")
     fills = {"input_ids": pad_token_id, "labels": IGNORE_INDEX, "attention_mask": 0}
-    out: dict[str, Any] = {
-        key: pad_sequence([example[key] for example in batch], batch_first=True, padding_value=fill)
-        for key, fill in fills.items()
-    }
-    for key in ("pixel_values", "vision_features"):
+    out: dict[str, Any] = {}
+    for key in (*fills, "pixel_values", "vision_features", "image_path"):
         present = [key in example for example in batch]
-        if any(present):
-            if not all(present):
-                raise ValueError(f"{key!r} is in some examples of the batch but not all")
-            out[key] = torch.stack([example[key] for example in batch])
-    out["image_path"] = [example["image_path"] for example in batch]
+        if not any(present):
+            continue
+        if not all(present):
+            raise ValueError(f"{key!r} is in some examples of the batch but not all")
+        values = [example[key] for example in batch]
+        if key in fills:
+            out[key] = pad_sequence(values, batch_first=True, padding_value=fills[key])
+        elif key == "image_path":
+            out[key] = values
+        else:
+            shapes = {tuple(value.shape) for value in values}
+            if len(shapes) != 1:
+                raise ValueError(f"{key} differ in shape within the batch: {sorted(shapes)}")
+            out[key] = torch.stack(values)
     return out

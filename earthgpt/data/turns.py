@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from earthgpt.conversation import IMAGE_PLACEHOLDER
 from earthgpt.data.records import Sample
 from earthgpt.geometry import HBB, Detection, obb_from_polygon8, pixel_to_grid
 from earthgpt.tasks import Task, instruction
 from earthgpt.textbox import format_detections, format_grounding
-
-IMAGE_PLACEHOLDER = "<image>"
 
 
 @dataclass(frozen=True)

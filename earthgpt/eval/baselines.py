@@ -37,8 +37,9 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from earthgpt.data.mmrs_reader import RecordTurn
 from earthgpt.eval.captions import cider_d, tokenize
-from earthgpt.eval.inputs import EvalError, TurnRef, all_turns
+from earthgpt.eval.inputs import EvalError, all_turns
 from earthgpt.eval.normalize import answer_key
 from earthgpt.eval.runner import select_turns
 from earthgpt.geometry import HBB, Box, Detection
@@ -51,7 +52,7 @@ CAPTION_ITEMS = 400
 Key = tuple[str, str, str]
 
 
-def turn_key(ref: TurnRef, record: Mapping[str, Any]) -> Key:
+def turn_key(ref: RecordTurn, record: Mapping[str, Any]) -> Key:
     """The most specific prior group of a turn: ``(task, sensor, question type or "")``."""
     return (ref.task, str(record.get("sensor") or "optical"), str(ref.question_type or ""))
 
@@ -151,7 +152,7 @@ def _training_items(train_records: Sequence[Mapping[str, Any]]) -> dict[Key, lis
     captions_of: dict[int, list[str]] = defaultdict(list)
     for ref in refs:
         if ref.task == "caption":
-            captions_of[ref.record].append(ref.reference)
+            captions_of[ref.record].append(ref.answer)
     for ref in refs:
         if ref.task == "caption":
             if ref.record in captioned:
@@ -159,7 +160,7 @@ def _training_items(train_records: Sequence[Mapping[str, Any]]) -> dict[Key, lis
             captioned.add(ref.record)
             item: Any = captions_of[ref.record]
         else:
-            item = ref.reference
+            item = ref.answer
         for key in backoff_keys(turn_key(ref, train_records[ref.record])):
             items[key].append(item)
     return items

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from earthgpt.identity import file_stamp, module_fingerprint
 
 POOLING = "mean over visual tokens"
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -89,27 +90,17 @@ def extract_features(
 def encoder_identity(vision: nn.Module, config: Any) -> str:
     """Hex sha256 over the vision module's tensors (names, shapes, bytes), the preprocessing
     (``image_size``, ``image_mean``, ``image_std``, ``num_visual_tokens`` of ``config``) and the pooling."""
-    digest = hashlib.sha256()
-    # every tensor the encoders compute with, non-persistent buffers too (the CNN's input
-    # re-normalisation lives there), so a change of preprocessing code changes the key
-    tensors = {**dict(vision.named_buffers()), **dict(vision.named_parameters())}
-    for name, tensor in sorted(tensors.items()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}\n".encode())
-        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     keys = ("image_size", "image_mean", "image_std", "num_visual_tokens")
     described = {k: getattr(config, k) for k in keys}
     described["pooling"] = POOLING
-    digest.update(json.dumps(described, sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+    return module_fingerprint(vision, described)
 
 
 def images_key(images: Sequence[Path], identity: str) -> str:
     """Hex sha256 over the encoder identity and each image's resolved path, size and mtime (ns)."""
     digest = hashlib.sha256(identity.encode())
     for image in images:
-        path = Path(image).resolve()
-        stat = path.stat()
-        digest.update(f"\n{path}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        digest.update(f"\n{file_stamp(image)}".encode())
     return digest.hexdigest()
 
 

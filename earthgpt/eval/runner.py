@@ -21,11 +21,12 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from earthgpt.eval.inputs import EvalError, TurnRef, all_turns, index_predictions
+from earthgpt.data.mmrs_reader import RecordTurn, human_turn_count
+from earthgpt.eval.inputs import EvalError, all_turns, index_predictions
 from earthgpt.eval.scoring import build_cases, score_task
 from earthgpt.tasks import Task
 
-PredictFn = Callable[[Mapping[str, Any], Sequence[TurnRef]], Sequence[str]]
+PredictFn = Callable[[Mapping[str, Any], Sequence[RecordTurn]], Sequence[str]]
 TASK_ORDER = tuple(t.value for t in Task)
 
 
@@ -35,7 +36,7 @@ def select_turns(
     tasks: Iterable[str] | None = None,
     limit: int | None = None,
     answered: Container[tuple[str, int]] | None = None,
-) -> list[TurnRef]:
+) -> list[RecordTurn]:
     """The turns to ask or score: every scorable turn (see :mod:`earthgpt.eval.inputs`) of the
     wanted tasks (only those in ``answered`` when given), only the first caption turn per record,
     at most ``limit`` per task, spread evenly over the task's turns in record order (turn
@@ -47,7 +48,7 @@ def select_turns(
         raise EvalError(f"unknown task(s) {sorted(unknown)}; expected some of {list(TASK_ORDER)}")
     if limit is not None and limit < 1:
         raise EvalError(f"limit must be a positive number of items per task, got {limit}")
-    eligible: list[TurnRef] = []
+    eligible: list[RecordTurn] = []
     captioned: set[int] = set()
     for ref in all_turns(records):
         if ref.task not in wanted or (answered is not None and (ref.record_id, ref.turn) not in answered):
@@ -73,7 +74,7 @@ def select_turns(
 def run_predictions(
     records: Sequence[Mapping[str, Any]],
     predict_fn: PredictFn,
-    turns: Sequence[TurnRef] | None = None,
+    turns: Sequence[RecordTurn] | None = None,
     *,
     dialect: str = "earthgpt",
     progress: bool = True,
@@ -90,7 +91,7 @@ def run_predictions(
     from tqdm import tqdm
 
     turns = select_turns(records) if turns is None else turns
-    by_record: dict[int, list[TurnRef]] = {}
+    by_record: dict[int, list[RecordTurn]] = {}
     for ref in turns:
         by_record.setdefault(ref.record, []).append(ref)
     rows: list[dict[str, Any]] = []
@@ -125,13 +126,7 @@ def run_predictions(
 
 def _check_ids(records: Sequence[Mapping[str, Any]], answers: Mapping[tuple[str, int], Any]) -> None:
     """Every prediction must name an existing record and one of its human turns."""
-    turns_of: dict[str, int] = {}
-    for record in records:
-        humans = sum(
-            str(m.get("from", m.get("role", ""))).lower() in ("human", "user")
-            for m in record.get("conversations") or []
-        )
-        turns_of[str(record["id"])] = humans
+    turns_of = {str(record["id"]): human_turn_count(record) for record in records}
     unknown = [key for key in answers if key[0] not in turns_of]
     if unknown and len(unknown) == len(answers):
         raise EvalError(

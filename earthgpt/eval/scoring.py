@@ -27,10 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from earthgpt.data.mmrs_reader import RecordTurn, record_turns
 from earthgpt.eval.captions import caption_metrics
 from earthgpt.eval.classification import classification_metrics
 from earthgpt.eval.grounding import grounding_metrics
-from earthgpt.eval.inputs import TurnRef, record_turns
 from earthgpt.eval.mean_ap import GroundTruth, detection_metrics
 from earthgpt.eval.vqa import vqa_metrics
 from earthgpt.geometry import HBB, Box, Detection, grid_to_pixel, obb_from_polygon8, pixel_to_grid
@@ -156,7 +156,7 @@ def _first_box(text: str, dialect: str, record: Mapping[str, Any], stats: ParseS
 
 def build_cases(
     records: Sequence[Mapping[str, Any]],
-    turns: Sequence[TurnRef],
+    turns: Sequence[RecordTurn],
     answers: Mapping[tuple[str, int], Mapping[str, Any]],
     dialect: str,
 ) -> Cases:
@@ -171,20 +171,20 @@ def build_cases(
         groups = record_groups(record)
         row_dialect = str(row.get("dialect") or dialect)
         if ref.task == "caption":
-            references = [t.reference for t in record_turns(record, ref.record) if t.task == "caption"]
+            references = [t.answer for t in record_turns(record, ref.record) if t.task == "caption"]
             cases.add(ref.task, Case(groups, (answer, references)))
         elif ref.task in ("classification", "vqa"):
-            cases.add(ref.task, Case(groups, (answer, ref.reference, ref.question_type)))
+            cases.add(ref.task, Case(groups, (answer, ref.answer, ref.question_type)))
         elif ref.task == "region_caption":
-            cases.add(ref.task, Case(groups, (answer, [ref.reference])))
+            cases.add(ref.task, Case(groups, (answer, [ref.answer])))
         elif ref.task in ANNOTATION_KEYS:
             stats = cases.parse.setdefault(ref.task, ParseStats())
             predicted = _parse_answer(answer, row_dialect, record, stats)
-            cases.add(ref.task, Case(groups, (predicted, reference_objects(ref.task, ref.reference, record))))
+            cases.add(ref.task, Case(groups, (predicted, reference_objects(ref.task, ref.answer, record))))
         elif ref.task == "grounding":
             stats = cases.parse.setdefault(ref.task, ParseStats())
             width, height = _size(record)
-            truth = parse_detections(ref.reference).detections
+            truth = parse_detections(ref.answer).detections
             if truth:
                 predicted = _first_box(answer, row_dialect, record, stats)
                 cases.add(ref.task, Case(groups, (predicted, grid_to_pixel(truth[0].box, width, height))))

@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from earthgpt.config import PRESETS, EarthGPTConfig, get_preset
+from earthgpt.identity import combine_base_identity, verify_identity
 from earthgpt.model.earthgpt import EarthGPT
 from earthgpt.model.tuning import (
     inject_scale_shift,
@@ -48,15 +49,16 @@ STAGE_GROUPS[2] = (*STAGE_GROUPS[1], "scale_shift")
 _DTYPES = {str(d): d for d in (torch.float32, torch.float16, torch.bfloat16)}
 
 
-def base_identity(model: EarthGPT) -> dict:
-    """The identity of the model's base components (see ``weights.base_identity``)."""
+def model_base_identity(model: EarthGPT) -> dict:
+    """The identity of the model's base components: taken when a random base was built, else
+    hashed from the weight files its sources name (once; see ``identity.combine_base_identity``)."""
     if model.base_identity is None:
-        from earthgpt.model import weights
+        from earthgpt.model.sources import source_identity
 
         cfg = model.config
         sources = {"llm": cfg.llm.source, "vit": cfg.vit.source, "cnn": cfg.cnn.source}
-        model.base_identity = weights.base_identity(
-            {role: weights.source_identity(role, source) for role, source in sources.items()}
+        model.base_identity = combine_base_identity(
+            {role: source_identity(role, source) for role, source in sources.items()}
         )
     return model.base_identity
 
@@ -91,7 +93,7 @@ def save_pretrained(
         "dtype": str(model.dtype), "config": model.config.to_dict(),
     }
     if delta:
-        meta["base"] = base_identity(model)
+        meta["base"] = model_base_identity(model)
         tensors = {name: t.contiguous() for name, t in delta_state(model).items()}
         _refuse_quantized(tensors)
         if dtype is not None:
@@ -135,10 +137,10 @@ def resolve_model(name_or_path: str | Path) -> Path | str:
         return shipped
     if name in PRESETS:
         return name
-    from earthgpt.model import weights
+    from earthgpt.model.sources import resolve_source
 
     try:
-        return Path(weights.resolve_source(name, "checkpoint"))
+        return Path(resolve_source(name, "checkpoint"))
     except (FileNotFoundError, ConnectionError) as error:
         raise FileNotFoundError(
             f"{name!r} is neither a checkpoint folder, a preset ({', '.join(PRESETS)}) nor a reachable "
@@ -207,11 +209,9 @@ def _base_from_meta(meta: dict[str, Any], dtype: torch.dtype | None, **quantizat
 
 
 def _load_delta(path: Path, meta: dict[str, Any], *, load_4bit: bool, load_8bit: bool, dtype) -> EarthGPT:
-    from earthgpt.model import weights
-
     model = _base_from_meta(meta, dtype, load_4bit=load_4bit, load_8bit=load_8bit)
     try:
-        weights.verify_identity(meta["base"], base_identity(model))
+        verify_identity(meta["base"], model_base_identity(model))
     except ValueError as err:
         raise ValueError(f"checkpoint {path} was trained on another base: {err}") from err
     saved = load_file(str(path / WEIGHTS_FILE))

@@ -8,7 +8,6 @@ id 0 and then overwritten, so the LLM's embeddings are never resized.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from earthgpt.config import EarthGPTConfig, LLMConfig
+from earthgpt.identity import combine_base_identity, module_state_identity
 from earthgpt.model.projector import build_projector
 from earthgpt.model.vision import VisualPerception, build_visual_perception
 
@@ -66,7 +66,7 @@ class EarthGPT(nn.Module):
         seed: int = 0,
         keep_unquantized: Sequence[str] = (),
     ) -> EarthGPT:
-        """Build the model: base components pretrained (``weights.load_*``) or random at the config's
+        """Build the model: base components pretrained (``loaders.load_*``) or random at the config's
         sizes. The projector is always freshly initialised; random parts draw from ``seed`` without
         touching the global random state, so the same call gives the same weights.
         ``keep_unquantized`` names LLM modules (e.g. ``q_proj``) that 4/8-bit loading leaves in
@@ -222,32 +222,20 @@ def _build_llm(
         return LlamaForCausalLM(hf_config).to(dtype), None
     if cfg.source is None:
         raise ValueError("the config names no pretrained source for the LLM (llm.source is None)")
-    from earthgpt.model import weights
+    from earthgpt.model.loaders import load_llm
 
-    llm, tokenizer = weights.load_llm(
+    llm, tokenizer = load_llm(
         cfg.source, dtype=dtype, quantization=quantization, keep_unquantized=keep_unquantized
     )
     check_llm_config(cfg, llm.config)
     return llm, tokenizer
 
 
-def tensor_identity(module: nn.Module, name: str) -> dict:
-    """``{"name", "sha256"}`` over a module's state (names, dtypes, shapes and bytes of every tensor)."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return {"name": name, "sha256": digest.hexdigest()}
-
-
 def _random_base_identity(model: EarthGPT) -> dict:
-    from earthgpt.model import weights
-
     parts = {"llm": model.llm, "vit": model.vision.vit, "cnn": model.vision.cnn}
     label = f"random-{model.config.name}-seed{model.seed}"
-    return weights.base_identity(
-        {role: tensor_identity(module, f"{label}-{role}") for role, module in parts.items()}, prefix=label
-    )
+    identities = {role: module_state_identity(module, f"{label}-{role}") for role, module in parts.items()}
+    return combine_base_identity(identities, prefix=label)
 
 
 def check_llm_config(cfg: LLMConfig, hf_config: Any) -> None:

@@ -263,16 +263,16 @@ def _check_vit(cfg: ViTConfig, encoder: nn.Module) -> None:
 def build_visual_perception(
     config: EarthGPTConfig, *, pretrained: bool, dtype: torch.dtype = torch.float32
 ) -> VisualPerception:
-    """Both branches from the config: pretrained through ``earthgpt.model.weights``, else random."""
+    """Both branches from the config: pretrained through ``earthgpt.model.loaders``, else random."""
     if pretrained:
-        from earthgpt.model import weights
+        from earthgpt.model.loaders import load_cnn, load_vit
 
         for part in (config.vit, config.cnn):
             if part.source is None:
                 raise ValueError(f"config {config.name!r} names no pretrained source for {part.arch}")
-        encoder = weights.load_vit(config.vit.source, dtype=dtype)
+        encoder = load_vit(config.vit.source, dtype=dtype)
         _check_vit(config.vit, encoder)
-        backbone = weights.load_cnn(config.cnn.arch, config.cnn.source)
+        backbone = load_cnn(config.cnn.arch, config.cnn.source)
     else:
         encoder, backbone = _random_vit(config.vit), _random_cnn(config.cnn)
     vit = ViTMultiLayer(encoder.to(dtype), config.vit.layers)

@@ -2,6 +2,31 @@
 model's uint8 RGB from it. Every reader of image files (chat, eval, training, detect, the app)
 goes through this package."""
 
+from earthgpt.raster.files import (
+    MAX_BANDS,
+    RasterError,
+    RasterInfo,
+    inspect,
+    open_raster,
+    overview_shape,
+    read_overview,
+    read_window,
+)
+from earthgpt.raster.model_input import (
+    WHOLE_IMAGE_SIDE,
+    ModelSource,
+    NodataWindowError,
+    find_sar_pair,
+    load_for_model,
+    model_image,
+    model_source,
+    plan_bands,
+    window_reader,
+)
 from earthgpt.raster.tiling import Tile, tile_grid
 
-__all__ = ["Tile", "tile_grid"]
+__all__ = [
+    "MAX_BANDS", "WHOLE_IMAGE_SIDE", "ModelSource", "NodataWindowError", "RasterError", "RasterInfo", "Tile",
+    "find_sar_pair", "inspect", "load_for_model", "model_image", "model_source", "open_raster",
+    "overview_shape", "plan_bands", "read_overview", "read_window", "tile_grid", "window_reader",
+]

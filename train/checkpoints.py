@@ -1,5 +1,8 @@
 """Training checkpoints: the trainable parameters (delta) plus everything a resume needs.
 
+:func:`save_checkpoint` writes one for a run (all processes take part); :func:`find_resume`,
+:func:`load_trainable` and :func:`restore` bring a new run back to where a checkpoint left off.
+
 A checkpoint is a folder ``<output_dir>/checkpoints/step-<N>``::
 
     trainable.safetensors   the parameters that learn, full precision, nothing else
@@ -16,7 +19,6 @@ back to the previous checkpoint when the newest one is damaged.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,11 +26,19 @@ import random
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from earthgpt.identity import file_sha256
+from train.build import model_config
+from train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from earthgpt.model.earthgpt import EarthGPT
+    from train.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +53,6 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     temp = path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}")
     write(temp)
     os.replace(temp, path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:
@@ -116,7 +118,7 @@ def write_rank_state(folder: Path, rank: int, state: Mapping[str, Any]) -> None:
 def finalize(folder: Path, final: Path, info: Mapping[str, Any]) -> None:
     """Record every file's size and hash in ``state.json`` (last), then rename ``folder`` to ``final``."""
     files = {
-        p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+        p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(folder.iterdir())
         if p.is_file() and not p.name.startswith(TEMP_PREFIX) and p.name != STATE
     }
@@ -140,7 +142,7 @@ def verify(folder: Path) -> dict[str, Any]:
         path = folder / name
         if not path.is_file():
             raise ValueError(f"{folder}: {name} is missing")
-        if path.stat().st_size != expected["bytes"] or _sha256(path) != expected["sha256"]:
+        if path.stat().st_size != expected["bytes"] or file_sha256(path) != expected["sha256"]:
             raise ValueError(f"{folder}: {name} is damaged (size or sha256 differs from {STATE})")
     if TRAINABLE not in info.get("files", {}):
         raise ValueError(f"{folder}: {STATE} lists no {TRAINABLE}")
@@ -189,3 +191,108 @@ def read_rank_state(folder: Path, rank: int) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{folder} has no state for rank {rank}: was it written with another world size?")
     return torch.load(path, weights_only=True)
+
+
+# --- a run's checkpoints ---------------------------------------------------------------------------
+
+
+def run_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint must share with a run that resumes from it: stage, model and where it started."""
+    return {
+        "stage": cfg.stage,
+        "model": model_config(cfg).to_dict(),
+        "pretrained": cfg.model.pretrained,
+        "seed": cfg.model.seed,
+        "init_from": cfg.model.init_from,
+    }
+
+
+def find_resume(cfg: TrainConfig, output: Path) -> Path | None:
+    """The checkpoint ``run.resume`` names (``auto``: the newest complete one), or None."""
+    if cfg.run.resume == "never":
+        return None
+    if cfg.run.resume == "auto":
+        return latest_checkpoint(output)
+    folder = Path(cfg.run.resume)
+    verify(folder)
+    return folder
+
+
+def load_trainable(model: EarthGPT, folder: Path) -> dict[str, Any]:
+    """Copy a checkpoint's trainable parameters into ``model``; returns its verified ``state.json``."""
+    info = verify(folder)
+    tensors = read_trainable(folder)
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(tensors) != set(named):
+        raise ValueError(
+            f"checkpoint {folder} holds other trainable parameters than this run trains "
+            f"({len(tensors)} stored, {len(named)} trainable)"
+        )
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            named[name].copy_(tensor.to(named[name].dtype))
+    return info
+
+
+def restore(run: Run, folder: Path, info: dict[str, Any]) -> None:
+    """Bring ``run`` to the checkpoint's step: optimizer, scheduler, scaler, RNG and data position."""
+    if info["identity"] != run_identity(run.cfg):
+        raise ValueError(
+            f"checkpoint {folder} belongs to another run (stage, model or init_from differ); "
+            "use another run.output_dir or run.resume=never"
+        )
+    if info["world_size"] != run.accelerator.num_processes:
+        raise ValueError(
+            f"checkpoint {folder} was written by {info['world_size']} processes, this run has "
+            f"{run.accelerator.num_processes}; resume with the same number"
+        )
+    rank = read_rank_state(folder, run.accelerator.process_index)
+    run.optimizer.load_state_dict(rank["optimizer"])
+    run.scheduler.load_state_dict(rank["scheduler"])
+    if rank.get("scaler") is not None and run.accelerator.scaler is not None:
+        run.accelerator.scaler.load_state_dict(rank["scaler"])
+    set_rng_state(rank["rng"])
+    run.step = info["step"]
+    run.stream.seek(info["data"]["epoch"], info["data"]["batch"])
+    run.accelerator.print(f"resumed from {folder} at step {run.step}")
+
+
+def save_checkpoint(run: Run) -> Path:
+    """Write a checkpoint of the current step (all processes take part)."""
+    acc, final = run.accelerator, checkpoint_dir(run.output, run.step)
+    temp = temp_dir(run.output, run.step)
+    if acc.is_main_process:
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    names = {f"model.{n}" for n, p in run.model.named_parameters() if p.requires_grad}
+    full = acc.get_state_dict(run.module)
+    scaler = acc.scaler.state_dict() if acc.scaler is not None else None
+    write_rank_state(
+        temp,
+        acc.process_index,
+        {
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": scaler,
+            "rng": rng_state(),
+        },
+    )
+    if acc.is_main_process:
+        trainable = {name.removeprefix("model."): t for name, t in full.items() if name in names}
+        write_trainable(temp, trainable, {"stage": str(run.cfg.stage), "step": str(run.step)})
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        finalize(
+            temp,
+            final,
+            {
+                "step": run.step,
+                "data": run.stream.position(),
+                "world_size": acc.num_processes,
+                "identity": run_identity(run.cfg),
+            },
+        )
+        prune(run.output, run.cfg.run.keep_checkpoints)
+    acc.wait_for_everyone()
+    return final

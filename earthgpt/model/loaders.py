@@ -1,0 +1,114 @@
+"""Loading the base components: the LLM (optionally 4/8-bit), the DINOv2 ViT and the CNN backbone.
+
+Each loader takes a ``source`` (``"bundled"``, a local folder or a hub id; see
+:mod:`earthgpt.model.sources`) and returns the component in eval mode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from earthgpt.model.base_cache import transformers_progress
+from earthgpt.model.sources import resolve_source
+
+log = logging.getLogger(__name__)
+
+QUANTIZATIONS = ("4bit", "8bit")
+
+
+def load_llm(
+    source: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    quantization: str | None = None,
+    keep_unquantized: Sequence[str] = (),
+):
+    """Causal LM and its tokenizer from ``source`` (``"bundled"``, a folder or a hub id).
+
+    ``quantization`` is ``None``, ``"4bit"`` (NF4) or ``"8bit"`` (LLM.int8) through bitsandbytes;
+    both run on CPU (slowly) and on CUDA. ``keep_unquantized`` names modules (matched as parts of
+    the module path, e.g. ``q_proj``) that stay in ``dtype``; the LM head always does.
+    Returns ``(model, tokenizer)``, the model in eval mode.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    location = resolve_source(source, "llm")
+    kwargs: dict = {"dtype": dtype}
+    if quantization is not None:
+        kwargs["quantization_config"] = _bnb_config(quantization, dtype, keep_unquantized)
+        kwargs["device_map"] = {"": "cuda:0" if torch.cuda.is_available() else "cpu"}
+    with transformers_progress(False):  # a local load takes ~1 s: no per-tensor bars
+        model = AutoModelForCausalLM.from_pretrained(location, **kwargs).eval()
+        tokenizer = AutoTokenizer.from_pretrained(location)
+    if not tokenizer.chat_template:
+        log.warning("the tokenizer from %s has no chat template; conversations need one", source)
+    return model, tokenizer
+
+
+def _bnb_config(quantization: str, dtype: torch.dtype, keep_unquantized: Sequence[str] = ()):
+    from transformers import BitsAndBytesConfig
+    from transformers.utils import is_bitsandbytes_available
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS} or None, got {quantization!r}")
+    if not is_bitsandbytes_available():
+        raise ImportError(f"{quantization} loading needs bitsandbytes: pip install bitsandbytes")
+    skip = ["lm_head", *keep_unquantized] if keep_unquantized else None  # None: transformers' default
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+        llm_int8_skip_modules=skip,
+    )
+
+
+def load_vit(source: str, *, dtype: torch.dtype = torch.float32):
+    """A ``transformers.Dinov2Model`` from ``source`` (``"bundled"``, a folder or a hub id), eval mode."""
+    from transformers import Dinov2Model
+
+    location = resolve_source(source, "vit")
+    with transformers_progress(False):  # a local load takes ~1 s: no per-tensor bars
+        return Dinov2Model.from_pretrained(location, dtype=dtype).eval()
+
+
+def _load_efficientnet_lite0(source: str) -> torch.nn.Module:
+    from efficientnet_lite_pytorch import EfficientNet
+    from safetensors.torch import load_file
+
+    folder = Path(resolve_source(source, "cnn"))
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"efficientnet-lite0 folder {folder} has no model.safetensors")
+    config_path = folder / "config.json"
+    declared = json.loads(config_path.read_text()).get("architecture") if config_path.is_file() else None
+    if declared not in (None, "efficientnet-lite0"):
+        raise ValueError(f"{config_path} declares architecture {declared!r}; expected 'efficientnet-lite0'")
+    model = EfficientNet.from_name("efficientnet-lite0")
+    model.load_state_dict(load_file(weights), strict=True)
+    return model.eval()
+
+
+def _load_convnext(source: str) -> torch.nn.Module:
+    from transformers import ConvNextModel
+
+    location = resolve_source(source, "cnn")
+    with transformers_progress(False):  # a local load takes ~1 s: no per-tensor bars
+        return ConvNextModel.from_pretrained(location).eval()
+
+
+CNN_LOADERS: dict[str, Callable[[str], torch.nn.Module]] = {
+    "efficientnet-lite0": _load_efficientnet_lite0,
+    "convnext": _load_convnext,
+}
+
+
+def load_cnn(arch: str, source: str) -> torch.nn.Module:
+    """The CNN backbone ``arch`` (see ``CNN_LOADERS``) from ``source``, float32, eval mode."""
+    if arch not in CNN_LOADERS:
+        raise ValueError(f"unknown CNN arch {arch!r}; known: {', '.join(CNN_LOADERS)}")
+    return CNN_LOADERS[arch](source)

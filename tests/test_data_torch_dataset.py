@@ -1,0 +1,57 @@
+"""The training dataset reads turns as evaluation does, and the one collate pads its batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_data_mmrs_reader import CHAT_STYLE, _record
+from test_processor import tiny_processor
+
+from earthgpt.conversation import IGNORE_INDEX, Conversation
+from earthgpt.data.torch_dataset import MMRSTorchDataset, collate, make_examples
+from earthgpt.eval.inputs import all_turns
+
+
+def test_training_reads_the_turns_evaluation_scores(tmp_path: Path) -> None:
+    processor = tiny_processor()
+    records = [_record("a", "train", CHAT_STYLE)]
+    examples = make_examples(records, processor.tokenizer, num_visual_tokens=4, max_length=4096)
+    dataset = MMRSTorchDataset(records, examples, processor, lambda record: tmp_path / record["image"],
+                               max_length=4096)
+    trained = [(t.role, t.text) for t in dataset.conversation(0).turns]
+    scored = [text for t in all_turns(records) for text in (t.question, t.answer)]
+    assert trained == list(zip(["human", "assistant"] * 2, scored, strict=True))
+    assert scored == ["What is it?", "forest", "And the caption?", "A forest."]
+
+
+def test_collate_pads_right_and_stacks_what_every_example_has() -> None:
+    processor = tiny_processor()
+    image = np.full((20, 20, 3), 128, np.uint8)
+    short = processor(image, Conversation().add_human("a").add_assistant("b"), for_training=True)
+    longer = Conversation().add_human("a much longer question").add_assistant("b")
+    long = processor(image, longer, for_training=True)
+    batch = collate([short, long], processor.pad_token_id)
+    length = long["input_ids"].shape[0]
+    pad = length - short["input_ids"].shape[0]
+    assert set(batch) == {"input_ids", "labels", "attention_mask", "pixel_values"}
+    assert batch["input_ids"].shape == (2, length) and batch["pixel_values"].shape[0] == 2
+    assert batch["input_ids"][0, -pad:].eq(processor.pad_token_id).all()
+    assert batch["attention_mask"][0].tolist() == [1] * (length - pad) + [0] * pad
+    assert batch["labels"][0, -pad:].eq(IGNORE_INDEX).all()
+    assert torch.equal(batch["input_ids"][1], long["input_ids"])
+    cached = [
+        {"input_ids": ex["input_ids"], "labels": ex["labels"], "attention_mask": ex["attention_mask"],
+         "vision_features": torch.ones(3, 5), "image_path": name}
+        for ex, name in ((short, "a.png"), (long, "b.png"))
+    ]
+    batch = collate(cached, processor.pad_token_id)
+    assert batch["vision_features"].shape == (2, 3, 5) and batch["image_path"] == ["a.png", "b.png"]
+    with pytest.raises(ValueError, match="empty batch"):
+        collate([], processor.pad_token_id)
+    with pytest.raises(ValueError, match="some examples"):
+        collate([short, processor(image, Conversation().add_human("q"))], processor.pad_token_id)
+    with pytest.raises(ValueError, match="differ in shape"):
+        collate([short, {**short, "pixel_values": torch.zeros(3, 2, 2)}], processor.pad_token_id)

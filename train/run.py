@@ -1,0 +1,169 @@
+"""One training run, set up from its config: accelerator, model, data, optimizer, schedule, resume.
+
+:func:`setup` builds the :class:`Run` that the loop (``train/steps.py``) steps; checkpoints and the
+final export are described in ``train/checkpoints.py``, ``train/export_weights.py`` and
+``docs/TRAINING.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, set_seed
+from torch import nn
+
+from earthgpt.data.torch_dataset import MMRSTorchDataset, make_examples
+from earthgpt.model.earthgpt import EarthGPT
+from earthgpt.processor import EarthGPTProcessor
+from train import checkpoints
+from train.build import build_model, describe, load_tokenizer
+from train.config import TrainConfig
+from train.data import load_records
+from train.features import FeatureCache, precompute, vision_fingerprint
+from train.flops import flop_model, peak_tflops_for, vision_forward_flops
+from train.metrics import Throughput
+from train.optimizer import cosine_schedule, make_optimizer
+from train.sampler import BatchStream
+from train.training_module import TrainingModule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """Everything the loop touches."""
+
+    cfg: TrainConfig
+    accelerator: Accelerator
+    model: EarthGPT
+    module: nn.Module
+    optimizer: Any
+    scheduler: Any
+    stream: BatchStream
+    processor: EarthGPTProcessor
+    cached: bool
+    throughput: Throughput
+    output: Path
+    step: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+def _dataset(cfg: TrainConfig, model: EarthGPT, processor: EarthGPTProcessor, accelerator: Accelerator):
+    records, resolver = load_records(cfg.data.sources, cfg.data.split, cfg.data.image_roots)
+    examples = make_examples(
+        records,
+        processor.tokenizer,
+        num_visual_tokens=model.config.num_visual_tokens,
+        max_length=cfg.data.max_length,
+        tasks=cfg.data.tasks,
+        one_pair_per_example=cfg.data.one_pair_per_example,
+    )
+    dataset = MMRSTorchDataset(
+        records,
+        examples,
+        processor,
+        resolver,
+        max_length=cfg.data.max_length,
+        tasks=cfg.data.tasks,
+        system_prompt=cfg.data.system_prompt,
+    )
+    if cfg.data.feature_cache:
+        dtype = next(model.vision.parameters()).dtype
+        cache = FeatureCache(cfg.data.feature_cache, vision_fingerprint(model.vision, model.config, dtype))
+        images = sorted({str(dataset.image_path(i)) for i in range(len(dataset))})
+        sensors = {
+            str(dataset.image_path(i)): records[e.record].get("sensor") for i, e in enumerate(examples)
+        }
+        device = accelerator.device
+
+        def load(path: Path) -> torch.Tensor:
+            return processor.preprocess_image(dataset.read_image(path, sensors[str(path)]))
+
+        def encode(pixels: torch.Tensor) -> torch.Tensor:
+            return model.vision.to(device)(pixels.to(device))
+
+        written = precompute(
+            cache,
+            [Path(p) for p in images],
+            encode,
+            load,
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            progress=cfg.run.progress and accelerator.is_local_main_process,
+        )
+        log.info("feature cache %s: %d new entries from this process", cache.folder, written)
+        accelerator.wait_for_everyone()
+        dataset.features = cache
+    return dataset
+
+
+def setup(cfg: TrainConfig) -> Run:
+    """Build the accelerator, model, data, optimizer and schedule; resume when asked."""
+    output = Path(cfg.run.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=cfg.run.mixed_precision,
+        log_with="tensorboard" if cfg.run.tensorboard else None,
+        project_dir=str(output),
+    )
+    set_seed(cfg.run.seed)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and cfg.optim.grad_accum > 1:
+        raise ValueError(
+            "with DeepSpeed, accumulate in DeepSpeed's own config: set optim.grad_accum=1 and "
+            "gradient_accumulation_steps in the accelerate config (or raise optim.batch_size)"
+        )
+    model = build_model(cfg)
+    processor = EarthGPTProcessor(load_tokenizer(cfg.model.tokenizer, model), model.config)
+    model.tokenizer = processor.tokenizer
+    accelerator.print(f"stage {cfg.stage}: {describe(model)}")
+    dataset = _dataset(cfg, model, processor, accelerator)
+    if cfg.run.gradient_checkpointing:
+        model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.llm.config.use_cache = False
+    resume = checkpoints.find_resume(cfg, output)
+    info = checkpoints.load_trainable(model, resume) if resume else None
+    module = TrainingModule(model)
+    module.train()
+    optimizer = make_optimizer(module, cfg)
+    warmup = cfg.optim.warmup_steps or round(cfg.optim.warmup_ratio * cfg.optim.max_steps)
+    scheduler = cosine_schedule(optimizer, warmup, cfg.optim.max_steps, cfg.optim.min_lr_ratio)
+    module, optimizer = accelerator.prepare(module, optimizer)
+    stream = BatchStream(
+        dataset, processor.pad_token_id, cfg, accelerator.num_processes, accelerator.process_index
+    )
+    run = Run(
+        cfg,
+        accelerator,
+        model,
+        module,
+        optimizer,
+        scheduler,
+        stream,
+        processor,
+        dataset.features is not None,
+        _throughput(cfg, model, accelerator),
+        output,
+    )
+    if resume:
+        checkpoints.restore(run, resume, info)
+    if accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "train_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if cfg.run.tensorboard:
+        accelerator.init_trackers("tensorboard")
+    return run
+
+
+def _throughput(cfg: TrainConfig, model: EarthGPT, accelerator: Accelerator) -> Throughput:
+    device = accelerator.device
+    peak = cfg.run.peak_tflops
+    if device.type == "cuda" and peak is None:
+        peak = peak_tflops_for(torch.cuda.get_device_name(device))
+    vision_dtype = next(model.vision.parameters()).dtype
+    per_image = vision_forward_flops(model.vision.to(device), model.config.image_size, device, vision_dtype)
+    return Throughput(flop_model(model, per_image), peak)

@@ -1,0 +1,35 @@
+"""The module the training loop runs and accelerate wraps: cached or live vision features → loss."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from earthgpt.model.earthgpt import EarthGPT
+
+
+class TrainingModule(nn.Module):
+    """The model as accelerate wraps it: vision (or cached vision features) → projector → LLM loss."""
+
+    def __init__(self, model: EarthGPT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The mean cross-entropy over answer tokens."""
+        if vision_features is None:
+            vision_features = self.model.vision(pixel_values)
+        weight = next(self.model.projector.parameters())
+        image_features = self.model.projector(vision_features.to(weight.device, weight.dtype))
+        out = self.model(
+            input_ids, attention_mask=attention_mask, image_features=image_features, labels=labels,
+            answer_logits_only=True,
+        )
+        return out.loss
