@@ -1,1 +1,1 @@
-"""The GIS analyst app: raster I/O, georeferencing, overlays, map, export and the Gradio UI."""
+"""The GIS analyst app: session handlers, overlays, map, export and the Gradio UI, over the earthgpt library."""
