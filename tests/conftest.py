@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser_support import CHROMIUM, LAUNCH_ARGS, ScriptedChat, free_port, unavailable
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,3 +53,39 @@ def nano_base() -> Path:
     from earthgpt.model import base_cache
 
     return base_cache.prepare_nano_base(progress=False)
+
+
+# ----------------------------------------------------------------------------- browser tests
+# The app on a free localhost port with the scripted model, and headless Chromium (browser_support.py).
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    from app.handlers import Engine
+    from app.ui import build, theme
+
+    demo = build(Engine("scripted", lambda sensor: ScriptedChat()))
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, theme=theme(),
+                        footer_links=[], share=False, quiet=True)
+    yield f"http://127.0.0.1:{port}"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        unavailable(f"{CHROMIUM} is missing (apt-get install chromium) so the browser tests cannot run")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright for Python is not installed")
+    with sync_playwright() as play:
+        chromium = play.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = os.environ.get("EARTHGPT_SCREENSHOTS")
+    return Path(folder) if folder else tmp_path

@@ -1,0 +1,71 @@
+"""What the browser tests share: the scripted model, Chromium's launch, screenshots and waits.
+
+The fixtures that use it (``server``, ``browser``, ``shots``) live in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync"]
+DETECTIONS = ("ship [120, 180, 260, 300]\nstorage tank [520, 540, 600, 620]\n"
+              "plane [640, 120, 760, 160, 740, 240, 620, 200]")
+
+class ScriptedChat:
+    """Detection prompts get :data:`DETECTIONS`, everything else a short sentence; streamed by word."""
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        self.shape = rgb.shape
+
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False):
+        answer = DETECTIONS if "Detect all objects" in text else f"A coastal scene ({len(text)} characters)."
+        pieces = [word + " " for word in answer.split(" ")]
+        pieces[-1] = pieces[-1].rstrip()
+        return iter(pieces) if stream else "".join(pieces)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the browser tests, or fail them where they must run (``EARTHGPT_REQUIRE_BROWSER=1``)."""
+    if os.environ.get("EARTHGPT_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason}; EARTHGPT_REQUIRE_BROWSER=1 says the browser tests must run", pytrace=False)
+    pytest.skip(reason)
+
+
+def shot(page: object, path: Path) -> None:
+    """A screenshot squeezed to a 128-colour PNG (docs images stay small)."""
+    from PIL import Image
+
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(300)
+    image = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert("RGB")
+    image.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+def wait_status(page: object, prefix: str, timeout: int = 30000) -> None:
+    page.wait_for_function(
+        "p => { const t = document.querySelector('#status textarea'); return t && t.value.startsWith(p); }",
+        arg=prefix, timeout=timeout)
+
+
+def open_page(browser: object, server: str, outside: list[str]) -> object:
+    page = browser.new_page(viewport={"width": 1440, "height": 1150})
+    page.on("request", lambda r: outside.append(r.url)
+            if not r.url.startswith((server, "data:", "blob:", "about:")) else None)
+    page.goto(server, wait_until="load")
+    page.wait_for_selector("#open-demo", timeout=60000)
+    return page
