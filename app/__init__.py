@@ -1,1 +1,1 @@
-"""The GIS analyst app: session handlers, overlays, map, export and the Gradio UI, over the earthgpt library."""
+"""The GIS analyst app: session handlers, overlays, map, export and the Gradio UI over the library."""

@@ -55,7 +55,8 @@ def test_difficult_objects_are_ignored() -> None:
     ]
     preds = [Detection("ship", HBB(0, 50, 10, 60), 0.9), Detection("ship", HBB(20, 50, 30, 60), 0.8)]
     result = detection_metrics([preds + FOUR_PREDICTIONS], [ships + THREE_CARS])
-    assert result["per_class"]["ship"] == {"ap": 1.0, "precision": 1.0, "recall": 1.0, "n_gt": 1, "n_pred": 2}
+    assert result["per_class"]["ship"] == {"ap": 1.0, "ap_voc07": 1.0, "precision": 1.0, "recall": 1.0,
+                                           "n_gt": 1, "n_pred": 2}
     assert result["map"] == pytest.approx((1.0 + 5 / 9) / 2)
 
 
@@ -162,3 +163,25 @@ def test_obb_map_equals_hbb_map_on_hbb_shaped_boxes(interpolation: str) -> None:
     assert obb["map"] == pytest.approx(hbb["map"], abs=1e-9)
     for name, values in hbb["per_class"].items():
         assert obb["per_class"][name]["ap"] == pytest.approx(values["ap"], abs=1e-9)
+
+
+def _devkit_voc07_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """The DOTA devkit's ``voc_ap(rec, prec, use_07_metric=True)``, written out as it is there."""
+    ap = 0.0
+    for t in np.arange(0.0, 1.1, 0.1):
+        p = 0.0 if np.sum(recall >= t) == 0 else float(np.max(precision[recall >= t]))
+        ap += p / 11.0
+    return ap
+
+
+def test_voc07_eleven_point_ap_matches_the_dota_devkit() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        n = int(rng.integers(1, 30))
+        recall = np.sort(rng.uniform(0, 1, n))
+        precision = rng.uniform(0, 1, n)
+        expected = _devkit_voc07_ap(recall, precision)
+        assert average_precision(recall, precision, "voc07") == pytest.approx(expected)
+    result = detection_metrics([FOUR_PREDICTIONS], [THREE_CARS])
+    assert result["map_voc07"] == pytest.approx(result["per_class"]["car"]["ap_voc07"])
+    assert result["interpolation"] == "voc"

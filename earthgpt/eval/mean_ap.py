@@ -18,7 +18,9 @@ Definitions (one class at a time, over all images of the evaluated set):
   ``AP = Σ_i (r_i − r_{i−1}) · p_interp(r_i)`` over the recall levels of the curve.
   ``interpolation="coco101"`` instead averages ``p_interp`` at the 101 recall levels 0, 0.01, …, 1
   (the first curve point with recall ≥ the level; 0 beyond the last recall), which is what
-  pycocotools' COCOeval reports at IoU 0.5 (tests cross-check the two).
+  pycocotools' COCOeval reports at IoU 0.5 (tests cross-check the two). ``"voc07"`` averages it
+  at the 11 levels 0, 0.1, …, 1 (VOC2007's 11-point AP, the DOTA devkit's default report); every
+  result also carries it as ``map_voc07`` / ``ap_voc07`` beside the chosen interpolation.
 - **mAP** is the mean AP over the classes that have at least one non-difficult ground-truth box.
   Predicted labels that match no such class are counted in ``unmatched_labels`` and otherwise
   ignored. Labels are compared by :func:`~earthgpt.eval.normalize.answer_key`
@@ -36,8 +38,8 @@ import numpy as np
 from earthgpt.eval.normalize import answer_key, normalize_answer
 from earthgpt.geometry import Box, Detection, iou_matrix
 
-Interpolation = Literal["voc", "coco101"]
-INTERPOLATIONS = ("voc", "coco101")
+Interpolation = Literal["voc", "voc07", "coco101"]
+INTERPOLATIONS = ("voc", "voc07", "coco101")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ def average_precision(
 ) -> float:
     """AP of a precision/recall curve given as points in order of decreasing score threshold.
 
-    ``"voc"``: all-point interpolated area; ``"coco101"``: mean of the interpolated precision at
+    ``"voc"``: all-point interpolated area; ``"voc07"``: mean of the interpolated precision at the
+    11 recall levels 0, 0.1, …, 1 (VOC2007, the DOTA devkit's default); ``"coco101"``: the same at
     101 recall levels (definitions in the module doc). An empty curve gives 0.
     """
     recall = np.asarray(recall, dtype=float)
@@ -64,8 +67,8 @@ def average_precision(
     if recall.size == 0:
         return 0.0
     envelope = np.maximum.accumulate(precision[::-1])[::-1]
-    if interpolation == "coco101":
-        levels = np.linspace(0.0, 1.0, 101)
+    if interpolation in ("voc07", "coco101"):
+        levels = np.linspace(0.0, 1.0, 11 if interpolation == "voc07" else 101)
         index = np.searchsorted(recall, levels, side="left")
         padded = np.append(envelope, 0.0)
         return float(np.mean(padded[index]))
@@ -135,7 +138,8 @@ def detection_metrics(
     """Per-class AP and mAP over a set of images (definitions in the module doc).
 
     ``predictions[i]`` and ``ground_truths[i]`` belong to image ``i``. Returns
-    ``{"map", "per_class": {name: {"ap", "precision", "recall", "n_gt", "n_pred"}},
+    ``{"map", "map_voc07", "per_class": {name: {"ap", "ap_voc07", "precision", "recall", "n_gt",
+    "n_pred"}},
     "unmatched_labels", "n_images", "iou_threshold", "interpolation"}``; ``precision`` and
     ``recall`` are taken with every prediction kept; ``map`` is ``nan`` with no positives.
     """
@@ -154,6 +158,7 @@ def detection_metrics(
         recall, precision = pr_curve(scores, flags, n_pos)
         per_class[names[key]] = {
             "ap": average_precision(recall, precision, interpolation),
+            "ap_voc07": average_precision(recall, precision, "voc07"),
             "precision": float(precision[-1]) if precision.size else 0.0,
             "recall": float(recall[-1]) if recall.size else 0.0,
             "n_gt": n_pos,
@@ -161,8 +166,10 @@ def detection_metrics(
         }
     unmatched = sum(answer_key(d.label) not in names for dets in predictions for d in dets)
     aps = [c["ap"] for c in per_class.values()]
+    aps07 = [c["ap_voc07"] for c in per_class.values()]
     return {
         "map": float(np.mean(aps)) if aps else float("nan"),
+        "map_voc07": float(np.mean(aps07)) if aps07 else float("nan"),
         "per_class": per_class,
         "unmatched_labels": unmatched,
         "n_images": len(ground_truths),

@@ -17,8 +17,8 @@ HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy",),
     "caption": ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider"),
     "vqa": ("accuracy", "average_accuracy"),
-    "detection_hbb": ("map",),
-    "detection_obb": ("map",),
+    "detection_hbb": ("map", "map_voc07"),
+    "detection_obb": ("map", "map_voc07"),
     "grounding": ("acc@0.5", "mean_iou"),
     "region_caption": ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider"),
 }
