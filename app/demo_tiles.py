@@ -3,9 +3,12 @@ sources and licences)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.handlers import load_image
+from app.session_io import Session
 from earthgpt.sensors import Sensor
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo"
@@ -31,3 +34,10 @@ def demo_tiles() -> dict[str, DemoTile]:
         "infrared-hituav": DemoTile((DEMO_DIR / "hit_uav_0_100_70_0_08234.jpg",), Sensor.infrared,
                                     "HIT-UAV thermal drone frame, 640×512, not georeferenced"),
     }
+
+
+def open_demo(session: Session, tile: DemoTile) -> Session:
+    """Open a demo tile with its sensor. The info says the tile set it: the sensor picker, which
+    applies to the analyst's own files, stays as the analyst left it (``auto``: detected)."""
+    opened = load_image(session, tile.paths[0], sensor=tile.sensor.value)
+    return dataclasses.replace(opened, sensor_reason="set by the demo tile")

@@ -1,9 +1,11 @@
 """Export a session's detections: GeoJSON (RFC 7946, lon/lat) and GeoPackage (the raster's CRS).
 
 Each feature carries ``class``, ``score`` (where the model gave one), ``box`` (hbb/obb),
-``angle``, the ``prompt`` and chat ``turn`` it came from (no turn for a whole-scene run), the
-``model`` name and the ``source`` image. An image without georeferencing exports in pixel space,
-and the returned note (and the GeoJSON's ``note`` member) says so.
+``angle``, the ``source`` image and its provenance and review (:func:`provenance_properties`:
+model or analyst, the model's name, the chat turn and prompt, pending or accepted). An image
+without georeferencing exports in pixel space, and the returned note (and the GeoJSON's ``note``
+member) says so. A detection that cannot be written (a box that is not usable, e.g. from an old
+session file, or one that does not land on the map) is left out and the note says so.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from app.session_io import Session
+from app.annotations import ANALYST, description
+from app.session_io import Found, Session, found_model
 from earthgpt.box_spaces import raster_to_lonlat, raster_to_map
 from earthgpt.geometry import Detection
-from earthgpt.vector_export import PIXEL_SPACE_NOTE, feature_collection, write_gpkg
+from earthgpt.vector_export import PIXEL_SPACE_NOTE, Skipped, feature_collection, skipped_note, write_gpkg
 
 
 def _records(session: Session, model_name: str) -> tuple[list[Detection], list[dict[str, Any]]]:
@@ -24,17 +27,38 @@ def _records(session: Session, model_name: str) -> tuple[list[Detection], list[d
     dets, props = [], []
     for item in session.found:
         dets.append(item.detection)
-        props.append({"prompt": item.prompt, "turn": item.turn, "source_kind": item.source,
-                      "model": model_name, "source": source})
+        props.append(provenance_properties(session, item, model_name) | {"source": source})
     return dets, props
 
 
-def _note(session: Session) -> str:
-    count = len(session.found)
+def provenance_properties(session: Session, item: Found, model_name: str) -> dict[str, Any]:
+    """Where a feature came from and how far it was reviewed: ``source_kind`` (``model`` or
+    ``analyst``), ``origin`` (``chat``, ``scene`` or ``analyst``), ``model`` and chat ``turn`` (none
+    for the analyst's boxes and whole-scene runs), the ``prompt``, the review ``status``
+    (``pending`` / ``accepted``), ``edited`` (1 when the analyst moved or relabelled a model's box)
+    and the analyst's ``description``."""
+    return {"prompt": item.prompt, "turn": item.turn,
+            "source_kind": "analyst" if item.source == ANALYST else "model", "origin": item.source,
+            "model": found_model(item, model_name), "status": item.status, "edited": int(item.edited),
+            "description": description(session, item)}
+
+
+def _note(session: Session, skipped: list[Skipped]) -> str:
+    """What was written, what was left out and, without georeferencing, that it is in pixels.
+    Raises ValueError when every detection was left out (nothing worth a file)."""
+    count = len(session.found) - len(skipped)
+    if not count:
+        raise ValueError(f"nothing to export: {skipped_note(skipped)}")
+    note = " ".join(filter(None, [f"{count} detection{'s' if count != 1 else ''} exported.",
+                                  skipped_note(skipped)]))
     info = session.info
     if info is not None and raster_to_map(info.transform, info.crs, info.gcps, info.gcps_crs) is not None:
-        return f"{count} detections exported."
-    return f"{count} detections exported. {PIXEL_SPACE_NOTE}"
+        return note
+    return f"{note} {PIXEL_SPACE_NOTE}"
+
+
+def _raster_size(session: Session) -> tuple[int, int] | None:
+    return (session.info.width, session.info.height) if session.info is not None else None
 
 
 def _stem(session: Session) -> str:
@@ -51,21 +75,24 @@ def _check(session: Session) -> None:
 
 def session_geojson(session: Session, model_name: str, *, pixel_space: bool = False) -> dict[str, Any]:
     """The session's detections as a GeoJSON FeatureCollection: lon/lat when the image is
-    georeferenced, else (or with ``pixel_space``) full-raster pixels with a note."""
+    georeferenced, else (or with ``pixel_space``) full-raster pixels with a note. Detections that
+    cannot be placed are listed in its ``skipped`` member instead."""
     dets, props = _records(session, model_name)
     info = session.info
     to_lonlat = None
     if info is not None and not pixel_space:
         to_lonlat = raster_to_lonlat(info.transform, info.crs, info.gcps, info.gcps_crs)
-    return feature_collection(dets, props, to_lonlat=to_lonlat)
+    return feature_collection(dets, props, to_lonlat=to_lonlat, raster_size=_raster_size(session))
 
 
 def export_geojson(session: Session, out_dir: str | Path, model_name: str) -> tuple[Path, str]:
     """Write ``<image>_detections.geojson`` into ``out_dir``; returns the path and a note for the user."""
     _check(session)
+    collection = session_geojson(session, model_name)
+    note = _note(session, collection.get("skipped", []))
     path = Path(out_dir) / f"{_stem(session)}_detections.geojson"
-    path.write_text(json.dumps(session_geojson(session, model_name)), encoding="utf-8")
-    return path, _note(session)
+    path.write_text(json.dumps(collection), encoding="utf-8")
+    return path, note
 
 
 def export_gpkg(session: Session, out_dir: str | Path, model_name: str) -> tuple[Path, str]:
@@ -77,5 +104,9 @@ def export_gpkg(session: Session, out_dir: str | Path, model_name: str) -> tuple
     info = session.info
     mapped = raster_to_map(info.transform, info.crs, info.gcps, info.gcps_crs)
     to_map, crs = mapped if mapped else (None, None)
-    write_gpkg(str(path), dets, props, to_map=to_map, crs=crs)
-    return path, _note(session)
+    skipped = write_gpkg(str(path), dets, props, to_map=to_map, crs=crs, raster_size=_raster_size(session))
+    try:
+        return path, _note(session, skipped)
+    except ValueError:
+        path.unlink(missing_ok=True)
+        raise

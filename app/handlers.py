@@ -20,13 +20,14 @@ from rasterio.windows import Window
 from app.session_io import Found, Session, Turn
 from app.session_io import Window as WindowTuple
 from earthgpt import raster
+from earthgpt.box_checks import box_problem
 from earthgpt.box_spaces import grid_to_raster, image_to_raster, raster_to_grid, raster_to_lonlat
 from earthgpt.geometry import HBB, box_kind
 from earthgpt.raster import Tile
-from earthgpt.scene_detection import tile_to_raster
+from earthgpt.scene_detection import detection_stop_rule, tile_to_raster
 from earthgpt.sensors import Sensor, colormap_display
 from earthgpt.tasks import Task, instruction
-from earthgpt.textbox import parse_box, parse_detections
+from earthgpt.textbox import InvalidBox, parse_detections, read_box
 
 VIEW_SIZE = 1024
 """Longest side, in pixels, of the window image shown and given to the model."""
@@ -36,7 +37,10 @@ DEFAULT_WINDOW = 1024
 
 
 BOX_TASKS = (Task.detection_hbb, Task.detection_obb, Task.grounding)
-"""Tasks whose answers are boxes; malformed box lines are reported only for these."""
+"""Tasks whose answers are boxes: malformed box lines are reported only for these, and their
+answers stop early when the model repeats itself (:func:`earthgpt.scene_detection.detection_stop_rule`)."""
+MODEL_ERROR = "[model error:"
+"""Marks the end of an answer a model error cut short."""
 
 
 class UserError(ValueError):
@@ -48,7 +52,10 @@ class ChatLike(Protocol):
 
     def set_image(self, rgb: np.ndarray) -> None: ...
 
-    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False) -> Any: ...
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, stop_rule: Any = None
+            ) -> Any: ...
+
+    def restore(self, exchanges: list[tuple[str, str]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -157,8 +164,12 @@ def require_image(session: Session) -> raster.RasterInfo:
     return session.info
 
 
-def draw_region(session: Session, boxes: list[dict[str, Any]] | None) -> Session:
-    """The analyst's box drawn on the window image (annotator boxes, display pixels) becomes the region."""
+def draw_region(
+    session: Session, boxes: list[dict[str, Any]] | None, shown: tuple[int, int] | None = None
+) -> Session:
+    """The analyst's box drawn on the window image becomes the region: the last of ``boxes``
+    (annotator boxes, in pixels of the image shown, ``shown = (width, height)``; default the
+    window image itself, e.g. enlarged for display by :func:`app.overlay.session_view`)."""
     require_image(session)
     if not boxes:
         return dataclasses.replace(session, region=None)
@@ -167,15 +178,20 @@ def draw_region(session: Session, boxes: list[dict[str, Any]] | None) -> Session
     y1, y2 = sorted((float(last["ymin"]), float(last["ymax"])))
     if x2 - x1 < 1 or y2 - y1 < 1:
         raise _fail("the drawn box is empty: drag to draw a box with some width and height")
-    region = image_to_raster(HBB(x1, y1, x2, y2), Tile(*session.window), session.scale)
+    window = Tile(*session.window)
+    scale = (window.width / shown[0], window.height / shown[1]) if shown else session.scale
+    region = image_to_raster(HBB(x1, y1, x2, y2), window, scale)
     return dataclasses.replace(session, region=region)
 
 
 def type_region(session: Session, text: str) -> Session:
     """A region typed on the window's 0–1000 grid, ``[x1, y1, x2, y2]``."""
     require_image(session)
-    box = parse_box(text or "")
-    if not isinstance(box, HBB) or box.width <= 0 or box.height <= 0:
+    box = read_box(text or "")
+    if isinstance(box, InvalidBox):
+        raise _fail(f"the box {box.text} is not usable ({box.reason}): expected a box on the 0–1000 grid "
+                    "like [120, 80, 460, 390]")
+    if not isinstance(box, HBB):
         raise _fail(f"expected a box on the 0–1000 grid like [120, 80, 460, 390]; got {text!r}")
     return dataclasses.replace(session, region=grid_to_raster(box, Tile(*session.window)))
 
@@ -208,10 +224,26 @@ def build_prompt(session: Session, task: str, text: str = "", classes: str = "")
 
 
 def _ensure_chat(session: Session, engine: Engine) -> Any:
+    """The session's chat with the model; a new one (after a new window, a reopen, a model error)
+    gets the earlier exchanges about this window back (:func:`conversation_so_far`)."""
     if session.chat is None:
         session.chat = engine.new_chat(Sensor(session.sensor) if session.sensor else None)
         session.chat.set_image(session.model_image)
+        earlier = conversation_so_far(session.turns[:-1], session.window)
+        if earlier:
+            session.chat.restore(earlier)
     return session.chat
+
+
+def conversation_so_far(turns: list[Turn], window: WindowTuple | None) -> list[tuple[str, str]]:
+    """The exchanges, ``(prompt, answer)``, a chat about ``window`` continues: the last turns about
+    that window (since the analyst last came to it), leaving out answers a model error cut short."""
+    tail: list[Turn] = []
+    for turn in reversed(turns):
+        if turn.window != window:
+            break
+        tail.append(turn)
+    return [(t.prompt, t.answer) for t in reversed(tail) if MODEL_ERROR not in t.answer]
 
 
 def ask(session: Session, engine: Engine, prompt: str, task: str = "ask") -> Iterator[Session]:
@@ -229,12 +261,13 @@ def ask(session: Session, engine: Engine, prompt: str, task: str = "ask") -> Ite
     answer = ""
     try:
         chat = _ensure_chat(session, engine)
-        for piece in chat.ask(turn.prompt, max_new_tokens=engine.max_new_tokens, stream=True):
+        stop = {"stop_rule": detection_stop_rule()} if task in BOX_TASKS else {}
+        for piece in chat.ask(turn.prompt, max_new_tokens=engine.max_new_tokens, stream=True, **stop):
             answer += piece
             session = dataclasses.replace(session, turns=[*earlier, dataclasses.replace(turn, answer=answer)])
             yield session
     except Exception as err:  # the model failing must not lose the session
-        answer += f"\n[model error: {type(err).__name__}: {err}]"
+        answer += f"\n{MODEL_ERROR} {type(err).__name__}: {err}]"
         session.chat = None
     parsed = parse_detections(answer)
     done = dataclasses.replace(turn, answer=answer, skipped=parsed.skipped)
@@ -258,19 +291,10 @@ def set_layers(session: Session, layers: list[str] | tuple[str, ...]) -> Session
 
 
 def clear_detections(session: Session) -> Session:
-    """Forget all detections (the conversation stays)."""
-    return dataclasses.replace(session, found=[])
-
-
-def reopen(saved: Session) -> Session:
-    """A session read by :func:`app.session_io.read_session` with its image read again."""
-    if not saved.path or not Path(saved.path).is_file():
-        raise _fail(f"the session's image is no longer at {saved.path!r}: it cannot be reopened")
-    session = load_image(Session(layers=saved.layers), saved.path, sensor=saved.sensor, bands=saved.bands,
-                         name=saved.name)
-    if saved.window:
-        session = set_window(session, *saved.window)
-    return dataclasses.replace(session, turns=list(saved.turns), found=list(saved.found), region=saved.region)
+    """Forget the model's detections the analyst has not accepted; accepted boxes and the analyst's
+    own stay (reviewed work is never thrown away by this button), and so does the conversation."""
+    kept = [f for f in session.found if f.status == "accepted" or f.source == "analyst"]
+    return dataclasses.replace(session, found=kept)
 
 
 # ----------------------------------------------------------------------------- what the UI shows
@@ -310,17 +334,22 @@ def parsed_markdown(session: Session) -> str:
     lines = [f"**Turn {number}** · task `{turn.task}` · window {_window_text(turn.window)}",
              "", "Raw model text:", "```text", turn.answer, "```"]
     boxy = turn.task in BOX_TASKS
+    invalid = invalid_markdown(turn.answer)
     if not mine:
         skipped = f" {turn.skipped} line(s) that looked like boxes could not be parsed." if boxy else ""
-        lines.append(("No boxes parsed." + skipped) if boxy or turn.task == "ask" else "")
-        return "\n".join(lines)
+        none = "No usable boxes." if invalid else "No boxes parsed."
+        lines.append((none + skipped) if boxy or turn.task == "ask" or invalid else "")
+        return "\n".join(lines + invalid)
     info = session.info
     to_lonlat = raster_to_lonlat(info.transform, info.crs, info.gcps, info.gcps_crs) if info else None
+    size = (info.width, info.height) if info else None
     lines += ["", "| class | kind | full-raster pixels | centre lon, lat |", "|---|---|---|---|"]
     for item in mine:
         box = item.detection.box
         centre = "not georeferenced"
-        if to_lonlat is not None:
+        if (problem := box_problem(box, size)) is not None:  # e.g. from a session saved before the check
+            centre = f"⚠ invalid: {problem}"
+        elif to_lonlat is not None:
             try:
                 lon, lat = to_lonlat([box.center])[0]
                 centre = f"{lon:.6f}, {lat:.6f}"
@@ -329,7 +358,19 @@ def parsed_markdown(session: Session) -> str:
         lines.append(f"| {item.detection.label} | {box_kind(box)} | {_box_text(box)} | {centre} |")
     if turn.skipped:
         lines.append(f"\n{turn.skipped} line(s) that looked like boxes could not be parsed.")
-    return "\n".join(lines)
+    return "\n".join(lines + invalid)
+
+
+def invalid_markdown(answer: str) -> list[str]:
+    """Markdown lines listing the boxes of ``answer`` that are not usable, each with its reason
+    (:attr:`earthgpt.textbox.ParseResult.invalid`); none when all are usable."""
+    invalid = parse_detections(answer).invalid
+    if not invalid:
+        return []
+    heading = f"**{len(invalid)} invalid box{'es' if len(invalid) != 1 else ''}**"
+    lines = ["", f"{heading} (not drawn, mapped or exported):", "",
+             "| class | box as written (0–1000 grid) | invalid because |", "|---|---|---|"]
+    return lines + [f"| {bad.label or '—'} | `{bad.text}` | ⚠ {bad.reason} |" for bad in invalid]
 
 
 def info_markdown(session: Session) -> str:
@@ -351,33 +392,16 @@ def info_markdown(session: Session) -> str:
 
 
 def export_file(session: Session, out_dir: str | Path, model_name: str, kind: str) -> tuple[Path, str]:
-    """Write the detections as ``geojson`` or ``gpkg`` into ``out_dir``; returns path and a note."""
+    """Write the detections as ``geojson`` or ``gpkg``, or the reviewed boxes as ``mmrs`` training
+    records (a zip, :mod:`app.mmrs_export`), into ``out_dir``; returns path and a note."""
     from app.export import export_geojson, export_gpkg
+    from app.mmrs_export import export_mmrs
 
-    writers = {"geojson": export_geojson, "gpkg": export_gpkg}
+    writers = {"geojson": export_geojson, "gpkg": export_gpkg, "mmrs": export_mmrs}
     if kind not in writers:
-        raise _fail(f"export format must be geojson or gpkg, got {kind!r}")
+        raise _fail(f"export format must be geojson, gpkg or mmrs, got {kind!r}")
     try:
         return writers[kind](session, out_dir, model_name)
     except ValueError as err:
         raise _fail(str(err)) from err
 
-
-def save_session_file(session: Session, out_dir: str | Path, model_name: str) -> Path:
-    """Save the session (image reference, conversation, detections) as one JSON file in ``out_dir``."""
-    from app.session_io import save_session
-
-    require_image(session)
-    return save_session(session, Path(out_dir) / f"{Path(session.name).stem or 'session'}.session.json",
-                        model_name)
-
-
-def open_session_file(path: str | Path) -> Session:
-    """Reopen a saved session: read the file, then the image it refers to."""
-    from app.session_io import read_session
-
-    try:
-        saved = read_session(path)
-    except ValueError as err:
-        raise _fail(str(err)) from err
-    return reopen(saved)

@@ -13,12 +13,19 @@ The page fits the map to the image only once its frame has a size. The ``<iframe
 when the map script runs: Chromium lays a sandboxed frame out in its own process and tells it its
 size later, and a frame in a hidden tab has none until the tab is shown. Leaflet fitted at 0×0
 picks zoom 0, where the scene is a pixel and every box a degenerate path.
+
+Each map has a "Draw a region" button (``assets/web/map_region.js``): the box dragged on the map is
+posted to the app page (``window.parent``), where :func:`app.map_region.region_from_map` turns it
+into the analyst's region. :func:`map_key` says what a map shows, so the app redraws it only when
+that changes.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
+import json
 import re
 from functools import cache
 from pathlib import Path
@@ -28,9 +35,11 @@ import numpy as np
 
 from app.export import session_geojson
 from app.overlay import hex_colour
+from app.page import map_region_script
 from app.session_io import Session
 from earthgpt.box_spaces import placed_by_affine
 from earthgpt.raster import RasterInfo
+from earthgpt.vector_export import skipped_note
 
 LEAFLET_DIR = Path(__file__).resolve().parents[1] / "assets" / "leaflet"
 MAP_HEIGHT = 560
@@ -51,6 +60,12 @@ FIT_WHEN_SIZED = """
 {% endmacro %}
 """
 """folium's ``fitBounds`` script, run now when the map has a size, else at its first non-zero size."""
+DRAW_REGION = """
+{% macro script(this, kwargs) %}
+    earthgptRegionDraw({{ this._parent.get_name() }});
+{% endmacro %}
+"""
+"""Adds the "Draw a region" button (``map_region.js``) to the map."""
 
 
 @cache
@@ -71,14 +86,24 @@ def _offline_map(**kwargs: Any) -> Any:
     import folium
     from branca.element import Element
 
-    fmap = folium.Map(**kwargs)
+    fmap = folium.Map(zoom_snap=0.25, **kwargs)  # quarter zoom steps: the image fills the frame
     fmap.default_js = []  # instance attributes: folium's class-level CDN lists stay untouched
     fmap.default_css = []
     js, css = leaflet_assets()
     header = fmap.get_root().header
     header.add_child(Element(f"<style>{css}</style>"), name="leaflet_css")
     header.add_child(Element(f"<script>{js}</script>"), name="leaflet")
+    header.add_child(Element(f"<script>{map_region_script()}</script>"), name="earthgpt_region")
     return fmap
+
+
+def _add_region_drawing(fmap: Any) -> None:
+    from branca.element import MacroElement
+    from folium.template import Template
+
+    draw = MacroElement()
+    draw._template = Template(DRAW_REGION)
+    draw.add_to(fmap)
 
 
 def _style(feature: dict[str, Any]) -> dict[str, Any]:
@@ -148,6 +173,7 @@ def build_map(
         _detections_layer(_flip_y(detections)).add_to(fmap)
     folium.LayerControl(collapsed=False).add_to(fmap)
     _fit_when_sized(fmap, bounds)
+    _add_region_drawing(fmap)
     return fmap.get_root().render()
 
 
@@ -183,6 +209,16 @@ def on_globe(info: RasterInfo) -> bool:
     return placed_by_affine(info.transform, info.crs)
 
 
+def map_key(session: Session, model_name: str = "", basemap: bool = False) -> str:
+    """A digest of what :func:`session_map` draws (image, its display, detections, basemap): the
+    map needs redrawing exactly when it changes. ``""`` when no image is loaded."""
+    if session.info is None or session.overview is None:
+        return ""
+    on_map = session_geojson(session, model_name, pixel_space=not on_globe(session.info))
+    shown = [session.path, session.sensor, session.bands, basemap, on_map]
+    return hashlib.sha256(json.dumps(shown, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def session_map(session: Session, model_name: str = "", basemap: bool = False) -> str:
     """The map tab's HTML (an iframe) for a session; a hint when no image is loaded."""
     if session.info is None or session.overview is None:
@@ -196,6 +232,12 @@ def session_map(session: Session, model_name: str = "", basemap: bool = False) -
 
         sx, sy = session.overview_scale
         transform = Affine(*info.transform[:6]) @ Affine.scale(sx, sy)
-        page = build_map(session.overview, session_geojson(session, model_name), transform=transform,
-                         crs=info.crs, basemap=basemap)
-    return map_iframe(page)
+        collection = session_geojson(session, model_name)
+        page = build_map(session.overview, collection, transform=transform, crs=info.crs, basemap=basemap)
+    return map_iframe(page) + _skipped_html(collection)
+
+
+def _skipped_html(collection: dict[str, Any]) -> str:
+    """A line under the map naming the detections it could not draw (``""`` when it drew them all)."""
+    note = skipped_note(collection.get("skipped", []))
+    return f'<p class="map-note">⚠ Not on the map: {html.escape(note)}</p>' if note else ""

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from app.session_io import Session
+from earthgpt.box_checks import box_problem
 from earthgpt.box_spaces import raster_to_image
 from earthgpt.geometry import HBB, Detection, box_corners, box_kind
 from earthgpt.raster import Tile
@@ -65,6 +66,7 @@ def draw_overlays(
 
     ``image`` shows ``window`` of the raster (resampled to its own size); ``detections`` and
     ``region`` are in full-raster pixels; ``layers`` names which of :data:`LAYERS` to draw.
+    Boxes that are not usable (:func:`earthgpt.box_checks.box_problem`) are not drawn.
     Returns a new uint8 H×W×3 array; the input is not changed.
     """
     canvas = Image.fromarray(np.ascontiguousarray(image[..., :3]).astype(np.uint8))
@@ -74,7 +76,7 @@ def draw_overlays(
     shown = set(layers)
     size = canvas.size
     for det in detections:
-        if box_kind(det.box).upper() not in shown:
+        if box_kind(det.box).upper() not in shown or box_problem(det.box, None) is not None:
             continue
         colour = class_colour(det.label)
         corners = box_corners(raster_to_image(det.box, window, size))
@@ -90,11 +92,22 @@ def draw_overlays(
     return np.asarray(canvas)
 
 
-def session_view(session: Session) -> np.ndarray | None:
-    """The current window with the session's detections and region drawn, for the annotator."""
+def display_factor(size: tuple[int, int], min_side: int) -> int:
+    """The whole number a ``(width, height)`` image is enlarged by for display, so a small tile
+    reaches about ``min_side`` pixels on its longest side (1: shown as it is)."""
+    return max(1, min_side // max(1, *size)) if min_side > 0 else 1
+
+
+def session_view(session: Session, min_side: int = 0) -> np.ndarray | None:
+    """The current window with the session's detections and region drawn, for the annotator.
+
+    A window image smaller than ``min_side`` pixels is first enlarged by :func:`display_factor`
+    (each pixel a square block), so boxes and lines are drawn at the size they are seen."""
     if session.view is None or session.window is None:
         return None
-    return draw_overlays(session.view, [f.detection for f in session.found], Tile(*session.window),
+    factor = display_factor((session.view.shape[1], session.view.shape[0]), min_side)
+    view = session.view.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else session.view
+    return draw_overlays(view, [f.detection for f in session.found], Tile(*session.window),
                          layers=session.layers, region=session.region)
 
 

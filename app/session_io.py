@@ -4,11 +4,14 @@ its JSON form for *save* and *reopen*.
 A :class:`Session` lives in a per-browser-tab ``gr.State``; nothing here is module-global. Boxes
 are kept in **full-raster pixels** (x = column, y = row, pixel corners at integers), so they stay
 right whichever window the analyst looks at next. The saved file holds a *reference* to the image
-(its path), not the pixels: reopening reads the image again from there.
+(its path, size and sha256), not the pixels: reopening reads the image again from there, or from
+the copy :mod:`app.image_store` kept when the session was saved.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,14 +41,32 @@ class Turn:
     """Lines of the answer that looked like boxes but could not be parsed."""
 
 
+SOURCES = ("chat", "scene", "analyst")
+"""Where a detection came from: a chat turn, a whole-scene run (both the model's), or the analyst."""
+STATUSES = ("pending", "accepted")
+"""A detection's review status: the model's start ``pending``; the analyst accepts (or deletes) them."""
+
+
 @dataclass
 class Found:
-    """A detection in full-raster pixels and where it came from (a chat turn or a whole-scene run)."""
+    """A detection in full-raster pixels, where it came from and how far the analyst reviewed it.
+
+    ``source`` is one of :data:`SOURCES`; ``turn`` the chat turn (1-based) of a chat detection;
+    ``model`` the model that made it (empty for the analyst's own boxes); ``status`` one of
+    :data:`STATUSES`; ``edited`` says the analyst moved or relabelled a model's box; ``note`` is a
+    description (a referring expression or region caption) for grounding and region-caption
+    training records; ``window`` the window an analyst's box was drawn in.
+    """
 
     detection: Detection
     prompt: str
     turn: int | None = None
     source: str = "chat"
+    status: str = "pending"
+    model: str = ""
+    edited: bool = False
+    note: str = ""
+    window: Window | None = None
 
 
 @dataclass
@@ -62,6 +83,10 @@ class Session:
     region: HBB | None = None
     turns: list[Turn] = field(default_factory=list)
     found: list[Found] = field(default_factory=list)
+    image_size: int | None = None
+    """The image file's size in bytes and sha256, as saved (:mod:`app.image_store`): how a reopen
+    knows the file it finds is the session's image."""
+    image_sha256: str | None = None
     layers: tuple[str, ...] = ("HBB", "OBB", "Labels", "Region")
     info: Any = None
     overview: np.ndarray | None = None
@@ -94,15 +119,36 @@ def box_from_json(data: dict[str, Any]) -> Box:
     raise ValueError(f"expected a box of kind 'hbb' or 'obb', got {kind!r}")
 
 
-def _found_to_json(item: Found) -> dict[str, Any]:
+def found_model(item: Found, model_name: str) -> str:
+    """The model that made ``item``: its own record, else ``model_name`` (the app's model) for a
+    model's detection; empty for the analyst's boxes."""
+    return "" if item.source == "analyst" else (item.model or model_name)
+
+
+def _found_to_json(item: Found, model_name: str = "") -> dict[str, Any]:
     det = item.detection
     return {"label": det.label, "box": box_to_json(det.box), "score": det.score,
-            "prompt": item.prompt, "turn": item.turn, "source": item.source}
+            "prompt": item.prompt, "turn": item.turn, "source": item.source, "status": item.status,
+            "model": found_model(item, model_name), "edited": item.edited, "note": item.note,
+            "window": list(item.window) if item.window else None}
 
 
-def _found_from_json(data: dict[str, Any]) -> Found:
+def _found_from_json(data: dict[str, Any], model_name: str = "") -> Found:
+    """A detection of a session file; files older than the review fields give a pending detection
+    of the file's model."""
     det = Detection(str(data["label"]), box_from_json(data["box"]), data.get("score"))
-    return Found(det, str(data.get("prompt", "")), data.get("turn"), str(data.get("source", "chat")))
+    source, status = str(data.get("source", "chat")), str(data.get("status") or "pending")
+    if source not in SOURCES:
+        raise ValueError(f"'source' must be one of {', '.join(SOURCES)}, got {source!r}")
+    if status not in STATUSES:
+        raise ValueError(f"'status' must be one of {', '.join(STATUSES)}, got {status!r}")
+    window = data.get("window")
+    if window is not None and (not isinstance(window, list) or len(window) != 4):
+        raise ValueError(f"'window' must be 4 numbers [col_off, row_off, width, height], got {window!r}")
+    item = Found(det, str(data.get("prompt", "")), data.get("turn"), source, status,
+                 str(data.get("model") or ""), bool(data.get("edited", False)), str(data.get("note") or ""),
+                 tuple(int(v) for v in window) if window else None)
+    return dataclasses.replace(item, model=found_model(item, model_name))
 
 
 def _turn_to_json(turn: Turn) -> dict[str, Any]:
@@ -124,10 +170,11 @@ def session_to_json(session: Session, model_name: str = "") -> dict[str, Any]:
         "format": FORMAT, "version": VERSION, "model": model_name,
         "image": {"path": session.path, "name": session.name, "sensor": session.sensor,
                   "bands": list(session.bands) if session.bands else None,
-                  "window": list(session.window) if session.window else None},
+                  "window": list(session.window) if session.window else None,
+                  "size": session.image_size, "sha256": session.image_sha256},
         "region": box_to_json(session.region) if session.region else None,
         "turns": [_turn_to_json(t) for t in session.turns],
-        "detections": [_found_to_json(f) for f in session.found],
+        "detections": [_found_to_json(f, model_name) for f in session.found],
     }
 
 
@@ -163,9 +210,16 @@ def _image(image: dict[str, Any]) -> dict[str, Any]:
     path = image.get("path")
     if path is not None and not isinstance(path, str):
         raise ValueError(f"'path' must be a string, got {type(path).__name__}")
+    size, sha256 = image.get("size"), image.get("sha256")
+    if (size is None) != (sha256 is None) or (size is not None and not isinstance(size, int)):
+        raise ValueError(f"'size' and 'sha256' must be given together, a byte count and a hex digest; "
+                         f"got {size!r} and {sha256!r}")
+    if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64):
+        raise ValueError(f"'sha256' must be 64 hex digits, got {sha256!r}")
     return {"path": path, "name": str(image.get("name") or ""), "sensor": image.get("sensor"),
             "bands": tuple(int(b) for b in bands) if bands else None,
-            "window": tuple(int(v) for v in window) if window else None}
+            "window": tuple(int(v) for v in window) if window else None,
+            "image_size": size, "image_sha256": sha256}
 
 
 def session_from_json(data: dict[str, Any]) -> Session:
@@ -180,10 +234,11 @@ def session_from_json(data: dict[str, Any]) -> Session:
         raise ValueError(f"session file version {found!r} is not supported (expected {VERSION})")
     image = _parsed("'image'", _image, data.get("image") or {})
     region = _parsed("'region'", box_from_json, data["region"]) if data.get("region") else None
+    found_from_json = functools.partial(_found_from_json, model_name=str(data.get("model") or ""))
     return Session(
         **image, region=region if isinstance(region, HBB) else None,
         turns=[_parsed(f"turns[{i}]", _turn_from_json, t) for i, t in enumerate(_list(data, "turns"))],
-        found=[_parsed(f"detections[{i}]", _found_from_json, f)
+        found=[_parsed(f"detections[{i}]", found_from_json, f)
                for i, f in enumerate(_list(data, "detections"))],
     )
 

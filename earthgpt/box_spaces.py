@@ -193,15 +193,41 @@ def raster_to_lonlat(
     return None if mapped is None else _then_lonlat(*mapped)
 
 
+@lru_cache(maxsize=32)
+def _from_wgs84(crs_text: str) -> Any:
+    from pyproj import CRS, Transformer
+
+    return Transformer.from_crs(CRS.from_epsg(4326), CRS.from_user_input(crs_text), always_xy=True)
+
+
+def lonlat_to_raster(transform: Any, crs: Any) -> PointsFn:
+    """(lon, lat) → full-raster pixels of a raster placed by its affine (:func:`placed_by_affine`):
+    the inverse of :func:`raster_to_lonlat` (e.g. a box drawn on a web map back onto the raster)."""
+    inverse = ~_affine(transform)
+
+    def convert(points: Points) -> Points:
+        lons = np.array([p[0] for p in points], dtype=np.float64)
+        lats = np.array([p[1] for p in points], dtype=np.float64)
+        xs, ys = _from_wgs84(crs_text(crs)).transform(lons, lats)
+        cols, rows = inverse @ (np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
+        return list(zip(np.atleast_1d(cols).tolist(), np.atleast_1d(rows).tolist(), strict=True))
+
+    return convert
+
+
 def box_polygon(box: Box, to_space: PointsFn | None = None) -> shapely.Polygon:
     """A box's four corners taken through ``to_space`` (e.g. :func:`raster_to_lonlat`; None: the
     box's own space) as a valid polygon (a self-crossing ring becomes its convex hull) whose
     exterior runs counter-clockwise in that space's axes, as RFC 7946 wants in lon/lat: the one
-    ring orientation rule of every export."""
+    ring orientation rule of every export. A box that has no area there (a zero-area box, or
+    corners the mapping puts on one line) raises :class:`GeoreferenceError`; check boxes with
+    :func:`earthgpt.box_checks.box_problem` first."""
     from shapely.geometry.polygon import orient
 
     corners = box_corners(box)
     polygon = shapely.Polygon(to_space(corners) if to_space else corners)
     if not polygon.is_valid:
         polygon = shapely.make_valid(polygon).convex_hull
+    if not isinstance(polygon, shapely.Polygon) or polygon.is_empty or polygon.area <= 0:
+        raise GeoreferenceError("the box has zero area on the map")
     return orient(polygon, sign=1.0)

@@ -21,10 +21,11 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".gguf")
 # Header line of each tensor: the feature caches put the shape first; a random base's identity was
@@ -53,6 +54,8 @@ def tensors_digest(tensors: Mapping[str, torch.Tensor], header: str = SHAPE_FIRS
     """A sha256 (``hashlib`` object, to be updated further or read) over ``tensors`` sorted by name:
     for each, the ``header`` line (``SHAPE_FIRST`` or ``DTYPE_FIRST``) and its raw bytes."""
     digest = hashlib.sha256()
+    import torch  # here, not at the top: hashing files (the app's image store) needs no torch
+
     for name, tensor in sorted(tensors.items()):
         line = header.format(name=name, shape=tuple(tensor.shape), dtype=tensor.dtype)
         digest.update(f"{line}\n".encode())

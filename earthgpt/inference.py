@@ -5,6 +5,10 @@
 - :class:`ChatSession`: ``set_image`` encodes the image once; each ``ask`` renders the whole
   conversation with the LLM's chat template but feeds the model only the tokens that are not in
   the KV cache yet (the new turn), so a follow-up costs a few dozen tokens, not image + history.
+  ``restore`` gives a new session the exchanges of an earlier one (a reopened app session).
+- Stop rules (:mod:`earthgpt.answer_stream`): ``ask(..., stop_rule=repeats_a_line)`` ends an
+  answer early when it starts repeating itself (a small model's detection answers loop on one
+  box); ``finish_reason`` says why the last answer ended (``end``, ``length``, ``rule``, ``closed``).
 - :func:`load_model`: a preset name or checkpoint folder → ``(model, processor)``.
 
 No module-level state: every session owns its cache, features and random generator, so an app can
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from earthgpt.answer_stream import IncrementalDecoder, LineGate, LineRule
 from earthgpt.conversation import Conversation
 from earthgpt.processor import EarthGPTProcessor
 
@@ -165,46 +170,6 @@ def generate(
     return out
 
 
-class IncrementalDecoder:
-    """Turns a stream of token ids into text pieces, holding back incomplete multi-byte characters.
-
-    Each piece is the text that decoding the ids so far adds beyond what was already emitted; a
-    piece is emitted only when it does not end in the replacement character U+FFFD (a UTF-8
-    sequence split across tokens), so joined pieces equal the decode of all ids.
-    """
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.ids: list[int] = []
-        self._prefix = 0  # start of the window decoded for context
-        self._read = 0  # ids up to here have been emitted
-
-    def _decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
-
-    def push(self, token: int) -> str:
-        """Add one id; return the new text it completes ('' while a character is still incomplete)."""
-        self.ids.append(token)
-        before = self._decode(self.ids[self._prefix : self._read])
-        after = self._decode(self.ids[self._prefix :])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self._prefix, self._read = self._read, len(self.ids)
-            return after[len(before) :]
-        return ""
-
-    @property
-    def text(self) -> str:
-        """The decode of every id pushed so far."""
-        return self._decode(self.ids)
-
-    def flush(self) -> str:
-        """The text of ids still held back (an incomplete character at the very end)."""
-        before = self._decode(self.ids[self._prefix : self._read])
-        after = self._decode(self.ids[self._prefix :])
-        self._prefix = self._read = len(self.ids)
-        return after[len(before) :]
-
-
 # ----------------------------------------------------------------------------- chat
 
 
@@ -235,6 +200,9 @@ class ChatSession:
         self.reused_tokens = 0  # tokens of the last prompt taken from the cache
         self.fed_tokens = 0  # tokens of the last prompt fed to the model
         self.answer_ids: list[int] = []  # ids of the last answer (without the stop id)
+        self.finish_reason = ""
+        """Why the last answer ended: ``end`` (a stop id), ``length`` (``max_new_tokens``), ``rule``
+        (its stop rule refused a line) or ``closed`` (the consumer closed the stream)."""
         self.reset()
 
     def reset(self) -> None:
@@ -263,14 +231,32 @@ class ChatSession:
             self.image_features = self.model.encode_images(pixels.to(device=device, dtype=dtype))
         self.reset()
 
+    def restore(self, exchanges: Sequence[tuple[str, str]]) -> None:
+        """Start the conversation over from earlier exchanges, ``(question as asked, answer)`` pairs
+        (:attr:`history` of an earlier session): the next ``ask`` has them as context. Nothing is
+        computed now; the next ``ask`` feeds them to the model once."""
+        if self.image_features is None:
+            raise RuntimeError("no image: call set_image(rgb) before restore()")
+        self.reset()
+        for question, answer in exchanges:
+            if not isinstance(question, str) or not question.strip() or not isinstance(answer, str):
+                raise ValueError(f"expected (question, answer) texts, got {(question, answer)!r}")
+            question = question.strip()
+            first = not self.conversation.turns
+            self.conversation.add_human(self._with_sensor(question) if first else question)
+            self.conversation.add_assistant(answer)
+            self._questions.append(question)
+
     def ask(
         self, text: str, *, max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-        stream: bool = False, seed: int | None = None,
+        stream: bool = False, seed: int | None = None, stop_rule: LineRule | None = None,
     ) -> str | Iterator[str]:
         """Answer ``text`` about the current image, continuing the conversation.
 
         Returns the answer, or with ``stream=True`` an iterator of text pieces (the turn is added
-        to the history when the iterator finishes or is closed early).
+        to the history when the iterator finishes or is closed early). ``stop_rule`` (e.g.
+        :func:`repeats_a_line`) may end the answer at a line it refuses; that line is left out, and
+        with a rule the text is streamed a line at a time.
         """
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the question is empty: expected some text")
@@ -282,12 +268,12 @@ class ChatSession:
                                  self.conversation.image_token)
         ids = self.processor.tokenize(candidate.add_human(content))["input_ids"]  # raises on bad input
         pieces = self._stream(question, content, ids, len(self.conversation.turns),
-                              max_new_tokens, temperature, top_p, seed)
+                              max_new_tokens, temperature, top_p, seed, LineGate(stop_rule))
         return pieces if stream else "".join(pieces)
 
     def _stream(
         self, question: str, content: str, ids: list[int], turns_before: int, max_new_tokens: int,
-        temperature: float, top_p: float, seed: int | None,
+        temperature: float, top_p: float, seed: int | None, gate: LineGate,
     ) -> Iterator[str]:
         """Run one turn: nothing changes until iteration starts; the turn is recorded when it ends
         (also when the consumer closes the stream early). An error drops the turn and the cache."""
@@ -304,18 +290,25 @@ class ChatSession:
         decoder = IncrementalDecoder(self.processor.tokenizer)
         produced: list[int] = []
         failed = False
+        self.finish_reason = "length"
         try:
             for token in tokens:
                 produced.append(token)
                 if token in self.processor.stop_token_ids:
+                    self.finish_reason = "end"
                     break
-                piece = decoder.push(token)
+                piece = gate.push(decoder.push(token))
                 if piece:
                     yield piece
-            tail = decoder.flush()
+                if gate.refused:
+                    break
+            tail = gate.push(decoder.flush()) + gate.close()
             if tail:
                 yield tail
+            if gate.refused:
+                self.finish_reason = "rule"
         except GeneratorExit:  # closed early by the consumer: keep the partial answer
+            self.finish_reason = "closed"
             raise
         except BaseException:
             failed = True
@@ -325,7 +318,7 @@ class ChatSession:
         finally:
             tokens.close()
             if not failed:
-                self._commit(question, ids, produced, decoder.text)
+                self._commit(question, ids, produced, gate.text)
 
     def _commit(self, question: str, ids: list[int], produced: list[int], answer: str) -> None:
         """Record the answer and what the cache now holds: the prompt and every produced id but the last."""

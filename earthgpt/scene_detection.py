@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
+from earthgpt.answer_stream import LineRule, repeats_a_line
 from earthgpt.box_spaces import grid_to_raster
-from earthgpt.geometry import Box, Detection, box_corners, nms
+from earthgpt.geometry import HBB, Box, Detection, box_corners, nms
 from earthgpt.raster import Tile
 from earthgpt.textbox import parse_detections
 
@@ -84,9 +86,18 @@ class SceneResult:
     tiles: int
     tiles_empty: int = 0
     lines_skipped: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    """Boxes of the wanted classes left out as not usable, by reason (``zero area``, …)."""
     answers: list[tuple[Tile, str]] = field(default_factory=list)
     answers_at_limit: int = 0
     """Answers that stopped at the answer-length limit: their tiles may have lost boxes."""
+    answers_stopped: int = 0
+    """Answers ended early by the stop rule (:func:`detection_stop_rule`: the model repeated itself);
+    the lines before the repetition are kept."""
+    tiles_done: int = 0
+    """Windows done so far (answered or found empty); ``tiles`` once a run is complete."""
+    cancelled: bool = False
+    """The run was cancelled: the detections are those of the windows done."""
 
     def counts(self) -> dict[str, int]:
         """Objects per class, most frequent first."""
@@ -100,15 +111,34 @@ class SceneResult:
                 "length limit (max new tokens), so boxes may be missing there: raise the limit or use "
                 "smaller tiles")
 
+    def stop_note(self) -> str:
+        """How many answers the stop rule ended early, else ``""`` (not a warning: those answers
+        were repeating themselves, and what they said before is kept)."""
+        if not self.answers_stopped:
+            return ""
+        return (f"{self.answers_stopped} of {len(self.answers)} window answers were stopped early because "
+                "the model started repeating itself (the boxes before the repetition are kept)")
+
+    def invalid_note(self) -> str:
+        """How many boxes were left out as not usable and why, e.g. ``"21 boxes left out as not
+        usable: zero area (20), off the image (1)"``; ``""`` when none were."""
+        total = sum(self.invalid.values())
+        if not total:
+            return ""
+        reasons = ", ".join(f"{why} ({n})" for why, n in self.invalid.most_common())
+        return f"{total} box{'es' if total != 1 else ''} left out as not usable: {reasons}"
+
 
 class Answer(str):
-    """An answer text that also says whether generation stopped at the ``max_new_tokens`` limit."""
+    """An answer text that also says whether generation stopped at the ``max_new_tokens`` limit
+    (``hit_limit``) or was ended early by a stop rule (``stopped``)."""
 
     hit_limit: bool
+    stopped: bool
 
-    def __new__(cls, text: str, hit_limit: bool = False) -> Answer:
+    def __new__(cls, text: str, hit_limit: bool = False, stopped: bool = False) -> Answer:
         answer = super().__new__(cls, text)
-        answer.hit_limit = hit_limit
+        answer.hit_limit, answer.stopped = hit_limit, stopped
         return answer
 
 
@@ -121,6 +151,69 @@ def _wanted(label: str, classes: Sequence[str] | None) -> bool:
     return not classes or label.strip().lower() in {c.strip().lower() for c in classes}
 
 
+def iter_detect_scene(
+    tiles: Sequence[Tile],
+    read_tile: Callable[[Tile], np.ndarray | None],
+    answer: Callable[[list[np.ndarray]], list[str]],
+    *,
+    raster_size: tuple[int, int],
+    batch: int = 4,
+    classes: Sequence[str] | None = None,
+    iou_threshold: float = 0.5,
+    cancelled: Callable[[], bool] | None = None,
+) -> Iterator[SceneResult]:
+    """Run detection tile by tile, ``batch`` tiles per model call, merging across tiles as it goes.
+
+    Yields the result so far (one object, updated in place): first before any window (``tiles_done``
+    0), then after each batch, with the detections of the windows done merged. ``read_tile``
+    returns the model-ready uint8 H×W×3 image of a tile, or ``None`` for a tile with no valid data
+    (skipped and counted). ``answer`` maps a list of images to one answer text each. ``classes``
+    keeps only those labels. When ``cancelled()`` turns True the run stops before the next batch and
+    yields once more, saying ``cancelled``: what is done is kept.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    found: list[Detection] = []
+    margins: list[float] = []
+    result = SceneResult(detections=[], tiles=len(tiles))
+    yield result
+    for group in _batches(tiles, batch):
+        if cancelled is not None and cancelled():
+            result.cancelled = True
+            yield result
+            return
+        images = [(tile, read_tile(tile)) for tile in group]
+        ready = [(tile, image) for tile, image in images if image is not None]
+        result.tiles_empty += len(images) - len(ready)
+        texts = answer([image for _, image in ready]) if ready else []
+        if len(texts) != len(ready):
+            raise RuntimeError(f"answer() returned {len(texts)} texts for {len(ready)} images")
+        for (tile, _), text in zip(ready, texts, strict=True):
+            _add_answer(result, tile, text, classes, found, margins, raster_size)
+        result.tiles_done += len(group)
+        result.detections = merge_detections(found, iou_threshold, margins)
+        yield result
+
+
+def _add_answer(
+    result: SceneResult, tile: Tile, text: str, classes: Sequence[str] | None, found: list[Detection],
+    margins: list[float], raster_size: tuple[int, int],
+) -> None:
+    """Count one window's answer in ``result`` and add its wanted, usable boxes (in full-raster
+    pixels) to ``found``, with their :func:`edge_margin` in ``margins``."""
+    result.answers.append((tile, text))
+    result.answers_at_limit += bool(getattr(text, "hit_limit", False))
+    result.answers_stopped += bool(getattr(text, "stopped", False))
+    parsed = parse_detections(text)
+    result.lines_skipped += parsed.skipped
+    result.invalid.update(bad.reason for bad in parsed.invalid if _wanted(bad.label, classes))
+    for det in parsed.detections:
+        if _wanted(det.label, classes):
+            placed = tile_to_raster(det, tile)
+            found.append(placed)
+            margins.append(edge_margin(placed.box, tile, *raster_size))
+
+
 def detect_scene(
     tiles: Sequence[Tile],
     read_tile: Callable[[Tile], np.ndarray | None],
@@ -131,63 +224,83 @@ def detect_scene(
     classes: Sequence[str] | None = None,
     iou_threshold: float = 0.5,
     progress: Callable[[int, int], None] | None = None,
+    cancelled: Callable[[], bool] | None = None,
 ) -> SceneResult:
-    """Run detection tile by tile, ``batch`` tiles per model call, and merge across tiles.
-
-    ``read_tile`` returns the model-ready uint8 H×W×3 image of a tile, or ``None`` for a tile with
-    no valid data (skipped and counted). ``answer`` maps a list of images to one answer text
-    each. ``classes`` keeps only those labels. ``progress(done, total)`` is called after each batch.
-    """
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    width, height = raster_size
-    found: list[Detection] = []
-    margins: list[float] = []
+    """:func:`iter_detect_scene` run to its end; ``progress(done, total)`` is called after each batch."""
     result = SceneResult(detections=[], tiles=len(tiles))
-    done = 0
-    for group in _batches(tiles, batch):
-        images = [(tile, read_tile(tile)) for tile in group]
-        ready = [(tile, image) for tile, image in images if image is not None]
-        result.tiles_empty += len(images) - len(ready)
-        texts = answer([image for _, image in ready]) if ready else []
-        if len(texts) != len(ready):
-            raise RuntimeError(f"answer() returned {len(texts)} texts for {len(ready)} images")
-        for (tile, _), text in zip(ready, texts, strict=True):
-            result.answers.append((tile, text))
-            result.answers_at_limit += bool(getattr(text, "hit_limit", False))
-            parsed = parse_detections(text)
-            result.lines_skipped += parsed.skipped
-            for det in parsed.detections:
-                if _wanted(det.label, classes):
-                    placed = tile_to_raster(det, tile)
-                    found.append(placed)
-                    margins.append(edge_margin(placed.box, tile, width, height))
-        done += len(group)
-        if progress is not None:
-            progress(done, len(tiles))
-    result.detections = merge_detections(found, iou_threshold, margins)
+    for result in iter_detect_scene(tiles, read_tile, answer, raster_size=raster_size, batch=batch,
+                                    classes=classes, iou_threshold=iou_threshold, cancelled=cancelled):
+        if progress is not None and result.tiles_done:
+            progress(result.tiles_done, result.tiles)
     return result
 
 
+def detection_stop_rule(invalid_run: int = 2, sliding_run: int = 3) -> LineRule:
+    """The stop rule for detection answers: the ways a small model loops instead of ending.
+
+    The new line repeats an earlier one (:func:`earthgpt.answer_stream.repeats_a_line`); or it
+    ends a run of ``invalid_run`` lines in a row without a usable box (``person [160, 160, 160,
+    165]``, ``person [165, 165, 165, 170]``, …: an empty box sliding along the diagonal); or it is
+    the ``sliding_run``-th box in a row that continues the one before (:func:`_continues`:
+    ``person [166, 201, 191, 221]`` after ``person [166, 191, 191, 201]``, a box sliding down a
+    column). Each box line costs about 20 tokens, so such an answer ends after 40–80 tokens
+    instead of the limit's 512. The refused line is left out; the lines before it are kept.
+    """
+
+    def stop(lines: Sequence[str]) -> bool:
+        if repeats_a_line(lines):
+            return True
+        recent = [parse_detections(line).detections for line in lines if line.strip()]
+        if len(recent) >= invalid_run and not any(recent[-invalid_run:]):
+            return True
+        chain = recent[-sliding_run - 1 :]
+        return len(chain) == sliding_run + 1 and all(
+            len(a) == 1 and len(b) == 1 and _continues(a[0], b[0]) for a, b in pairwise(chain))
+
+    return stop
+
+
+def _continues(before: Detection, det: Detection) -> bool:
+    """True when ``det`` is ``before`` slid along one axis: the same label and the same extent
+    across, starting exactly where ``before`` ends (horizontal boxes only)."""
+    a, b = before.box, det.box
+    if not isinstance(a, HBB) or not isinstance(b, HBB) or before.label != det.label:
+        return False
+    return ((a.x1, a.x2) == (b.x1, b.x2) and b.y1 == a.y2) or ((a.y1, a.y2) == (b.y1, b.y2) and b.x1 == a.x2)
+
+
 def chat_answerer(
-    new_chat: Callable[[], Any], prompt: str, max_new_tokens: int = 512
+    new_chat: Callable[[], Any], prompt: str, max_new_tokens: int = 512, *,
+    stop_rule: LineRule | None = None, cancelled: Callable[[], bool] | None = None,
 ) -> Callable[[list[np.ndarray]], list[str]]:
     """An ``answer`` function for :func:`detect_scene`: each tile gets a fresh chat and one prompt.
 
-    ``new_chat()`` returns an object with ``set_image(rgb)`` and ``ask(text, max_new_tokens=…)``,
-    such as ``earthgpt.inference.ChatSession``; a fresh one per tile keeps tiles independent.
-    Each text is an :class:`Answer` whose ``hit_limit`` is True when the chat's ``answer_ids``
-    (the answer's tokens) reached ``max_new_tokens``.
+    ``new_chat()`` returns an object with ``set_image(rgb)`` and ``ask(text, max_new_tokens=…,
+    stream=True, stop_rule=…)``, such as ``earthgpt.inference.ChatSession``; a fresh one per tile
+    keeps tiles independent. ``stop_rule`` (e.g. :func:`detection_stop_rule`) ends an answer that
+    repeats itself. When ``cancelled()`` turns True the answer being written is cut there. Each
+    text is an :class:`Answer`: ``hit_limit`` when the chat's ``finish_reason`` is ``length`` (or,
+    for a chat without one, its ``answer_ids`` reached ``max_new_tokens``), ``stopped`` when it is
+    ``rule``.
     """
+    options = {"stop_rule": stop_rule} if stop_rule is not None else {}
 
-    def answer(images: list[np.ndarray]) -> list[str]:
-        texts: list[str] = []
-        for image in images:
-            chat = new_chat()
-            chat.set_image(image)
-            text = str(chat.ask(prompt, max_new_tokens=max_new_tokens))
+    def one(image: np.ndarray) -> Answer:
+        chat = new_chat()
+        chat.set_image(image)
+        pieces = chat.ask(prompt, max_new_tokens=max_new_tokens, stream=True, **options)
+        text = ""
+        for piece in pieces:
+            text += piece
+            if cancelled is not None and cancelled():
+                close = getattr(pieces, "close", None)  # a ChatSession stream keeps what it wrote
+                if close is not None:
+                    close()
+                break
+        reason = getattr(chat, "finish_reason", None)
+        if reason is None:
             produced = getattr(chat, "answer_ids", None)
-            texts.append(Answer(text, produced is not None and len(produced) >= max_new_tokens))
-        return texts
+            reason = "length" if produced is not None and len(produced) >= max_new_tokens else "end"
+        return Answer(text, reason == "length", reason == "rule")
 
-    return answer
+    return lambda images: [one(image) for image in images]

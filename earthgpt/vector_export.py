@@ -4,18 +4,32 @@ Used by ``earthgpt detect`` and the app's exports. Pixel space is the raster's (
 y = row); a ``to_lonlat`` / ``to_map`` mapper (:mod:`earthgpt.box_spaces`) places the boxes on the
 map, and without one the output stays in pixel space with a note saying so. Rings are oriented by
 :func:`earthgpt.box_spaces.box_polygon`.
+
+Every feature written is a polygon with an area. A detection that cannot be one (a box that is not
+usable, :func:`earthgpt.box_checks.box_problem`, or one that does not land on the map) is left
+out and listed with its reason: the GeoJSON's ``skipped`` member, :func:`write_gpkg`'s return
+value, and :func:`skipped_note` for the user. One bad detection never stops an export.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import shapely
 
-from earthgpt.box_spaces import PointsFn, box_polygon, crs_text
+from earthgpt.box_checks import box_problem
+from earthgpt.box_spaces import GeoreferenceError, PointsFn, box_polygon, crs_text
 from earthgpt.geometry import Detection, box_angle, box_kind
+
+Skipped = dict[str, str]
+"""A detection left out of an export: ``{"class": label, "reason": why}``."""
+
+
+_FIXED_NAMES = ("class", "score", "box", "angle")
 
 
 def _attributes(det: Detection, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -29,45 +43,77 @@ PIXEL_SPACE_NOTE = (
 )
 
 
+def placed_polygons(
+    dets: Sequence[Detection], properties: Sequence[Mapping[str, Any]], to_space: PointsFn | None,
+    raster_size: tuple[float, float] | None = None,
+) -> tuple[list[tuple[shapely.Polygon, dict[str, Any]]], list[Skipped]]:
+    """Each detection that can be written as ``(polygon in to_space, attributes)``, and those left
+    out with their reason. ``raster_size`` (width, height in pixels), when given, also leaves out
+    boxes wholly outside the raster."""
+    if len(properties) != len(dets):
+        raise ValueError(f"expected one properties dict per detection: {len(dets)} vs {len(properties)}")
+    placed, skipped = [], []
+    for det, extra in zip(dets, properties, strict=True):
+        problem = box_problem(det.box, raster_size)
+        if problem is None:
+            try:
+                placed.append((box_polygon(det.box, to_space), _attributes(det, extra)))
+                continue
+            except GeoreferenceError as err:
+                problem = str(err)
+        skipped.append({"class": det.label, "reason": problem})
+    return placed, skipped
+
+
+def skipped_note(skipped: Sequence[Skipped]) -> str:
+    """``"2 detections left out: zero area (1), off the image (1)."``, or ``""`` when none were."""
+    if not skipped:
+        return ""
+    reasons = ", ".join(f"{why} ({n})" for why, n in Counter(s["reason"] for s in skipped).most_common())
+    return f"{len(skipped)} detection{'s' if len(skipped) != 1 else ''} left out: {reasons}."
+
+
 def feature_collection(
-    dets: Sequence[Detection], properties: Sequence[Mapping[str, Any]], *, to_lonlat: PointsFn | None = None
+    dets: Sequence[Detection], properties: Sequence[Mapping[str, Any]], *, to_lonlat: PointsFn | None = None,
+    raster_size: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """GeoJSON FeatureCollection of raster-pixel detections.
 
     With ``to_lonlat`` (e.g. :func:`earthgpt.box_spaces.raster_to_lonlat`): RFC 7946, lon/lat in
     EPSG:4326, exterior rings counter-clockwise. Without: pixel coordinates (y down, rings
     clockwise on screen) and a top-level ``note`` saying so. Each feature gets ``properties[i]``
-    plus ``class``, ``score``, ``box`` (hbb/obb) and ``angle``.
+    plus ``class``, ``score``, ``box`` (hbb/obb) and ``angle``. Detections that cannot be written
+    (:func:`placed_polygons`) are listed in a top-level ``skipped`` member instead.
     """
-    if len(properties) != len(dets):
-        raise ValueError(f"expected one properties dict per detection: {len(dets)} vs {len(properties)}")
+    placed, skipped = placed_polygons(dets, properties, to_lonlat, raster_size)
     features = []
-    for det, extra in zip(dets, properties, strict=True):
-        polygon = box_polygon(det.box, to_lonlat)
+    for polygon, attributes in placed:
         coords = [[round(x, 9), round(y, 9)] for x, y in polygon.exterior.coords]
         features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [coords]},
-                         "properties": _attributes(det, extra)})
+                         "properties": attributes})
     collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
     if to_lonlat is None:
         collection["note"] = PIXEL_SPACE_NOTE
+    if skipped:
+        collection["skipped"] = skipped
     return collection
 
 
 def write_gpkg(
     path: str, dets: Sequence[Detection], properties: Sequence[Mapping[str, Any]], *,
     to_map: PointsFn | None = None, crs: Any = None, layer: str = "detections",
-) -> None:
+    raster_size: tuple[float, float] | None = None,
+) -> list[Skipped]:
     """GeoPackage of raster-pixel detections in the raster's own ``crs`` (``to_map``: pixels → map
     coordinates, as :func:`earthgpt.box_spaces.raster_to_map` gives with the CRS); in pixel space
-    with no CRS when ``to_map`` is None."""
+    with no CRS when ``to_map`` is None. One POLYGON layer holding polygons only; returns the
+    detections left out (:func:`placed_polygons`)."""
     import pyogrio.raw
-    import shapely
 
-    if len(properties) != len(dets):
-        raise ValueError(f"expected one properties dict per detection: {len(dets)} vs {len(properties)}")
-    polygons = [box_polygon(d.box, to_map) for d in dets]
-    rows = [_attributes(d, extra) for d, extra in zip(dets, properties, strict=True)]
-    names = list(dict.fromkeys(name for row in rows for name in row)) or ["class"]
+    placed, skipped = placed_polygons(dets, properties, to_map, raster_size)
+    polygons = [polygon for polygon, _ in placed]
+    rows = [attributes for _, attributes in placed]
+    names = list(dict.fromkeys([*(name for extra in properties for name in extra), *_FIXED_NAMES]))
     columns = [_column([row.get(name) for row in rows]) for name in names]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")  # pixel space on purpose
@@ -75,6 +121,7 @@ def write_gpkg(
             path, shapely.to_wkb(np.array(polygons, dtype=object)), columns, names, layer=layer,
             driver="GPKG", geometry_type="Polygon", crs=crs_text(crs) if to_map and crs else None,
         )
+    return skipped
 
 
 def _column(values: list[Any]) -> np.ndarray:

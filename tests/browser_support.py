@@ -8,8 +8,10 @@ from __future__ import annotations
 import io
 import os
 import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import pytest
@@ -26,11 +28,14 @@ class ScriptedChat:
     def set_image(self, rgb: np.ndarray) -> None:
         self.shape = rgb.shape
 
-    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False):
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object):
         answer = DETECTIONS if "Detect all objects" in text else f"A coastal scene ({len(text)} characters)."
         pieces = [word + " " for word in answer.split(" ")]
         pieces[-1] = pieces[-1].rstrip()
         return iter(pieces) if stream else "".join(pieces)
+
+    def restore(self, exchanges: list[tuple[str, str]]) -> None:
+        self.restored = list(exchanges)
 
 
 def free_port() -> int:
@@ -69,3 +74,33 @@ def open_page(browser: object, server: str, outside: list[str]) -> object:
     page.goto(server, wait_until="load")
     page.wait_for_selector("#open-demo", timeout=60000)
     return page
+
+
+@contextmanager
+def running_app(
+    new_chat: Callable[[Any], Any] | None = None, name: str = "scripted", *, engine: Any = None
+) -> Iterator[str]:
+    """The app with ``new_chat(sensor)`` as its model (or a ready ``engine``), served on a free
+    localhost port: yields its URL."""
+    from app.handlers import Engine
+    from app.ui import build, theme
+
+    demo = build(engine if engine is not None else Engine(name, new_chat))
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, theme=theme(),
+                        footer_links=[], share=False, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        demo.close()
+
+
+def nano_engine() -> Any:
+    """The default model's engine, loaded as ``python app.py`` loads it."""
+    import importlib.util
+
+    app_script = Path(__file__).resolve().parents[1] / "app.py"
+    spec = importlib.util.spec_from_file_location("app_script", app_script)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script.load_engine("nano")

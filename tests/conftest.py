@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, LAUNCH_ARGS, ScriptedChat, free_port, unavailable
+from browser_support import CHROMIUM, LAUNCH_ARGS, ScriptedChat, nano_engine, running_app, unavailable
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,6 +46,16 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+@pytest.fixture(scope="session", autouse=True)
+def app_image_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The app's store of saved sessions' images (app/image_store.py) in a temporary folder, never
+    the user's cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("app-images")
+        patch.setenv("EARTHGPT_APP_IMAGES", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def nano_base() -> Path:
     """The bundled offline base of the ``nano`` preset, converted once into the cache
@@ -60,15 +70,15 @@ def nano_base() -> Path:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    from app.handlers import Engine
-    from app.ui import build, theme
+    with running_app(lambda sensor: ScriptedChat(), "scripted") as url:
+        yield url
 
-    demo = build(Engine("scripted", lambda sensor: ScriptedChat()))
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, theme=theme(),
-                        footer_links=[], share=False, quiet=True)
-    yield f"http://127.0.0.1:{port}"
-    demo.close()
+
+@pytest.fixture(scope="module")
+def nano_server(nano_base: Path) -> Iterator[str]:
+    """The app with the default model, loaded as ``python app.py`` loads it (its tests are slow)."""
+    with running_app(engine=nano_engine()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

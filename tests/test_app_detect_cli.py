@@ -23,7 +23,7 @@ class OneShip:
     def set_image(self, rgb: np.ndarray) -> None:
         self.image = rgb
 
-    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False) -> str:
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object) -> str:
         return "ship [250, 250, 750, 750]"
 
 

@@ -16,6 +16,7 @@ from rasterio.warp import transform as warp_transform
 from app import handlers as H
 from app.export import session_geojson
 from app.overlay import session_overview, session_view
+from app.session_files import open_session_file, save_session_file
 from app.session_io import Session
 from earthgpt.geometry import HBB, OBB
 from earthgpt.raster import RasterError
@@ -32,10 +33,13 @@ class ScriptedChat:
     def set_image(self, rgb: np.ndarray) -> None:
         self.images.append(rgb)
 
-    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False):
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object):
         self.questions.append(text)
         half = len(self.answer) // 2
         return iter([self.answer[:half], self.answer[half:]]) if stream else self.answer
+
+    def restore(self, exchanges: list[tuple[str, str]]) -> None:
+        self.restored = list(exchanges)
 
 
 def scripted_engine(answer: str) -> tuple[H.Engine, list[ScriptedChat]]:
@@ -138,7 +142,7 @@ def test_empty_prompt_is_refused(landsat: Path) -> None:
 
 def test_model_error_keeps_the_session(landsat: Path) -> None:
     class Broken(ScriptedChat):
-        def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False):
+        def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object):
             raise RuntimeError("out of memory")
 
     session = run(H.ask(H.load_image(Session(), landsat), H.Engine("b", lambda s: Broken("")), "hi"))
@@ -209,17 +213,17 @@ def test_save_and_reopen_session(landsat: Path, tmp_path: Path) -> None:
     session = H.set_window(H.load_image(Session(), landsat), 100, 50, 300, 300)
     session = H.draw_region(session, [{"xmin": 10, "ymin": 10, "xmax": 50, "ymax": 60}])
     session = run(H.quick_task(session, engine, "detection_hbb"))
-    path = H.save_session_file(session, tmp_path, "scripted")
+    path = save_session_file(session, tmp_path, "scripted")
     saved = json.loads(path.read_text())
-    assert saved["image"]["path"] == str(landsat)
+    assert saved["image"]["name"] == landsat.name and saved["image"]["size"] == landsat.stat().st_size
     assert saved["turns"][0]["answer"] == "ship [100, 200, 300, 400]"
-    back = H.open_session_file(path)
+    back = open_session_file(path)
     assert back.window == session.window and back.region == session.region
     assert [f.detection for f in back.found] == [f.detection for f in session.found]
     assert [t.prompt for t in back.turns] == [t.prompt for t in session.turns] and back.view is not None
     path.write_text("{not json")
     with pytest.raises(H.UserError, match="session file"):
-        H.open_session_file(path)
+        open_session_file(path)
 
 
 def test_box_off_the_earth_keeps_the_parsed_table(shared_data: Path) -> None:
@@ -258,4 +262,4 @@ def test_malformed_session_file_names_the_key(tmp_path: Path, change, named: str
     path = tmp_path / "bad.session.json"
     path.write_text(json.dumps(data))
     with pytest.raises(H.UserError, match=re.escape(named)):
-        H.open_session_file(path)
+        open_session_file(path)

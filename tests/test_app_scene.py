@@ -85,7 +85,7 @@ class TileChat:
     def set_image(self, rgb: np.ndarray) -> None:
         self.image = rgb
 
-    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False) -> str:
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object) -> str:
         return "ship [100, 100, 200, 200]\nship [900, 900, 1000, 1000]"
 
 
@@ -178,7 +178,7 @@ class LimitedChat(TileChat):
         super().__init__()
         self.tokens, self.seen = tokens, seen
 
-    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False) -> str:
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object) -> str:
         self.seen.append(max_new_tokens)
         self.answer_ids = list(range(min(self.tokens, max_new_tokens)))
         return super().ask(text, max_new_tokens, stream)

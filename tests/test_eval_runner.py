@@ -132,7 +132,8 @@ def test_garbage_answers_score_zero_without_crashing() -> None:
     assert tasks["vqa"]["all"]["accuracy"] == 0.0
     assert tasks["caption"]["all"]["bleu_1"] < 1e-6 and tasks["caption"]["all"]["cider"] == 0.0
     assert tasks["detection_hbb"]["all"]["map"] == 0.0
-    assert tasks["detection_hbb"]["parse"] == {"answers": 1, "without_boxes": 1, "skipped_lines": 1}
+    assert tasks["detection_hbb"]["parse"] == {"answers": 1, "without_boxes": 1, "skipped_lines": 1,
+                                              "invalid_boxes": 0}
     assert tasks["grounding"]["all"] == {"acc@0.5": 0.0, "mean_iou": 0.0, "parsed": 0.0, "n": 1}
 
 
@@ -223,3 +224,34 @@ def test_a_record_that_fails_is_reported_not_fatal() -> None:
     assert evaluate(records, perfect)["summary"]["errors"] == []
     with pytest.raises(RasterError):
         run_predictions(records, flaky, progress=False)  # without an errors list it propagates
+
+
+def test_unusable_predicted_boxes_count_as_misses() -> None:
+    from earthgpt.eval.scoring import reference_objects
+    from earthgpt.textbox import parse_box
+
+    def answers(record: Mapping[str, Any], turns: Sequence[RecordTurn]) -> list[str]:
+        out = []
+        for turn in turns:
+            answer = turn.answer
+            if turn.task == "detection_hbb":  # the first car with its corners swapped, and a zero-area car
+                first, *rest = answer.splitlines()
+                box = parse_box(first)
+                swapped = f"car [{box.x2}, {box.y1}, {box.x1}, {box.y2}]"
+                answer = "\n".join([swapped, *rest, "car [161, 161, 161, 161]"])
+            elif turn.task == "grounding":
+                answer = "[161, 161, 161, 161] " + answer  # the first box is the answer
+            out.append(answer)
+        return out
+
+    tasks = evaluate(tiny_set(), answers)["tasks"]
+    detection = tasks["detection_hbb"]
+    car = detection["all"]["per_class"]["car"]
+    # 4 car predictions: 1 hit, 1 on the difficult car (ignored), 2 misses; the swapped one was a
+    # hit when corners were silently sorted
+    assert car["n_pred"] == 4 and car["recall"] == 0.5 and car["precision"] == pytest.approx(1 / 3)
+    assert detection["parse"]["invalid_boxes"] == 2 and detection["parse"]["without_boxes"] == 0
+    assert tasks["grounding"]["all"]["acc@0.5"] == 0.0 and tasks["grounding"]["all"]["parsed"] == 1.0
+    truths = reference_objects("detection_hbb", "car [100, 100, 100, 100]\nship [1, 2, 3, 4]",
+                               {"width": 1000, "height": 1000})
+    assert [t.label for t in truths] == ["car", "ship"]  # ground truth is read as written

@@ -251,7 +251,8 @@ def test_chat_json_reports_answer_boxes_and_the_untrained_warning(tiny_chat, png
     assert main(args) == 0  # a preset with no shipped weights: its untrained start
     out, err = capsys.readouterr()
     report = json.loads(out)
-    assert set(report) == {"answer", "detections", "skipped", "model", "image", "sensor", "warning"}
+    assert set(report) == {"answer", "detections", "invalid", "skipped", "model", "image", "sensor",
+                           "warning"}
     assert isinstance(report["answer"], str) and report["model"] == "tiny" and report["image"] == str(png)
     assert "projector" in report["warning"] and err.startswith("WARNING:")
     assert main(["chat", str(png), "q", "--json", "--max-new-tokens", "2", "--model", str(png.parent)]) == 0
@@ -270,10 +271,11 @@ def test_chat_streams_the_answer_with_the_sensor_named(tiny_chat, parts, png, ca
 def test_json_report_gives_grid_and_pixel_boxes():
     from earthgpt.commands.chat import json_report
 
-    report = json_report("plane [100, 200, 300, 400]\nbroken [1, 2", (2000, 1000), model="m", image="i",
-                         sensor=None, warning=None)
+    report = json_report("plane [100, 200, 300, 400]\ncar [161, 161, 161, 161]\nbroken [1, 2", (2000, 1000),
+                         model="m", image="i", sensor=None, warning=None)
     plane = {"label": "plane", "kind": "hbb", "box_grid": [100, 200, 300, 400]}
     assert report["detections"] == [{**plane, "box_pixels": [200, 200, 600, 400]}]
+    assert report["invalid"] == [{"label": "car", "box_text": "[161, 161, 161, 161]", "reason": "zero area"}]
     assert report["skipped"] == 1
 
 

@@ -77,7 +77,7 @@ class _Recording:
     def set_image(self, rgb: np.ndarray) -> None:
         self.seen.append(rgb)
 
-    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False) -> str:
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object) -> str:
         return ""
 
 

@@ -8,16 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from earthgpt.box_checks import box_problem
+from earthgpt.box_dialects import DIALECTS, parse_dialect
 from earthgpt.geometry import GRID, HBB, OBB, Detection, iou, obb_from_corners, obb_from_cxcywha
 from earthgpt.textbox import (
-    DIALECTS,
+    InvalidBox,
     ParseResult,
     format_box,
     format_detections,
     format_grounding,
     parse_box,
     parse_detections,
-    parse_dialect,
+    read_box,
 )
 
 # --- canonical grammar, hand examples ---------------------------------------------------------
@@ -47,7 +49,7 @@ def test_parse_detections_tolerates_model_mistakes():
         "ground track field [10, 20, 30, 40] and some trailing words\n"
         "\n"
         "large-vehicle [50,60 ,  70 80]\n"
-        "ship [1200, -5, 30.6, 40]\n"  # out of range → clamped, decimals rounded, corners sorted
+        "ship [30.6, -5, 1200, 40]\n"  # partly out of range → clamped, decimals rounded
         "plane [1, 2, x, 4]\n"
         "plane [1, 2, 3]\n"
         "harbor [1, 2, 3, 4, 5, 6"  # truncated by the token limit
@@ -65,9 +67,50 @@ def test_parse_edge_cases():
     assert parse_detections("") == ParseResult([], 0, 0)
     assert parse_detections("[1, 2, 3, 4]").detections == [Detection("", HBB(1, 2, 3, 4))]
     assert parse_box("The airport is at [100, 200, 300, 400].") == HBB(100, 200, 300, 400)
-    assert parse_box("[a] then [8, 7, 6, 5]") == HBB(6, 5, 8, 7)
+    assert parse_box("[a] then [6, 5, 8, 7]") == HBB(6, 5, 8, 7)
     assert isinstance(parse_box("[0, 0, 10, 0, 10, 10, 0, 10]"), OBB)
-    assert parse_box("no box") is None
+    assert parse_box("no box") is None and read_box("no box") is None
+
+
+def test_unusable_boxes_are_reported_not_detected():
+    text = (
+        "car [161, 161, 161, 161]\n"  # what the default model repeats
+        "ship [10, 20, 30, 40]\n"
+        "car [300, 20, 100, 40]\n"
+        "car [10, 50, 30, 20]\n"
+        "tank [1100, 50, 1200, 90]\n"  # wholly off the grid: clamping would squash it onto the edge
+        "road [0, 0, 10, 0, 20, 0, 30, 0]\n"  # collinear corners
+        "pier [5, 40, 5.2, 90]\n"  # zero width once rounded to the grid
+        "harbor [1, 2"
+    )
+    result = parse_detections(text)
+    assert result.detections == [Detection("ship", HBB(10, 20, 30, 40))]
+    assert [(b.index, b.label, b.text, b.reason) for b in result.invalid] == [
+        (0, "car", "[161, 161, 161, 161]", "zero area"),
+        (2, "car", "[300, 20, 100, 40]", "x1 > x2"),
+        (3, "car", "[10, 50, 30, 20]", "y1 > y2"),
+        (4, "tank", "[1100, 50, 1200, 90]", "off the image"),
+        (5, "road", "[0, 0, 10, 0, 20, 0, 30, 0]", "zero area"),
+        (6, "pier", "[5, 40, 5.2, 90]", "zero width"),
+    ]
+    assert result.skipped == 1 and result.raw_lines == 8
+    kinds = [type(item).__name__ for item in result.written()]
+    assert kinds == ["InvalidBox", "Detection"] + ["InvalidBox"] * 5
+    assert result.invalid[1].box == HBB(100, 20, 300, 40)  # as the lenient reading gave it, for eval
+    found = read_box("The region [500, 500, 100, 100] holds a car.")
+    assert isinstance(found, InvalidBox) and found.reason == "x1 > x2"
+    assert parse_box("[500, 500, 100, 100]") is None
+
+
+def test_dialects_report_unusable_boxes():
+    geochat = parse_dialect("<p>car</p> {<10><20><10><40>|<0>}{<1><2><3><4>}", "geochat")
+    assert [b.reason for b in geochat.invalid] == ["zero width"] and len(geochat.detections) == 1
+    falcon = parse_dialect("car<box><5><5><5><5></box>", "falcon")
+    assert falcon.invalid[0].reason == "zero area" and falcon.raw_lines == 1 and falcon.skipped == 0
+    earthdial = parse_dialect("[[30, 10, 20, 40]][[1, 2, 3, 4]]", "earthdial")
+    assert earthdial.invalid[0].reason == "x1 > x2" and earthdial.invalid[0].index == 0
+    qwen = parse_dialect('[{"bbox_2d": [300, 10, 400, 20], "label": "car"}]', "qwen", width=200, height=400)
+    assert qwen.invalid[0].reason == "off the image" and qwen.invalid[0].text == "[300, 10, 400, 20]"
 
 
 # --- canonical grammar, properties ------------------------------------------------------------
@@ -89,14 +132,27 @@ def grid_boxes(draw):
     return obb_from_corners([(draw(coord), draw(coord)) for _ in range(4)])
 
 
+usable_boxes = grid_boxes().filter(lambda box: box_problem(box) is None)
+
+
 @settings(max_examples=100, deadline=None)
-@given(grid_boxes())
+@given(usable_boxes)
 def test_parse_box_inverts_format_box(box):
     assert parse_box(format_box(box)) == box
 
 
+@settings(max_examples=100, deadline=None)
+@given(grid_boxes())
+def test_every_box_read_is_usable_or_reported(box):
+    found = read_box(format_box(box))
+    if box_problem(box) is None:
+        assert found == box
+    else:
+        assert isinstance(found, InvalidBox) and found.reason == box_problem(box) and found.box == box
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.builds(Detection, labels, grid_boxes()), max_size=8))
+@given(st.lists(st.builds(Detection, labels, usable_boxes), max_size=8))
 def test_parse_detections_inverts_format_detections(detections):
     result = parse_detections(format_detections(detections))
     assert result.detections == detections
@@ -107,11 +163,12 @@ def test_parse_detections_inverts_format_detections(detections):
 @given(st.text(max_size=300))
 def test_parsers_never_raise_on_arbitrary_text(text):
     result = parse_detections(text)
-    assert result.skipped + len(result.detections) == result.raw_lines
+    assert result.skipped + len(result.detections) + len(result.invalid) == result.raw_lines
     parse_box(text)
     for name in DIALECTS:
         parsed = parse_dialect(text, name, width=640, height=480)
         assert all(0 <= v <= GRID for d in parsed.detections for v in d.box.as_list())
+        assert all(box_problem(d.box) is None for d in parsed.detections)
 
 
 @settings(max_examples=100, deadline=None)
@@ -186,10 +243,8 @@ def test_qwen_json_in_pixels():
         "```"
     )
     result = parse_dialect(text, "qwen", width=200, height=400)
-    assert [(d.label, d.box) for d in result.detections] == [
-        ("car", HBB(50, 50, 550, 550)),
-        ("small truck", HBB(500, 0, 1000, 125)),
-    ]
+    assert [(d.label, d.box) for d in result.detections] == [("car", HBB(50, 50, 550, 550))]
+    assert [(b.label, b.reason) for b in result.invalid] == [("small truck", "x1 > x2")]
     assert result.skipped == 1
     truncated = parse_dialect(
         '[{"bbox_2d": [0, 0, 20, 40], "label": "car"}, {"bbox_2d": [1, 2', "qwen", width=200, height=400

@@ -2,7 +2,8 @@
 
 The image (GeoTIFF, PNG, JPEG, …) is read as eval and training read it: a decimated overview
 (never the whole raster) made model-ready by :func:`earthgpt.raster.model_image`.
-``--json`` prints the answer with the boxes parsed from it (grid 0–1000 and pixels of IMAGE).
+``--json`` prints the answer with the boxes parsed from it (grid 0–1000 and pixels of IMAGE) and
+the boxes it wrote that are not usable (``invalid``: as written, with the reason).
 Bad input gets a one-line message and exit status 2.
 """
 
@@ -52,11 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sensor of the image (default: guessed from its metadata)")
     parser.add_argument("--json", action="store_true", help="print answer and parsed boxes as JSON")
     parser.add_argument("--max-new-tokens", type=_positive_int, default=256, help="answer length limit")
+    parser.add_argument("--keep-repeats", action="store_true",
+                        help="let the answer run on when it repeats a line (default: stop there)")
     add_quantization_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Answer the prompt; returns the exit status (2 for bad input)."""
+    from earthgpt.answer_stream import repeats_a_line
     from earthgpt.inference import UNTRAINED_WARNING, ChatSession, is_untrained_start, load_model
 
     try:
@@ -75,14 +79,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"WARNING: {warning}", file=sys.stderr)
     session = ChatSession(model, processor, sensor=sensor)
     session.set_image(rgb)
+    stop_rule = None if args.keep_repeats else repeats_a_line  # a looping answer ends at its first repeat
     if args.json:
-        answer = session.ask(prompt, max_new_tokens=args.max_new_tokens)
+        answer = session.ask(prompt, max_new_tokens=args.max_new_tokens, stop_rule=stop_rule)
         report = json_report(
             answer, size, model=args.model, image=str(args.image), sensor=sensor, warning=warning
         )
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
-    for piece in session.ask(prompt, max_new_tokens=args.max_new_tokens, stream=True):
+    for piece in session.ask(prompt, max_new_tokens=args.max_new_tokens, stream=True, stop_rule=stop_rule):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
@@ -92,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
 def json_report(
     answer: str, size: tuple[int, int], *, model: str, image: str, sensor: str | None, warning: str | None
 ) -> dict[str, Any]:
-    """The ``--json`` output: the answer, its parsed detections (grid and pixel boxes) and context."""
+    """The ``--json`` output: the answer, its parsed detections (grid and pixel boxes), the boxes
+    left out as not usable (label, box as written, reason) and context."""
     from earthgpt.geometry import box_kind, grid_to_pixel
     from earthgpt.textbox import parse_detections
 
@@ -110,6 +116,7 @@ def json_report(
     return {
         "answer": answer,
         "detections": detections,
+        "invalid": [{"label": b.label, "box_text": b.text, "reason": b.reason} for b in parsed.invalid],
         "skipped": parsed.skipped,
         "model": model,
         "image": image,

@@ -4,7 +4,8 @@ The raster is read one window at a time (never whole), each window made model-re
 :func:`earthgpt.raster.window_reader` as the app makes it (the same sensor rule, band plan and
 VV → VH pairing), answered by the model, and the boxes merged across the overlapping windows
 (:func:`earthgpt.scene_detection.detect_scene`). GeoJSON is lon/lat (RFC 7946); GeoPackage keeps
-the raster's CRS; an image without georeferencing is written in pixel space.
+the raster's CRS; an image without georeferencing is written in pixel space. Boxes that are not
+usable (zero area, corners swapped, off the window) are left out and counted in the summary.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,10 +21,10 @@ from typing import Any
 from earthgpt.box_spaces import raster_to_lonlat, raster_to_map
 from earthgpt.commands import add_quantization_arguments
 from earthgpt.raster import model_source, open_raster, tile_grid, window_reader
-from earthgpt.scene_detection import SceneResult, chat_answerer, detect_scene
+from earthgpt.scene_detection import SceneResult, chat_answerer, detection_stop_rule, iter_detect_scene
 from earthgpt.sensors import Sensor
 from earthgpt.tasks import Task, instruction
-from earthgpt.vector_export import feature_collection, write_gpkg
+from earthgpt.vector_export import Skipped, feature_collection, skipped_note, write_gpkg
 
 EXIT_BAD_INPUT = 2
 
@@ -43,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="1 or 3 band numbers to show the model, e.g. 4,3,2 (default: automatic)")
     parser.add_argument("--model", default="nano", help="preset name or checkpoint folder (default: nano)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="answer length limit per window")
+    parser.add_argument("--keep-repeats", action="store_true",
+                        help="let a window's answer run on when it repeats itself (default: stop it at a "
+                             "repeated line, 2 lines in a row without a usable box, or a box sliding "
+                             "along a row or column)")
     add_quantization_arguments(parser)
 
 
@@ -57,24 +63,27 @@ def parse_bands(text: str) -> tuple[int, ...]:
     return bands
 
 
-def write_result(out: Path, src: Any, result: SceneResult, properties: dict[str, Any]) -> None:
+def write_result(out: Path, src: Any, result: SceneResult, properties: dict[str, Any]) -> list[Skipped]:
     """Write the merged detections as GeoJSON (lon/lat) or GeoPackage (native CRS); the raster is
-    placed by its affine, else its GCPs (:mod:`earthgpt.box_spaces`, the app's mapping too)."""
+    placed by its affine, else its GCPs (:mod:`earthgpt.box_spaces`, the app's mapping too).
+    Returns the detections that could not be placed (e.g. off the Earth), which are left out."""
     props = [dict(properties) for _ in result.detections]
+    size = (src.width, src.height)
     if out.suffix.lower() == ".gpkg":
         out.unlink(missing_ok=True)
         to_map, crs = raster_to_map(src.transform, src.crs, *src.gcps) or (None, None)
-        write_gpkg(str(out), result.detections, props, to_map=to_map, crs=crs)
-        return
+        return write_gpkg(str(out), result.detections, props, to_map=to_map, crs=crs, raster_size=size)
     to_lonlat = raster_to_lonlat(src.transform, src.crs, *src.gcps)
-    collection = feature_collection(result.detections, props, to_lonlat=to_lonlat)
+    collection = feature_collection(result.detections, props, to_lonlat=to_lonlat, raster_size=size)
     out.write_text(json.dumps(collection), encoding="utf-8")
+    return collection.get("skipped", [])
 
 
 def detect_file(
     args: argparse.Namespace, new_chat: Callable[[Sensor], Any], model_name: str
 ) -> tuple[SceneResult, Sensor]:
-    """The whole command after the model is loaded (tests pass a scripted ``new_chat``)."""
+    """The whole command after the model is loaded (tests pass a scripted ``new_chat``); a warning
+    on stderr names the detections that could not be placed in the file (:func:`write_result`)."""
     from tqdm import tqdm
 
     if args.out.suffix.lower() not in (".geojson", ".json", ".gpkg"):
@@ -90,16 +99,22 @@ def detect_file(
     sensor, width, height = source.sensor, source.info.width, source.info.height
     prompt = instruction(Task.detection_obb if args.obb else Task.detection_hbb, sensor, classes=classes)
     tiles = tile_grid(width, height, args.tile, args.overlap)
-    answer = chat_answerer(lambda: new_chat(sensor), prompt, args.max_new_tokens)
+    answer = chat_answerer(lambda: new_chat(sensor), prompt, args.max_new_tokens,
+                           stop_rule=None if args.keep_repeats else detection_stop_rule())
+    scan = iter_detect_scene(tiles, read, answer, raster_size=(width, height), batch=args.batch,
+                             classes=classes, iou_threshold=args.iou)
+    result = next(scan)
     with tqdm(total=len(tiles), unit="window", desc="detect", file=sys.stderr) as bar:
-        result = detect_scene(
-            tiles, read, answer, raster_size=(width, height),
-            batch=args.batch, classes=classes, iou_threshold=args.iou,
-            progress=lambda done, _total: bar.update(done - bar.n),
-        )
+        try:
+            for result in scan:
+                bar.update(result.tiles_done - bar.n)
+        except KeyboardInterrupt:  # Ctrl-C: write what the windows done so far found
+            result.cancelled = True
     properties = {"prompt": prompt, "turn": None, "model": model_name, "source": args.image.name}
     with open_raster(args.image) as src:
-        write_result(args.out, src, result, properties)
+        skipped = write_result(args.out, src, result, properties)
+    if skipped:
+        print(f"warning: {skipped_note(skipped)}", file=sys.stderr)
     return result, sensor
 
 
@@ -117,16 +132,25 @@ def run(args: argparse.Namespace) -> int:
         model, processor = load_model(args.model, load_4bit=args.load_4bit, load_8bit=args.load_8bit)
         if is_untrained_start(args.model):
             print(f"WARNING: {UNTRAINED_WARNING}", file=sys.stderr)
+        started = time.monotonic()
         result, _ = detect_file(args, lambda sensor: ChatSession(model, processor, sensor=sensor.value),
                                 args.model)
     except (ValueError, OSError, ImportError, RasterioError) as err:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"{len(result.detections)} objects in {result.tiles} windows ({result.tiles_empty} empty)")
+    print(f"{len(result.detections)} objects in {result.tiles} windows ({result.tiles_empty} empty) "
+          f"in {time.monotonic() - started:.0f} s")
+    if result.cancelled:
+        print(f"interrupted: only the first {result.tiles_done} of {result.tiles} windows were answered",
+              file=sys.stderr)
     print(f"written: {args.out}")
     for name, count in result.counts().items():
         print(f"  {name}: {count}")
+    if result.invalid_note():
+        print(f"dropped: {result.invalid_note()}")
     if result.limit_note():
         print(f"warning: {result.limit_note()}", file=sys.stderr)
+    if result.stop_note():
+        print(f"note: {result.stop_note()}", file=sys.stderr)
     return 0

@@ -33,7 +33,7 @@ def _root(text: str) -> tuple[str, Path]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``earthgpt eval``."""
-    from earthgpt.textbox import DIALECTS
+    from earthgpt.box_dialects import DIALECTS
 
     parser.add_argument(
         "--data", type=Path, required=True, help="MMRS records: a .jsonl file or a folder of them"

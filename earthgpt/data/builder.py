@@ -83,9 +83,10 @@ def vocabularies(samples: Iterable[Sample]) -> dict[str, list[str]]:
     return {dataset: sorted(names) for dataset, names in found.items()}
 
 
-def to_record(sample: Sample, vocabulary: Sequence[str]) -> dict[str, Any] | None:
-    """The JSON record of a sample (schema in ``docs/MMRS.md``), or None when it has no turns."""
-    turns = [*native_turns(sample), *generated_turns(sample, vocabulary)]
+def to_record(sample: Sample, vocabulary: Sequence[str], templates: bool = True) -> dict[str, Any] | None:
+    """The JSON record of a sample (schema in ``docs/MMRS.md``), or None when it has no turns.
+    ``templates=False`` leaves out the template turns (only the sample's own labels are stated)."""
+    turns = [*native_turns(sample), *(generated_turns(sample, vocabulary) if templates else ())]
     if not turns:
         return None
     order = list(Task)

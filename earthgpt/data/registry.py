@@ -9,7 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from earthgpt.data import coco, coco_captions, dior_rsvg, dota, folder_per_class, karpathy, llava, rsvqa, voc
+from earthgpt.data import (
+    coco,
+    coco_captions,
+    dior_rsvg,
+    dota,
+    folder_per_class,
+    karpathy,
+    llava,
+    mmrs_records,
+    rsvqa,
+    voc,
+)
 from earthgpt.data.records import Sample, SkipLog
 from earthgpt.data.sources import COMMON_OPTIONS, Source
 
@@ -61,6 +72,12 @@ CONVERTERS: dict[str, Converter] = {
         ),
         Converter("coco", coco.convert, "COCO detection json (SSDD coco/)", coco.OPTIONS),
         Converter("dior-rsvg", dior_rsvg.convert, "DIOR-RSVG grounding XML + split lists", dior_rsvg.OPTIONS),
+        Converter(
+            "mmrs",
+            mmrs_records.convert,
+            "MMRS records (.jsonl or a folder): the app's MMRS export, an earlier build",
+            mmrs_records.OPTIONS,
+        ),
     )
 }
 ALIASES: dict[str, str] = {"aid": "folder-per-class", "rsicd": "karpathy-json"}

@@ -9,7 +9,7 @@ a turn whose task is not one of :class:`earthgpt.tasks.Task` is not scorable and
 
 ``id`` and ``turn`` name the record and its ``k``-th human turn (counting human messages only,
 not list positions); ``answer`` is the model's raw text; ``dialect`` (optional) names the box
-dialect of that answer (:data:`earthgpt.textbox.DIALECTS`) and overrides the dialect given to the
+dialect of that answer (:data:`earthgpt.box_dialects.DIALECTS`) and overrides the dialect given to the
 evaluation. Blank lines are ignored; a repeated ``(id, turn)`` is an error.
 """
 

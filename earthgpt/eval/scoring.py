@@ -1,7 +1,7 @@
 """From answered turns to metric inputs, and from those to numbers per task, sensor and source.
 
 How each task's turns are scored (answers of other models are read with
-:func:`earthgpt.textbox.parse_dialect`, so every dialect goes through the same metric code):
+:func:`earthgpt.box_dialects.parse_dialect`, so every dialect goes through the same metric code):
 
 - ``classification`` / ``vqa``: the raw answer against the reference answer
   (:mod:`~earthgpt.eval.classification`, :mod:`~earthgpt.eval.vqa`; VQA by ``question_type``).
@@ -18,6 +18,11 @@ How each task's turns are scored (answers of other models are read with
 - ``grounding``: the first box of the parsed answer (``None`` if there is none) against the first
   box of the reference answer, in pixels.
 
+A predicted box that is not usable (:attr:`earthgpt.textbox.ParseResult.invalid`: zero area,
+corners swapped, off the image) still counts, as a miss: a prediction of its class that overlaps
+nothing (:data:`MISS`). Reference answers are read as written, unusable boxes included, so the
+ground truth does not depend on the check.
+
 Every task is reported over all its items (``all``) and per ``sensor`` and per ``source``.
 """
 
@@ -27,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from earthgpt.box_dialects import parse_dialect
 from earthgpt.data.mmrs_reader import RecordTurn, record_turns
 from earthgpt.eval.captions import caption_metrics
 from earthgpt.eval.classification import classification_metrics
@@ -34,7 +40,10 @@ from earthgpt.eval.grounding import grounding_metrics
 from earthgpt.eval.mean_ap import GroundTruth, detection_metrics
 from earthgpt.eval.vqa import vqa_metrics
 from earthgpt.geometry import HBB, Box, Detection, grid_to_pixel, obb_from_polygon8, pixel_to_grid
-from earthgpt.textbox import parse_detections, parse_dialect
+from earthgpt.textbox import InvalidBox, ParseResult, parse_detections
+
+MISS = HBB(0, 0, 0, 0)
+"""Where an unusable predicted box is scored: a zero-area box, IoU 0 with every box."""
 
 ANNOTATION_KEYS = {
     "detection_hbb": ("objects_hbb", "xyxy_px"),
@@ -52,17 +61,20 @@ class Case:
 
 @dataclass
 class ParseStats:
-    """How the answers of a box task parsed: answers read, empty answers, box lines skipped."""
+    """How the answers of a box task parsed: answers read, answers without any box, box lines
+    skipped as malformed, boxes read but not usable (scored as misses)."""
 
     answers: int = 0
     without_boxes: int = 0
     skipped_lines: int = 0
+    invalid_boxes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
             "answers": self.answers,
             "without_boxes": self.without_boxes,
             "skipped_lines": self.skipped_lines,
+            "invalid_boxes": self.invalid_boxes,
         }
 
 
@@ -96,13 +108,25 @@ def _size(record: Mapping[str, Any]) -> tuple[float, float]:
     return float(width), float(height)
 
 
+def _predicted(item: Detection | InvalidBox) -> Detection:
+    """A box read from a prediction as scored: an unusable one as a :data:`MISS` of its class."""
+    return Detection(item.label, MISS) if isinstance(item, InvalidBox) else item
+
+
+def _as_written(parsed: ParseResult) -> list[Detection]:
+    """Every box read from a reference answer, usable or not, in written order (the ground truth)."""
+    return [Detection(item.label, item.box) for item in parsed.written()]
+
+
 def _parse_answer(answer: str, dialect: str, record: Mapping[str, Any], stats: ParseStats) -> list[Detection]:
     width, height = _size(record)
     parsed = parse_dialect(answer, dialect, width=width, height=height)
     stats.answers += 1
     stats.skipped_lines += parsed.skipped
-    stats.without_boxes += not parsed.detections
-    return [Detection(d.label, grid_to_pixel(d.box, width, height), d.score) for d in parsed.detections]
+    stats.invalid_boxes += len(parsed.invalid)
+    stats.without_boxes += not parsed.detections and not parsed.invalid
+    return [Detection(d.label, grid_to_pixel(d.box, width, height), d.score)
+            for d in map(_predicted, parsed.written())]
 
 
 def _annotation_box(entry: Mapping[str, Any], coord_key: str) -> Box | None:
@@ -133,7 +157,7 @@ def reference_objects(task: str, reference: str, record: Mapping[str, Any]) -> l
             entries.append((str(entry.get("label", "")), grid, box, bool(entry.get("difficult"))))
     used: set[int] = set()
     truths = []
-    for det in parse_detections(reference).detections:
+    for det in _as_written(parse_detections(reference)):
         free = (i for i, e in enumerate(entries) if i not in used and (e[0], e[1]) == (det.label, det.box))
         pair = next(free, None)
         if pair is None:
@@ -184,7 +208,7 @@ def build_cases(
         elif ref.task == "grounding":
             stats = cases.parse.setdefault(ref.task, ParseStats())
             width, height = _size(record)
-            truth = parse_detections(ref.answer).detections
+            truth = _as_written(parse_detections(ref.answer))
             if truth:
                 predicted = _first_box(answer, row_dialect, record, stats)
                 cases.add(ref.task, Case(groups, (predicted, grid_to_pixel(truth[0].box, width, height))))

@@ -1,0 +1,230 @@
+"""The UI's events: which handler of :mod:`app.handlers` each component calls, with which inputs
+and outputs. ``c`` is the namespace of components :func:`app.ui.build` lays out; ``c.views`` the
+components every session change updates (:mod:`app.ui_views`). Every handler runs guarded
+(:mod:`app.ui_guard`): an error is a warning and a status line, and the app keeps running.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+
+import gradio as gr
+
+from app import handlers as H
+from app import ui_views as V
+from app.demo_tiles import open_demo
+from app.map_region import region_from_map, region_grid_text, region_status
+from app.maps import map_key, session_map
+from app.session_files import open_session_file, repoint_session, save_session_file
+from app.session_io import Session
+from app.ui_guard import EXPECTED, error_text, guarded, guarded_stream, user_warning
+from earthgpt.tasks import Task
+
+PRIVATE = {"api_visibility": "private"}
+"""For events only the page triggers (a click on the overview, a drag, a tab opened): not part of the
+app's API (docs/APP_API.md lists the named endpoints)."""
+QUICK_TASKS = (
+    ("Classify", Task.classification), ("Caption", Task.caption), ("Detect HBB", Task.detection_hbb),
+    ("Detect OBB", Task.detection_obb), ("Ask (VQA)", Task.vqa), ("Find (grounding)", Task.grounding),
+    ("Describe region", Task.region_caption),
+)
+
+
+def wire(c: SimpleNamespace, engine: H.Engine, demos: dict) -> None:
+    """Connect every component's events (called once by :func:`app.ui.build`)."""
+    _wire_image(c, demos)
+    _wire_repoint(c)
+    _wire_clear_detections(c)
+    _wire_region(c)
+    _wire_chat(c, engine)
+    _wire_map(c, engine)
+    _wire_outputs(c, engine)
+
+
+def _wire_image(c: SimpleNamespace, demos: dict) -> None:
+    n = len(c.views)
+    unchanged = (gr.skip(),) * (n - 1)
+
+    def open_upload(session: Session, path: str | None, sensor: str, band_text: str) -> tuple:
+        if not path:
+            return (*unchanged, gr.skip(), "No file.")
+        try:
+            new = H.load_image(session, path, sensor=V.sensor_choice(sensor), bands=H.parse_bands(band_text))
+        except EXPECTED as err:  # the upload box empties; what was open stays open, and says so
+            still = f" {session.name} is still loaded." if session.info is not None else ""
+            return (*unchanged, None, user_warning(f"{error_text(err)}.{still}"))
+        shown = V.loaded(new, "upload")
+        return (*shown[:-1], None, shown[-1])
+
+    def pick_demo(session: Session, key: str) -> tuple:
+        if key not in demos:
+            raise H.UserError(f"unknown demo tile {key!r}; expected one of {', '.join(demos)}")
+        return V.loaded(open_demo(session, demos[key]), demos[key].description)
+
+    def apply(session: Session, sensor: str, band_text: str) -> tuple:
+        H.require_image(session)
+        new = H.load_image(session, session.path, sensor=V.sensor_choice(sensor),
+                           bands=H.parse_bands(band_text), name=session.name)
+        return V.loaded(new, f"sensor {new.sensor}")
+
+    def click(session: Session, window_size: str, evt: gr.SelectData) -> tuple:
+        x, y = evt.index
+        return V.everything(H.click_overview(session, x, y, int(window_size)), "Window moved.")
+
+    def pick(session: Session, window_size: str, label: str | None) -> tuple:
+        if not label:
+            return (*unchanged, "")
+        window = H.grid_windows(session, int(window_size))[int(label.split(":")[0])]
+        return V.everything(H.set_window(session, *window), f"Window {label}.")
+
+    def reopen(session: Session, path: str | None) -> tuple:
+        if not path:
+            return (*unchanged, "")
+        return V.everything(open_session_file(path), "Session reopened.")
+
+    grid_out = ([c.state, c.size], [c.grid, c.status])
+    refresh_grid = guarded(lambda s, z: (V.grid_choices(s, z), gr.skip()), 2)
+    then_grid = {"fn": refresh_grid, "inputs": grid_out[0], "outputs": grid_out[1], **PRIVATE}
+    upload_out = [*c.views[:-1], c.upload, c.status]
+    c.upload.upload(guarded(open_upload, n + 1), [c.state, c.upload, c.sensor, c.bands], upload_out,
+                    api_name="open_image").then(**then_grid)
+    c.demo_btn.click(guarded(pick_demo, n), [c.state, c.demo_pick], c.views, api_name="open_demo").then(
+        **then_grid)
+    c.apply_btn.click(guarded(apply, n), [c.state, c.sensor, c.bands], c.views, api_name="apply_sensor").then(
+        **then_grid)
+    c.session_file.upload(guarded(reopen, n), [c.state, c.session_file], c.views,
+                          api_name="reopen_session").then(**then_grid)
+    c.overview.select(guarded(click, n), [c.state, c.size], c.views, **PRIVATE)
+    c.size.change(refresh_grid, *grid_out, **PRIVATE)
+    c.grid.input(guarded(pick, n), [c.state, c.size, c.grid], c.views, api_name="pick_window")
+    set_layers = guarded(lambda s, chosen: V.everything(H.set_layers(s, chosen), ""), n)
+    c.layers.change(set_layers, [c.state, c.layers], c.views, api_name="set_layers")
+
+
+def _wire_repoint(c: SimpleNamespace) -> None:
+    """*Session image moved?*: reopen the saved session with the image the analyst picks, if it is the
+    same image (:func:`app.session_files.repoint_session`)."""
+
+    def repoint(session_file: str | None, image: str | None) -> tuple:
+        if not image:
+            return (*(gr.skip(),) * len(c.views), "")
+        shown = V.everything(repoint_session(session_file, image), "Session reopened with the image picked.")
+        return (*shown[:-1], None, shown[-1])
+
+    c.repoint_file.upload(guarded(repoint, len(c.views) + 1), [c.session_file, c.repoint_file],
+                          [*c.views[:-1], c.repoint_file, c.status], api_name="repoint_session").then(
+        guarded(lambda s, z: (V.grid_choices(s, z), gr.skip()), 2), [c.state, c.size], [c.grid, c.status],
+        **PRIVATE)
+
+
+def _wire_clear_detections(c: SimpleNamespace) -> None:
+    """*Clear detections*: the model's unreviewed detections go (accepted and analyst boxes and the
+    conversation stay); overlays, table and map follow."""
+
+    def clear(session: Session) -> tuple:
+        after = H.clear_detections(session)
+        count, kept = len(session.found) - len(after.found), len(after.found)
+        cleared = f"{count} detection{'s' if count != 1 else ''} cleared; the conversation stays"
+        cleared += f", and so do {kept} reviewed box{'es' if kept != 1 else ''}." if kept else "."
+        return V.everything(after, cleared)
+
+    c.clear_found_btn.click(guarded(clear, len(c.views)), [c.state], c.views, api_name="clear_detections")
+
+
+def _region_outputs(session: Session, where: str) -> tuple:
+    """``views`` and the typed-region box after the region changed (``where``: how it was drawn)."""
+    return (*V.everything(session, "")[:-1], region_grid_text(session), region_status(session, where))
+
+
+def _wire_region(c: SimpleNamespace) -> None:
+    """The region: dragged on the window image, typed on the grid, cleared, or drawn on the map."""
+    outputs = [*c.views[:-1], c.typed, c.status]
+    n = len(outputs)
+
+    def draw(session: Session, value: dict | None) -> tuple:
+        boxes = (value or {}).get("boxes") or []
+        if session.info is None or not boxes:  # our own redraw carries no boxes
+            return (gr.skip(),) * n
+        newest = boxes[0]  # the annotator puts each new box first
+        if min(abs(newest["xmax"] - newest["xmin"]), abs(newest["ymax"] - newest["ymin"])) < 1:
+            return (gr.skip(),) * n  # a drag just starting
+        image = value.get("image")
+        shown = (image.shape[1], image.shape[0]) if image is not None else None
+        return _region_outputs(H.draw_region(session, [newest], shown), "on the image")
+
+    def on_map(session: Session, evt: gr.SelectData) -> tuple:
+        south, west, north, east = (float(v) for v in evt.index)
+        return _region_outputs(region_from_map(session, south, west, north, east), "on the map")
+
+    c.annot.change(guarded(draw, n), [c.state, c.annot], outputs, show_progress="hidden", **PRIVATE)
+    c.typed_btn.click(guarded(lambda s, t: _region_outputs(H.type_region(s, t), "from the typed box"), n),
+                      [c.state, c.typed], outputs, api_name="set_region")
+    c.typed.submit(guarded(lambda s, t: _region_outputs(H.type_region(s, t), "from the typed box"), n),
+                   [c.state, c.typed], outputs, **PRIVATE)
+    c.clear_region_btn.click(guarded(lambda s: _region_outputs(H.draw_region(s, None), ""), n),
+                             [c.state], outputs, api_name="clear_region")
+    c.map_html.select(guarded(on_map, n), [c.state], outputs, **PRIVATE)
+
+
+def _wire_chat(c: SimpleNamespace, engine: H.Engine) -> None:
+    n = len(c.views)
+
+    def ask(session: Session, text: str) -> Iterator[tuple]:
+        for out in V.stream(H.ask(session, engine, text)):
+            yield (*out[:-1], "", out[-1])  # the prompt box empties once the question is sent
+
+    def run_task(task: str) -> Callable[..., Iterator[tuple]]:
+        def go(session: Session, text: str, names: str) -> Iterator[tuple]:
+            yield from V.stream(H.quick_task(session, engine, task, text, names))
+        return go
+
+    ask_out = [*c.views[:-1], c.prompt, c.status]
+    c.send.click(guarded_stream(ask, n + 1), [c.state, c.prompt], ask_out, api_name="ask")
+    c.prompt.submit(guarded_stream(ask, n + 1), [c.state, c.prompt], ask_out, **PRIVATE)
+    for button, (_, task) in zip(c.quick, QUICK_TASKS, strict=True):
+        button.click(guarded_stream(run_task(task.value), n), [c.state, c.prompt, c.classes], c.views,
+                     api_name=f"task_{task.value}")
+
+
+def _wire_map(c: SimpleNamespace, engine: H.Engine) -> None:
+    """The map follows the session: redrawn whenever what it shows changes (a new image, new or
+    fewer detections), whether or not its tab is open, and on demand."""
+
+    def follow(session: Session, basemap: bool, shown: str) -> tuple:
+        key = map_key(session, engine.name, basemap)
+        if key == shown:
+            return gr.skip(), gr.skip(), gr.skip()
+        return session_map(session, engine.name, basemap), key, gr.skip()
+
+    def redraw(session: Session, basemap: bool) -> tuple:
+        key = map_key(session, engine.name, basemap)
+        return session_map(session, engine.name, basemap), key, "Map drawn."
+
+    outputs = [c.map_html, c.map_shown, c.status]
+    c.state.change(guarded(follow, 3), [c.state, c.basemap, c.map_shown], outputs, show_progress="hidden",
+                   trigger_mode="always_last", **PRIVATE)
+    c.map_tab.select(guarded(follow, 3), [c.state, c.basemap, c.map_shown], outputs, show_progress="hidden",
+                     **PRIVATE)
+    c.map_btn.click(guarded(redraw, 3), [c.state, c.basemap], outputs, api_name="draw_map")
+    c.basemap.change(guarded(redraw, 3), [c.state, c.basemap], outputs, **PRIVATE)
+
+
+def _wire_outputs(c: SimpleNamespace, engine: H.Engine) -> None:
+    def export(kind: str) -> Callable[..., tuple]:
+        def go(session: Session) -> tuple:
+            path, note = H.export_file(session, tempfile.mkdtemp(prefix="earthgpt-"), engine.name, kind)
+            return str(path), note, f"Exported {path.name}."
+        return go
+
+    def save(session: Session) -> tuple:
+        path = save_session_file(session, tempfile.mkdtemp(prefix="earthgpt-"), engine.name)
+        note = ("Session saved: the conversation, the detections and a reference to the image (a copy is "
+                "kept on the server, so the session reopens after a restart).")
+        return str(path), note, f"Saved {path.name}."
+
+    file_out = [c.out_file, c.export_note, c.status]
+    c.geojson_btn.click(guarded(export("geojson"), 3), [c.state], file_out, api_name="export_geojson")
+    c.gpkg_btn.click(guarded(export("gpkg"), 3), [c.state], file_out, api_name="export_gpkg")
+    c.save_btn.click(guarded(save, 3), [c.state], file_out, api_name="save_session")

@@ -1,0 +1,145 @@
+"""Whole-scene detection that reports in its own tab and cancels keeping what is done, and a saved
+session reopened after its image moved, in headless Chromium with real clicks (scripted model)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser_support import ScriptedChat, open_page, running_app, shot, wait_status
+
+pytestmark = pytest.mark.browser
+
+
+class PacedChat(ScriptedChat):
+    """The scripted model at a pace a person can follow: half a second per detection answer; its
+    other answers say how many earlier exchanges it was given back (``restore``)."""
+
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object):
+        if "Detect all objects" in text:
+            time.sleep(0.5)
+            return super().ask(text, max_new_tokens, stream, **options)
+        answer = f"I recall {len(getattr(self, 'restored', []))} earlier exchange(s)."
+        return iter([answer]) if stream else answer
+
+
+@pytest.fixture(scope="module")
+def paced_server() -> Iterator[str]:
+    with running_app(lambda sensor: PacedChat(), "paced") as url:
+        yield url
+
+
+def _status(page: object) -> str:
+    return page.input_value("#status textarea")
+
+
+def test_progress_in_its_tab_from_the_first_window_and_cancel_keeps_what_is_done(
+    browser: object, paced_server: str, shots: Path
+) -> None:
+    page = open_page(browser, paced_server, [])
+    page.click("#open-demo")
+    wait_status(page, "Opened RGB.byte.tif")
+    page.get_by_role("tab", name="Whole scene").click()
+    page.fill("#scene-tile input", "256")  # 12 windows of the 791 × 718 Landsat tile
+    page.fill("#scene-overlap input", "0")
+    page.click("#scene-run")
+    page.wait_for_function("() => document.querySelector('#scene-progress')?.innerText"
+                           ".includes('Window 1 of 12: answering')", timeout=10000)
+    assert page.is_visible("#scene-progress progress") and _status(page) == "Whole scene: window 1 of 12…"
+    assert page.locator("#sidebar .eta-bar, #views .eta-bar").count() == 0  # nothing drawn over other panels
+    page.wait_for_function("() => document.querySelector('#scene-progress').innerText"
+                           ".includes('Window 3 of 12')", timeout=20000)
+    shot(page, shots / "scene-progress.png")
+    page.click("#scene-cancel")
+    wait_status(page, "Whole-scene detection cancelled after", timeout=20000)
+    done = int(_status(page).split("after ")[1].split(" of")[0])
+    assert 3 <= done < 12  # the window being answered when Cancel came is cut and counts as done
+    assert f"Cancelled after {done} of 12 windows" in page.inner_text("#scene-progress")
+    counts = page.inner_text("#counts")
+    assert f"in {done} of 12 windows" in counts and "ship" in counts
+    kept = int(counts.split(" objects")[0])
+    assert kept > 0 and f"Detections: {kept}" in page.inner_text("#info")
+    shot(page, shots / "scene-cancelled.png")
+    page.close()
+
+
+def test_reopen_a_saved_session_after_its_image_moved(
+    browser: object, paced_server: str, shots: Path, shared_data: Path, tmp_path: Path,
+    app_image_store: Path
+) -> None:
+    original = tmp_path / "harbour.tif"
+    shutil.copy(shared_data / "geotiff" / "optical" / "RGB.byte.tif", original)
+    page = open_page(browser, paced_server, [])
+    page.locator("#upload input[type=file]").set_input_files(str(original))
+    wait_status(page, "Opened harbour.tif")
+    page.fill("#prompt textarea", "What is this?")
+    page.click("#send")
+    wait_status(page, "Answered")
+    page.get_by_role("tab", name="Export & session").click()
+    page.click("#save-session")
+    wait_status(page, "Saved harbour.session.json")
+    with page.expect_download() as download:
+        page.locator("#download a").first.click()
+    saved = tmp_path / "harbour.session.json"
+    download.value.save_as(saved)
+    for kept in app_image_store.iterdir():  # the server lost its copy, and the image moved
+        shutil.rmtree(kept)
+    moved = tmp_path / "moved" / "harbour.tif"
+    moved.parent.mkdir()
+    original.rename(moved)
+    page.locator("#session-file input[type=file]").set_input_files(str(saved))
+    wait_status(page, "⚠ the session's image harbour.tif is no longer where")
+    assert str(tmp_path) not in _status(page) and "/tmp" not in _status(page)
+    page.locator("#repoint input[type=file]").set_input_files(str(moved))
+    wait_status(page, "Session reopened with the image picked.")
+    assert "What is this?" in page.inner_text("#chatbot")
+    page.get_by_role("tab", name="Chat").click()
+    page.fill("#prompt textarea", "And now?")
+    page.click("#send")
+    wait_status(page, "Answered")
+    assert "I recall 1 earlier exchange(s)." in page.inner_text("#chatbot")
+    shot(page, shots / "session-repointed.png")
+    page.close()
+
+
+def test_default_model_scene_run_reports_cancels_and_the_session_reopens(
+    browser: object, nano_server: str, shots: Path, tmp_path: Path
+) -> None:
+    """The shipped model: its looping answers stop early, progress shows from the first window, a
+    cancel keeps what is done, and a saved session reopens with the model's conversation."""
+    page = open_page(browser, nano_server, [])
+    page.click("#open-demo")
+    wait_status(page, "Opened RGB.byte.tif", timeout=60000)
+    page.get_by_role("tab", name="Whole scene").click()
+    page.click("#scene-run")
+    page.wait_for_function("() => document.querySelector('#scene-progress')?.innerText"
+                           ".includes('Window 1 of 4: answering')", timeout=10000)
+    page.wait_for_function("() => document.querySelector('#scene-progress').innerText"
+                           ".includes('Window 2 of 4')", timeout=120000)
+    page.click("#scene-cancel")
+    wait_status(page, "Whole-scene detection cancelled after", timeout=120000)
+    assert "Cancelled after" in page.inner_text("#scene-progress")
+    assert "stopped early because the model started repeating itself" in page.inner_text("#counts")
+    shot(page, shots / "scene-default-model.png")
+    page.get_by_role("tab", name="Chat").click()
+    page.fill("#prompt textarea", "What is this?")
+    page.click("#send")
+    wait_status(page, "Answered", timeout=120000)
+    page.get_by_role("tab", name="Export & session").click()
+    page.click("#save-session")
+    wait_status(page, "Saved RGB.byte.session.json")
+    with page.expect_download() as download:
+        page.locator("#download a").first.click()
+    saved = tmp_path / "RGB.byte.session.json"
+    download.value.save_as(saved)
+    page.locator("#session-file input[type=file]").set_input_files(str(saved))
+    wait_status(page, "Session reopened.", timeout=60000)
+    page.get_by_role("tab", name="Chat").click()
+    page.fill("#prompt textarea", "Describe it in more detail.")
+    page.click("#send")
+    wait_status(page, "Answered", timeout=120000)
+    assert page.inner_text("#chatbot").count("What is this?") == 1
+    page.close()

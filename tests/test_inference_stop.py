@@ -1,0 +1,165 @@
+"""Stop rules (an answer that repeats itself ends early) and restoring a conversation into a new
+ChatSession: pure text tests, a scripted generator, and the tiny random model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_inference import QUESTIONS, full_recompute, parts  # noqa: F401 - parts is a fixture
+
+import earthgpt.inference as inference
+from earthgpt.answer_stream import LineGate, repeats_a_line
+from earthgpt.inference import ChatSession
+from earthgpt.scene_detection import chat_answerer, detection_stop_rule
+
+LOOP = "car [100, 100, 300, 300]\ncar [161, 161, 161, 161]\ncar [161, 161, 161, 161]\n" * 20
+
+
+def test_repeats_a_line_ignores_blank_lines_and_spacing() -> None:
+    assert not repeats_a_line(["ship [1, 2, 3, 4]"])
+    assert not repeats_a_line(["ship [1, 2, 3, 4]", "", ""])
+    assert repeats_a_line(["ship [1, 2, 3, 4]", "plane [5, 6, 7, 8]", " ship [1, 2, 3, 4] "])
+
+
+def test_gate_holds_lines_back_and_drops_the_refused_one() -> None:
+    gate = LineGate(repeats_a_line)
+    pieces = ["sh", "ip [1, 2, 3, 4]\npl", "ane [5", ", 6, 7, 8]\nship [1, 2, 3, 4]\nmore"]
+    shown = [gate.push(piece) for piece in pieces]
+    assert shown == ["", "ship [1, 2, 3, 4]\n", "", "plane [5, 6, 7, 8]\n"]
+    assert gate.refused and gate.push("anything\n") == "" and gate.close() == ""
+    assert gate.text == "ship [1, 2, 3, 4]\nplane [5, 6, 7, 8]\n"
+    free = LineGate(None)
+    assert [free.push(p) for p in ["a\na", "\n"]] == ["a\na", "\n"] and free.close() == ""
+    last = LineGate(repeats_a_line)
+    assert last.push("x\nx") == "x\n" and last.close() == "" and last.text == "x\n"  # the final line too
+
+
+@pytest.mark.parametrize(("answer", "kept"), [
+    ("ship [1, 2, 30, 40]\nship [1, 2, 30, 40]\nship [1, 2, 30, 40]", 1),  # a repeated line
+    ("person [160, 160, 160, 165]\nperson [165, 165, 165, 170]\nperson [170, 170, 170, 180]\n"
+     "person [180, 180, 180, 200]", 1),  # an empty box sliding along the diagonal
+    ("person [166, 166, 191, 191]\nperson [166, 191, 191, 201]\nperson [166, 201, 191, 221]\n"
+     "person [166, 221, 191, 241]\nperson [166, 241, 191, 261]", 3),  # a box sliding down a column
+    ("car [10, 10, 20, 20]\ncar [20, 10, 30, 20]\ncar [30, 10, 40, 20]\ncar [40, 10, 50, 20]", 3),
+    ("ship [1, 2, 30, 40]\nplane [5, 6, 70, 80]\nship [10, 20, 300, 400]\ncar [0, 0, 10, 10]", 4),
+    ("car [10, 10, 20, 20]\ncar [22, 10, 32, 20]\ncar [34, 10, 44, 20]\ncar [46, 10, 56, 20]\n"
+     "car [58, 10, 68, 20]", 5),  # a parked row with gaps between the cars is not a loop
+])
+def test_detection_stop_rule(answer: str, kept: int) -> None:
+    gate = LineGate(detection_stop_rule())
+    gate.push(answer + "\n")
+    gate.close()
+    assert gate.lines == answer.splitlines()[:kept]
+
+
+@pytest.fixture
+def scripted_tokens(parts, monkeypatch):  # noqa: F811 - the fixture imported above
+    """Replace the model's token loop with one that 'generates' the ids of :data:`LOOP`; counts the
+    ids it was asked for (the cost of the answer)."""
+    _, processor, _ = parts
+    ids = processor.tokenizer(LOOP, add_special_tokens=False)["input_ids"]
+    pulled: list[int] = []
+
+    def scripted(model, input_ids, image_features=None, *, cache, max_new_tokens, **_):
+        for token in ids[:max_new_tokens]:
+            pulled.append(token)
+            yield token
+
+    monkeypatch.setattr(inference, "iter_generate", scripted)
+    return pulled
+
+
+def test_a_looping_answer_stops_at_the_repeated_line(parts, scripted_tokens) -> None:  # noqa: F811
+    model, processor, image = parts
+    session = ChatSession(model, processor)
+    session.set_image(image)
+    full = session.ask("Detect all objects.", max_new_tokens=1000)
+    assert session.finish_reason == "length" and full == LOOP[: len(full)]
+    spent = len(scripted_tokens)
+    session.reset()
+    scripted_tokens.clear()
+    pieces = list(session.ask("Detect all objects.", max_new_tokens=1000, stream=True,
+                              stop_rule=repeats_a_line))
+    assert "".join(pieces) == "car [100, 100, 300, 300]\ncar [161, 161, 161, 161]\n"
+    assert session.finish_reason == "rule" and session.history[-1][1] == "".join(pieces)
+    assert len(scripted_tokens) < spent / 10  # stopped at the third line, not the limit
+
+
+def test_the_kept_part_is_the_context_of_the_next_turn(parts, monkeypatch) -> None:  # noqa: F811
+    model, processor, image = parts
+    session = ChatSession(model, processor)
+    session.set_image(image)
+    ids = processor.tokenizer("a\nb\na\nc", add_special_tokens=False)["input_ids"]
+    real = inference.iter_generate
+    monkeypatch.setattr(inference, "iter_generate", lambda *a, **k: (token for token in ids))
+    assert session.ask(QUESTIONS[0], stop_rule=repeats_a_line) == "a\nb\n"
+    monkeypatch.setattr(inference, "iter_generate", real)
+    expected = full_recompute(model, processor, session.image_features, session.conversation.turns,
+                              QUESTIONS[1], max_new_tokens=6)
+    session.ask(QUESTIONS[1], max_new_tokens=6)
+    assert session.answer_ids == expected and session.finish_reason in ("end", "length")
+
+
+def test_a_rule_that_refuses_nothing_changes_nothing(parts) -> None:  # noqa: F811
+    model, processor, image = parts
+    session = ChatSession(model, processor)
+    session.set_image(image)
+    plain = session.ask(QUESTIONS[0], max_new_tokens=10)
+    session.reset()
+    gated = session.ask(QUESTIONS[0], max_new_tokens=10, stop_rule=lambda lines: False)
+    assert gated == plain and session.finish_reason == "length"
+
+
+def test_restore_gives_a_new_session_the_earlier_turns(parts) -> None:  # noqa: F811
+    model, processor, image = parts
+    first = ChatSession(model, processor, sensor="sar")
+    first.set_image(image)
+    first.ask(QUESTIONS[0], max_new_tokens=5)
+    first.ask(QUESTIONS[1], max_new_tokens=5)
+    again = ChatSession(model, processor, sensor="sar")
+    again.set_image(image)
+    again.restore(first.history)
+    assert again.conversation.turns == first.conversation.turns and again.history == first.history
+    assert again.conversation.turns[0].text.startswith("This is a SAR image.")
+    expected = full_recompute(model, processor, first.image_features, first.conversation.turns,
+                              QUESTIONS[2], max_new_tokens=6)
+    assert again.ask(QUESTIONS[2], max_new_tokens=6) == first.ask(QUESTIONS[2], max_new_tokens=6)
+    assert again.answer_ids == expected and again.turns == 3
+    with pytest.raises(ValueError, match="question, answer"):
+        again.restore([("", "x")])
+    with pytest.raises(RuntimeError, match="set_image"):
+        ChatSession(model, processor).restore(first.history)
+
+
+class Streaming:
+    """A scripted chat that streams :data:`LOOP` word by word through the stop rule, as ChatSession does."""
+
+    def set_image(self, rgb: np.ndarray) -> None:
+        self.pulled = 0
+
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, stop_rule=None):
+        gate = LineGate(stop_rule)
+        self.finish_reason = "length"
+        for word in LOOP.split(" "):
+            self.pulled += 1
+            piece = gate.push(word + " ")
+            if piece:
+                yield piece
+            if gate.refused:
+                self.finish_reason = "rule"
+                return
+
+
+def test_chat_answerer_stops_repeats_and_cuts_the_answer_when_cancelled() -> None:
+    image = np.zeros((8, 8, 3), np.uint8)
+    (answer,) = chat_answerer(Streaming, "Detect", stop_rule=detection_stop_rule())([image])
+    assert answer.stopped and not answer.hit_limit and answer.count("\n") == 2
+    (looping,) = chat_answerer(Streaming, "Detect")([image])
+    assert looping.hit_limit and not looping.stopped and len(looping) > 10 * len(answer)
+    cancel: list[bool] = []
+    chat = Streaming()
+    answerer = chat_answerer(lambda: chat, "Detect", cancelled=lambda: bool(cancel))
+    (whole,) = answerer([image])
+    cancel.append(True)
+    (cut,) = answerer([image])
+    assert chat.pulled == 1 and not cut.stopped and 0 < len(cut) < len(whole)
