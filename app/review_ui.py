@@ -12,26 +12,21 @@ refresh triggered by another event never reads a stale picker.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import tempfile
-import threading
 from collections.abc import Callable
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 import numpy as np
 from gradio_image_annotation import image_annotator
-from PIL import Image
 
 from app import annotations as A
 from app import handlers as H
 from app.overlay import display_factor, draw_overlays
 from app.session_io import Session
 from app.ui_guard import guarded
-from app.ui_views import everything
+from app.ui_views import everything, image_file
 from earthgpt.geometry import Detection
 from earthgpt.raster import Tile
 
@@ -63,21 +58,6 @@ def review_image(session: Session) -> np.ndarray | None:
     numbered = [Detection(f"#{n} {f.detection.label}" + (" ?" if f.status == "pending" else ""),
                           f.detection.box) for n, f in enumerate(session.found, 1)]
     return draw_overlays(view, numbered, Tile(*session.window), layers=("HBB", "OBB", "Labels"))
-
-
-def image_file(image: np.ndarray) -> str:
-    """``image`` as a PNG named by its content, written once and atomically (temporary name, then
-    renamed). Gradio rewrites an array's cache file in place each time it is sent again, so an
-    event reading the editor while another sends the same image could read half a file; a path
-    is copied into the cache without that race."""
-    folder = Path(tempfile.gettempdir()) / "earthgpt-review"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()}.png"
-    if not path.exists():
-        part = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.part.png")
-        Image.fromarray(image).save(part)
-        os.replace(part, path)
-    return str(path)
 
 
 def _editor_value(session: Session, text: str) -> dict[str, Any] | None:

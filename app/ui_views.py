@@ -8,10 +8,17 @@ info and the status line; :func:`everything` gives their values.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 
 from app import handlers as H
 from app.overlay import session_overview, session_view
@@ -21,13 +28,28 @@ DISPLAY_SIDE = 1024
 """Window images smaller than this (longest side, pixels) are enlarged for display by a whole factor."""
 
 
+def image_file(image: np.ndarray) -> str:
+    """``image`` as a PNG named by its content, written once and atomically (temporary name, then
+    renamed). Gradio rewrites an array's cache file in place each time it is sent again, so an
+    event reading an annotator while another sends the same image could read half a file; a path
+    is copied into the cache without that race."""
+    folder = Path(tempfile.gettempdir()) / "earthgpt-ui"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{hashlib.sha1(image.tobytes() + str(image.shape).encode()).hexdigest()}.png"
+    if not path.exists():
+        part = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.part.png")
+        Image.fromarray(image).save(part)
+        os.replace(part, path)
+    return str(path)
+
+
 def annotator_value(session: Session) -> dict[str, Any] | None:
     """The window image for the annotator, with detections and the region drawn into it.
 
     It carries no boxes: the annotator stays in its "create box" mode, so every drag draws a new
     region (a box of its own would switch it to moving that box after the first drag)."""
     image = session_view(session, DISPLAY_SIDE)
-    return None if image is None else {"image": image, "boxes": []}
+    return None if image is None else {"image": image_file(image), "boxes": []}
 
 
 def everything(session: Session, status: str) -> tuple[Any, ...]:
