@@ -82,16 +82,12 @@ def _fail(message: str) -> UserError:
 
 
 def parse_bands(text: str | None) -> tuple[int, ...] | None:
-    """``"4,3,2"`` → ``(4, 3, 2)``; empty → None (automatic choice)."""
-    if not text or not text.strip():
-        return None
+    """The band box: ``"4,3,2"`` → ``(4, 3, 2)``, empty → None (see
+    :func:`earthgpt.raster.parse_band_numbers`)."""
     try:
-        bands = tuple(int(part) for part in text.replace(" ", ",").split(",") if part)
+        return raster.parse_band_numbers(text)
     except ValueError as err:
-        raise _fail(f"bands must be 1 or 3 band numbers like 4,3,2; got {text!r}") from err
-    if len(bands) not in (1, 3):
-        raise _fail(f"bands must be 1 or 3 band numbers like 4,3,2; got {len(bands)} numbers")
-    return bands
+        raise _fail(f"bands: {err}") from err
 
 
 def _band_list(bands: tuple[int, ...] | None) -> list[int] | None:

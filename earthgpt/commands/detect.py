@@ -20,7 +20,7 @@ from typing import Any
 
 from earthgpt.box_spaces import raster_to_lonlat, raster_to_map
 from earthgpt.commands import add_quantization_arguments
-from earthgpt.raster import model_source, open_raster, tile_grid, window_reader
+from earthgpt.raster import model_source, open_raster, parse_band_numbers, tile_grid, window_reader
 from earthgpt.scene_detection import SceneResult, chat_answerer, detection_stop_rule, iter_detect_scene
 from earthgpt.sensors import Sensor
 from earthgpt.tasks import Task, instruction
@@ -52,15 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_quantization_arguments(parser)
 
 
-def parse_bands(text: str) -> tuple[int, ...]:
-    """``"4,3,2"`` → ``(4, 3, 2)`` (argparse type of ``--bands``)."""
+def parse_bands(text: str) -> tuple[int, ...] | None:
+    """The argparse type of ``--bands`` (:func:`earthgpt.raster.parse_band_numbers`)."""
     try:
-        bands = tuple(int(part) for part in text.replace(" ", ",").split(",") if part)
+        return parse_band_numbers(text)
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected band numbers like 4,3,2, got {text!r}") from err
-    if len(bands) not in (1, 3):
-        raise argparse.ArgumentTypeError(f"expected 1 or 3 band numbers like 4,3,2, got {text!r}")
-    return bands
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def write_result(out: Path, src: Any, result: SceneResult, properties: dict[str, Any]) -> list[Skipped]:

@@ -20,6 +20,7 @@ from earthgpt.raster.model_input import (
     load_for_model,
     model_image,
     model_source,
+    parse_band_numbers,
     plan_bands,
     window_reader,
 )
@@ -28,5 +29,6 @@ from earthgpt.raster.tiling import Tile, tile_grid
 __all__ = [
     "MAX_BANDS", "WHOLE_IMAGE_SIDE", "ModelSource", "NodataWindowError", "RasterError", "RasterInfo", "Tile",
     "find_sar_pair", "inspect", "load_for_model", "model_image", "model_source", "open_raster",
-    "overview_shape", "plan_bands", "read_overview", "read_window", "tile_grid", "window_reader",
+    "overview_shape", "parse_band_numbers", "plan_bands", "read_overview", "read_window", "tile_grid",
+    "window_reader",
 ]

@@ -60,6 +60,20 @@ def find_sar_pair(path: str | Path) -> Path | None:
     return sibling if sibling.is_file() else None
 
 
+def parse_band_numbers(text: str | None) -> tuple[int, ...] | None:
+    """``"4,3,2"`` (or ``"4 3 2"``) → ``(4, 3, 2)``; empty → None (automatic choice). Raises
+    ValueError unless it is 1 or 3 whole numbers: what ``--bands`` and the app's band box take."""
+    if not text or not text.strip():
+        return None
+    try:
+        bands = tuple(int(part) for part in text.replace(" ", ",").split(",") if part)
+    except ValueError as err:
+        raise ValueError(f"expected 1 or 3 band numbers like 4,3,2, got {text!r}") from err
+    if len(bands) not in (1, 3):
+        raise ValueError(f"expected 1 or 3 band numbers like 4,3,2, got {len(bands)} numbers in {text!r}")
+    return bands
+
+
 def plan_bands(
     info: RasterInfo, sensor: Sensor | str, bands: Sequence[int] | None = None
 ) -> tuple[list[int] | None, list[int] | None]:
