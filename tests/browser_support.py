@@ -104,3 +104,24 @@ def nano_engine() -> Any:
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script.load_engine("nano")
+
+
+def detect_on_demo_with_nano(page: Any) -> int:
+    """Open the default demo tile, ask the default model for HBB detections, return how many it kept."""
+    page.click("#open-demo")
+    wait_status(page, "Opened", timeout=120000)
+    page.click("#task-detection_hbb")
+    wait_status(page, "Answered", timeout=300000)
+    return int(page.inner_text("#info").split("Detections: ")[1].split()[0])
+
+
+def save_session_file(page: Any, folder: Path, name: str) -> Path:
+    """Click *Save session*, wait for ``Saved <name>`` and download the file into ``folder``."""
+    page.get_by_role("tab", name="Export & session").click()
+    page.click("#save-session")
+    wait_status(page, f"Saved {name}")
+    with page.expect_download() as download:
+        page.locator("#download a").first.click()
+    saved = folder / name
+    download.value.save_as(saved)
+    return saved

@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from browser_support import open_page, shot, wait_status
+from browser_support import detect_on_demo_with_nano, open_page, shot, wait_status
 
 pytestmark = pytest.mark.browser
 
@@ -141,11 +141,7 @@ def test_default_model_review_and_training_export(browser: object, nano_server: 
     and the MMRS export lists them all."""
     outside: list[str] = []
     page = open_page(browser, nano_server, outside)
-    page.click("#open-demo")
-    wait_status(page, "Opened", timeout=120000)
-    page.click("#task-detection_hbb")
-    wait_status(page, "Answered", timeout=300000)
-    found = int(page.inner_text("#info").split("Detections: ")[1].split()[0])
+    found = detect_on_demo_with_nano(page)
     page.get_by_role("tab", name="Review").click()
     if found:
         page.wait_for_function("n => document.querySelector('#review-summary').innerText.startsWith(n + ' ')",

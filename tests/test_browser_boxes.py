@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_support import open_page, running_app, shot, wait_status
+from browser_support import detect_on_demo_with_nano, open_page, running_app, shot, wait_status
 
 pytestmark = pytest.mark.browser
 
@@ -116,11 +116,7 @@ def test_default_model_detections_never_break_the_map_or_exports(browser: object
                                                                   shots: Path) -> None:
     outside: list[str] = []
     page = open_page(browser, nano_server, outside)
-    page.click("#open-demo")
-    wait_status(page, "Opened", timeout=120000)
-    page.click("#task-detection_hbb")
-    wait_status(page, "Answered", timeout=300000)
-    found = int(page.inner_text("#info").split("Detections: ")[1].split()[0])
+    found = detect_on_demo_with_nano(page)
     parsed = page.inner_text("#parsed")
     shot(page, shots / "app-nano-detections.png")
     _map_paths(page, found)

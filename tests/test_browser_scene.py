@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_support import ScriptedChat, open_page, running_app, shot, wait_status
+from browser_support import ScriptedChat, open_page, running_app, save_session_file, shot, wait_status
 
 pytestmark = pytest.mark.browser
 
@@ -78,13 +78,7 @@ def test_reopen_a_saved_session_after_its_image_moved(
     page.fill("#prompt textarea", "What is this?")
     page.click("#send")
     wait_status(page, "Answered")
-    page.get_by_role("tab", name="Export & session").click()
-    page.click("#save-session")
-    wait_status(page, "Saved harbour.session.json")
-    with page.expect_download() as download:
-        page.locator("#download a").first.click()
-    saved = tmp_path / "harbour.session.json"
-    download.value.save_as(saved)
+    saved = save_session_file(page, tmp_path, "harbour.session.json")
     for kept in app_image_store.iterdir():  # the server lost its copy, and the image moved
         shutil.rmtree(kept)
     moved = tmp_path / "moved" / "harbour.tif"
@@ -128,13 +122,7 @@ def test_default_model_scene_run_reports_cancels_and_the_session_reopens(
     page.fill("#prompt textarea", "What is this?")
     page.click("#send")
     wait_status(page, "Answered", timeout=120000)
-    page.get_by_role("tab", name="Export & session").click()
-    page.click("#save-session")
-    wait_status(page, "Saved RGB.byte.session.json")
-    with page.expect_download() as download:
-        page.locator("#download a").first.click()
-    saved = tmp_path / "RGB.byte.session.json"
-    download.value.save_as(saved)
+    saved = save_session_file(page, tmp_path, "RGB.byte.session.json")
     page.locator("#session-file input[type=file]").set_input_files(str(saved))
     wait_status(page, "Session reopened.", timeout=60000)
     page.get_by_role("tab", name="Chat").click()
