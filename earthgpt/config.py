@@ -170,6 +170,11 @@ class EarthGPTConfig:
     ``image_token_id`` is the id of the ``<image>`` placeholder in the tokenizer; ``None`` means
     the first id past the LLM vocabulary (what adding one token to a tokenizer of exactly
     ``vocab_size`` entries gives). The LLM embeddings are never resized for it.
+    ``stage1_attention`` names the attention projections stage 1 trains. ``stage2_tunes_stage1``
+    makes stage 2 keep training what stage 1 trained (the projector, those projections and the
+    RMSNorms) beside the scale/shift vectors: a deviation from the paper for a small LLM, where
+    scale and shift alone are too little capacity (the delta checkpoint holds those tensors either
+    way, so it does not grow).
     """
 
     name: str = "custom"
@@ -184,6 +189,7 @@ class EarthGPTConfig:
     image_mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     image_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     stage1_attention: list[str] = field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
+    stage2_tunes_stage1: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

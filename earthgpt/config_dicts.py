@@ -9,6 +9,7 @@ and, for an unknown key, the keys known where it was found.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import types
 import typing
 from collections.abc import Collection, Mapping
@@ -29,7 +30,7 @@ def dataclass_from_dict(cls: type[T], data: Any, where: str = "") -> T:
         raise ValueError(f"{where or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known, key=str)  # YAML keys may be numbers or null
     if unknown:
         raise ValueError(_unknown_keys(where, unknown, known))
     kwargs = {}
@@ -107,6 +108,8 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         _, item = typing.get_args(annotation)
         return {str(k): _convert(v, item, f"{key}.{k}") for k, v in value.items()}
     if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int) and abs(value) > sys.float_info.max:
+            raise ValueError(f"{key}: expected float, got an integer too large for one")
         return float(value)
     if annotation is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)

@@ -55,3 +55,25 @@ def test_collate_pads_right_and_stacks_what_every_example_has() -> None:
         collate([short, processor(image, Conversation().add_human("q"))], processor.pad_token_id)
     with pytest.raises(ValueError, match="differ in shape"):
         collate([short, {**short, "pixel_values": torch.zeros(3, 2, 2)}], processor.pad_token_id)
+
+
+def test_pack_by_task_keeps_one_task_per_example_and_repeats_the_named_tasks() -> None:
+    from earthgpt.data.torch_dataset import wanted_turns
+
+    processor = tiny_processor()
+    records = [_record("a", "train", CHAT_STYLE), _record("b", "train", CHAT_STYLE)]
+    tasks = [t.task for t in wanted_turns(records[0])]
+    assert len(set(tasks)) == 2  # one classification-style pair and one caption pair
+    mixed = make_examples(records, processor.tokenizer, num_visual_tokens=4, max_length=4096)
+    assert [e.pairs for e in mixed] == [(0, 1), (0, 1)]
+    sizes = {"num_visual_tokens": 4, "max_length": 4096}
+    apart = make_examples(records, processor.tokenizer, **sizes, pack_by_task=True)
+    assert [(e.record, e.pairs) for e in apart] == [(0, (0,)), (0, (1,)), (1, (0,)), (1, (1,))]
+    repeats = {tasks[1]: 3}
+    repeated = make_examples(records, processor.tokenizer, **sizes, pack_by_task=True, task_repeats=repeats)
+    expected = [(0, (0,)), *[(0, (1,))] * 3, (1, (0,)), *[(1, (1,))] * 3]
+    assert [(e.record, e.pairs) for e in repeated] == expected
+    with pytest.raises(ValueError, match="needs pack_by_task"):
+        make_examples(records, processor.tokenizer, **sizes, task_repeats={"x": 2})
+    with pytest.raises(ValueError, match="whole numbers"):
+        make_examples(records, processor.tokenizer, **sizes, pack_by_task=True, task_repeats={"x": 0})

@@ -97,6 +97,35 @@ def test_stage2_trains_scale_and_shift_of_every_llm_linear() -> None:
         apply_stage(model, 3)
 
 
+def test_stage2_can_keep_training_what_stage1_trained_and_the_delta_does_not_grow(tmp_path) -> None:
+    from dataclasses import replace
+
+    from earthgpt.model.checkpoint import delta_state, load_pretrained, save_pretrained
+
+    qv = ["q_proj", "v_proj"]
+    plain = EarthGPT.from_config(replace(get_preset("tiny"), stage1_attention=qv), pretrained=False)
+    apply_stage(plain, 1)
+    stage1 = set(trainable_parameter_names(plain))
+    apply_stage(plain, 2)
+    scale_shift = set(trainable_parameter_names(plain))
+    config = replace(get_preset("tiny"), stage1_attention=["q_proj", "v_proj"], stage2_tunes_stage1=True)
+    model = EarthGPT.from_config(config, pretrained=False)
+    apply_stage(model, 1)
+    apply_stage(model, 2)
+    trained = set(trainable_parameter_names(model))
+    assert trained == scale_shift | {n.replace("_proj.weight", "_proj.base.weight") for n in stage1}
+    model(**batch(model)).loss.backward()
+    assert names_with_grad(model) == trained
+    assert set(delta_state(model)) == set(delta_state(plain))  # the same tensors, the same file size
+    with torch.no_grad():
+        model.llm.model.layers[0].self_attn.q_proj.base.weight.add_(0.05)
+    save_pretrained(model, tmp_path / "ckpt")
+    loaded = load_pretrained(tmp_path / "ckpt")
+    assert loaded.config.stage2_tunes_stage1
+    data = batch(model)
+    torch.testing.assert_close(loaded(**data).logits, model(**data).logits)
+
+
 def test_parameter_report_counts_exactly() -> None:
     model = tiny()
     cfg = model.config

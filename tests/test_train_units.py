@@ -162,3 +162,26 @@ def test_projector_gets_its_own_learning_rate():
     assert {rates[i] for i in projector} == {1e-3}
     assert {r for i, r in rates.items() if i not in projector} == {1e-4}
     assert len(rates) == sum(1 for p in module.parameters() if p.requires_grad)
+
+
+def test_stage2_gives_stage1_parameters_their_own_learning_rate() -> None:
+    from train.optimizer import make_optimizer
+    from train.training_module import TrainingModule
+
+    model = _tiny(0)  # after stage 1
+    model.config.stage2_tunes_stage1 = True
+    apply_stage(model, 2)
+    module = TrainingModule(model)
+    cfg = load_config(CONFIGS / "tiny_stage2.yaml", [SOURCE, "optim.lr=3e-3", "optim.projector_lr=5e-4",
+                                                     "optim.stage1_lr=1e-4"])
+    optimizer = make_optimizer(module, cfg)
+    rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    by_rate = {}
+    for i, r in rates.items():
+        name = names[i]
+        vector = name.endswith(("scale", "shift"))
+        kind = "projector" if name.startswith("projector.") else "vector" if vector else "llm"
+        by_rate.setdefault(kind, set()).add(r)
+    assert by_rate == {"projector": {5e-4}, "vector": {3e-3}, "llm": {1e-4}}
+    assert len(rates) == sum(1 for p in module.parameters() if p.requires_grad)

@@ -84,8 +84,9 @@ def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
     meta = read_meta(folder)
     if meta.get("stage") != 1:
         raise ValueError(f"stage 2 starts from a stage-1 export; {folder} is stage {meta.get('stage')}")
-    expected = {k: v for k, v in model_config(cfg).to_dict().items() if k != "name"}
-    found = {k: v for k, v in meta["config"].items() if k != "name"}
+    stage2_only = ("name", "stage2_tunes_stage1")  # choices of stage 2, not of the base it starts from
+    expected = {k: v for k, v in model_config(cfg).to_dict().items() if k not in stage2_only}
+    found = {k: v for k, v in meta["config"].items() if k not in stage2_only}
     diffs = [
         f"model config differs at {path}: export {a!r}, this run {b!r}"
         for path, a, b in _diff(found, expected)
@@ -122,6 +123,7 @@ def build_model(cfg: TrainConfig) -> EarthGPT:
         folder = Path(cfg.model.init_from or "")
         check_stage2_base(cfg, folder)
         model = load_pretrained(folder, dtype=dtype)
+        model.config.stage2_tunes_stage1 = model_config(cfg).stage2_tunes_stage1
         if model.tokenizer is None and (folder / "tokenizer").is_dir() and cfg.model.tokenizer is None:
             from transformers import AutoTokenizer
 

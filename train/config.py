@@ -21,7 +21,7 @@ from earthgpt.config_dicts import dataclass_from_dict, merge_dicts
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 DTYPES = ("float32", "bfloat16", "float16")
 # Fields whose value is a mapping (not a section): an override replaces them whole.
-VALUE_MAPPINGS = ("image_roots", "config")
+VALUE_MAPPINGS = ("image_roots", "config", "task_repeats")
 
 
 @dataclass
@@ -58,7 +58,9 @@ class DataSection:
     only turns of
     these tasks (stage 1: ``[caption]``); empty keeps all. ``split`` keeps records of that split.
     ``one_pair_per_example`` makes each turn pair its own example (the stage-1 caption recipe);
-    otherwise a record's pairs are packed into examples up to ``max_length``. ``feature_cache`` is a
+    otherwise a record's pairs are packed into examples up to ``max_length``; ``pack_by_task`` packs
+    each task's pairs apart and ``task_repeats`` (``{task: n}``) lists each example of that task n
+    times per epoch (task-balanced sampling). ``feature_cache`` is a
     folder for cached vision-encoder outputs (see ``train/features.py``); ``None`` disables it.
     """
 
@@ -70,6 +72,8 @@ class DataSection:
     group_by_length: bool = True
     num_workers: int = 0
     one_pair_per_example: bool = False
+    pack_by_task: bool = False
+    task_repeats: dict[str, int] = field(default_factory=dict)
     feature_cache: str | None = None
     system_prompt: str | None = None
 
@@ -80,11 +84,14 @@ class OptimSection:
 
     ``batch_size`` is per device; one optimizer step sees ``batch_size · grad_accum · world_size``
     examples. ``max_steps`` counts optimizer steps; ``warmup_steps`` takes precedence over
-    ``warmup_ratio`` when positive. ``projector_lr`` (default: ``lr``) is the projector's rate.
+    ``warmup_ratio`` when positive. ``projector_lr`` (default: ``lr``) is the projector's rate;
+    ``stage1_lr`` (default: ``lr``) is the rate, in stage 2, of the LLM parameters stage 1 trained
+    when the model config's ``stage2_tunes_stage1`` keeps them training.
     """
 
     lr: float = 2e-4
     projector_lr: float | None = None
+    stage1_lr: float | None = None
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -187,11 +194,26 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-4")
-        value = yaml.safe_load(raw) if raw else ""
+        value = _yaml(raw, f"override {item!r}") if raw else ""
         if isinstance(value, str) and _looks_like_float(raw):
             value = float(raw)
         _set_dotted(tree, key.strip(), value)
     return tree
+
+
+def _yaml(text: str, where: str) -> Any:
+    """``text`` parsed as YAML; a one-line ValueError naming ``where`` and the problem otherwise."""
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise ValueError(f"{where}: not valid YAML: nested too deeply") from None
+    except ValueError as err:  # an integer of more digits than Python converts
+        raise ValueError(f"{where}: not valid YAML: {err}") from None
+    except yaml.YAMLError as err:
+        problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+        if problem and mark is not None:
+            problem = f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+        raise ValueError(f"{where}: not valid YAML: {' '.join(str(problem or err).split())}") from None
 
 
 def _looks_like_float(text: str) -> bool:
@@ -218,7 +240,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training config {path} not found")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text: {err}") from None
+    data = _yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
     merged = merge_dicts(data, parse_overrides(overrides or []), replace=VALUE_MAPPINGS)

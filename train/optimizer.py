@@ -24,15 +24,31 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, m
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; weight decay only on matrices (none on norms, biases, scale/shift vectors); the
-    projector at ``optim.projector_lr`` when set (it starts from random, the LLM parts do not)."""
-    projector = getattr(getattr(model, "model", None), "projector", None)
+    projector at ``optim.projector_lr`` when set (it starts from random, the LLM parts do not); in
+    stage 2, the LLM parameters other than scale/shift (trained when the model config's
+    ``stage2_tunes_stage1`` is set) at ``optim.stage1_lr`` when set."""
+    from earthgpt.model.tuning import scale_shift_layers
+
+    inner = getattr(model, "model", None)
+    projector = getattr(inner, "projector", None)
     projector_ids = {id(p) for p in projector.parameters()} if projector is not None else set()
+    llm = getattr(inner, "llm", None)
+    layers = scale_shift_layers(llm) if llm is not None else []
+    scale_shift_ids = {id(p) for layer in layers for p in (layer.scale, layer.shift)}
+
+    def rate(param: nn.Parameter) -> float:
+        if id(param) in projector_ids:
+            return cfg.optim.projector_lr or cfg.optim.lr
+        if scale_shift_ids and id(param) not in scale_shift_ids:
+            return cfg.optim.stage1_lr or cfg.optim.lr
+        return cfg.optim.lr
+
+    by_rate: dict[float, list[nn.Parameter]] = {}
+    for param in model.parameters():
+        if param.requires_grad:
+            by_rate.setdefault(rate(param), []).append(param)
     groups = []
-    for is_projector in (False, True):
-        params = [
-            p for p in model.parameters() if p.requires_grad and (id(p) in projector_ids) == is_projector
-        ]
-        lr = cfg.optim.projector_lr if is_projector and cfg.optim.projector_lr else cfg.optim.lr
+    for lr, params in by_rate.items():
         groups += [
             {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.optim.weight_decay, "lr": lr},
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr": lr},

@@ -63,6 +63,8 @@ def _dataset(cfg: TrainConfig, model: EarthGPT, processor: EarthGPTProcessor, ac
         max_length=cfg.data.max_length,
         tasks=cfg.data.tasks,
         one_pair_per_example=cfg.data.one_pair_per_example,
+        pack_by_task=cfg.data.pack_by_task,
+        task_repeats=cfg.data.task_repeats,
     )
     dataset = MMRSTorchDataset(
         records,

@@ -4,7 +4,8 @@ A record (one image, many human/assistant turns) becomes one or more training ex
 (:class:`TrainingExample`): its turns (:func:`earthgpt.data.mmrs_reader.record_turns`, the rule
 evaluation reads them by), kept when their ``task`` is wanted, are packed in order
 into examples whose estimated token length fits ``max_length`` (or one pair per example, the
-stage-1 caption recipe). Every example carries the image in its first human turn.
+stage-1 caption recipe; or each task's pairs apart, optionally repeated per task for task-balanced
+sampling). Every example carries the image in its first human turn.
 
 An item is ``input_ids``, ``labels`` (answers only, see :mod:`earthgpt.conversation`),
 ``attention_mask`` and either ``pixel_values`` (the image read and preprocessed) or, when the
@@ -53,31 +54,56 @@ def make_examples(
     max_length: int,
     tasks: Sequence[str] = (),
     one_pair_per_example: bool = False,
+    pack_by_task: bool = False,
+    task_repeats: Mapping[str, int] | None = None,
 ) -> list[TrainingExample]:
     """Split records into examples whose estimated length is at most ``max_length`` tokens.
 
     The estimate is ``num_visual_tokens`` plus the token count of each pair's texts plus
     ``TURN_OVERHEAD_TOKENS`` per turn; a single pair longer than ``max_length`` still forms an
     example (it is truncated when tokenized). Records with no wanted pair give no example.
+
+    ``pack_by_task`` packs each task's pairs of a record apart, so that every example holds one
+    task; ``task_repeats`` (which needs it) then lists each example of a named task that many times
+    (an integer ≥ 1), to give rare tasks a larger share of the steps (task-balanced sampling).
     """
+    repeats = dict(task_repeats or {})
+    if repeats and not pack_by_task:
+        raise ValueError("task_repeats needs pack_by_task: an example must hold one task to be repeated")
+    bad = {task: n for task, n in repeats.items() if not isinstance(n, int) or n < 1}
+    if bad:
+        raise ValueError(f"task_repeats must be whole numbers ≥ 1, got {bad}")
     per_record = [wanted_turns(record, tasks) for record in records]
     texts = [text for turns in per_record for turn in turns for text in (turn.question, turn.answer)]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     counts = iter(len(ids) for ids in encoded)
     examples: list[TrainingExample] = []
     for index, turns in enumerate(per_record):
-        current: list[int] = []
-        length = num_visual_tokens
-        for pair_index in range(len(turns)):
-            cost = next(counts) + next(counts) + 2 * TURN_OVERHEAD_TOKENS
-            full = current and (one_pair_per_example or length + cost > max_length)
-            if full:
-                examples.append(TrainingExample(index, tuple(current), length))
-                current, length = [], num_visual_tokens
-            current.append(pair_index)
-            length += cost
-        if current:
-            examples.append(TrainingExample(index, tuple(current), length))
+        costs = [next(counts) + next(counts) + 2 * TURN_OVERHEAD_TOKENS for _ in turns]
+        groups: dict[str, list[int]] = {}
+        for pair_index, turn in enumerate(turns):
+            groups.setdefault(turn.task if pack_by_task else "", []).append(pair_index)
+        for task, pairs in groups.items():
+            packed = _pack(index, pairs, costs, num_visual_tokens, max_length, one_pair_per_example)
+            examples += packed * repeats.get(task, 1)
+    return examples
+
+
+def _pack(
+    record: int, pairs: list[int], costs: list[int], num_visual_tokens: int, max_length: int, one_pair: bool
+) -> list[TrainingExample]:
+    examples: list[TrainingExample] = []
+    current: list[int] = []
+    length = num_visual_tokens
+    for pair_index in pairs:
+        full = current and (one_pair or length + costs[pair_index] > max_length)
+        if full:
+            examples.append(TrainingExample(record, tuple(current), length))
+            current, length = [], num_visual_tokens
+        current.append(pair_index)
+        length += costs[pair_index]
+    if current:
+        examples.append(TrainingExample(record, tuple(current), length))
     return examples
 
 

@@ -7,7 +7,8 @@
   (the LM head included: the paper says every linear layer) is wrapped in a ``ScaleShiftLinear``
   whose two vectors, ``scale`` (init 1) and ``shift`` (init 0), are the only trainable parameters:
   ``y = scale ⊙ (W x + b) + shift``. The wrapped layer is left as it is, so a bitsandbytes
-  ``Linear4bit`` works too.
+  ``Linear4bit`` works too. With ``config.stage2_tunes_stage1`` stage 2 also keeps training what
+  stage 1 trained (a documented deviation for the 135 M nano, see MODEL_CARD.md).
 
 ``merge_scale_shift`` folds the vectors into ``W`` and the bias (plain ``nn.Linear`` only) so that
 inference runs at plain-Linear cost; ``unmerge_scale_shift`` restores the wrapped form (equal up to
@@ -162,14 +163,7 @@ def apply_stage(model: EarthGPT, stage: int) -> None:
     if stage == 1:
         if scale_shift_layers(model.llm):
             raise ValueError("stage 1 runs before stage 2: this model already has scale/shift layers")
-        for module in _stage1_modules(model):
-            for name, param in module.named_parameters():
-                if not param.is_floating_point():
-                    raise ValueError(
-                        f"stage 1 trains {name} but it is stored as {param.dtype} (a quantized LLM); "
-                        "load the LLM unquantized for stage 1"
-                    )
-                param.requires_grad_(True)
+        _unfreeze_stage1(model)
     else:
         _decoder_parts(model.llm)
         inject_scale_shift(model.llm)
@@ -178,7 +172,20 @@ def apply_stage(model: EarthGPT, stage: int) -> None:
                 raise ValueError("scale/shift layers are merged; unmerge_scale_shift before training")
             layer.scale.requires_grad_(True)
             layer.shift.requires_grad_(True)
+        if model.config.stage2_tunes_stage1:
+            _unfreeze_stage1(model)
     model.stage = stage
+
+
+def _unfreeze_stage1(model: EarthGPT) -> None:
+    for module in _stage1_modules(model):
+        for name, param in module.named_parameters():
+            if not param.is_floating_point():
+                raise ValueError(
+                    f"stage 1's parameters train here but {name} is stored as {param.dtype} (a quantized "
+                    "LLM); load the LLM unquantized"
+                )
+            param.requires_grad_(True)
 
 
 def _tied_parameter_ids(module: nn.Module) -> set[int]:
