@@ -3,15 +3,22 @@
 Runs on accelerate: CPU, one or many GPUs, one or many nodes, DDP / FSDP / DeepSpeed. One optimizer
 step takes ``optim.grad_accum`` micro-batches of ``optim.batch_size`` examples per process
 (gradient sync only on the last), clips the gradient norm, steps AdamW and the cosine schedule.
-The mean loss of a step is the mean of its micro-batch losses (each the mean over its answer
-tokens). Logs go to the progress bar, ``metrics.jsonl`` and TensorBoard; checkpoints and the final
-export are described in ``train/checkpoints.py`` and ``docs/TRAINING.md``.
+
+The objective is the same at every scale: the mean cross-entropy over the answer tokens of the whole
+global batch (every micro-batch of the step on every process). A step first takes all its
+micro-batches and counts their answer tokens on all processes (one all-reduce); each micro-batch then
+backpropagates its summed token loss times ``num_processes / tokens`` (DDP, FSDP and DeepSpeed
+average gradients over processes). So ``batch_size`` × ``grad_accum`` × processes give the gradient
+of one big batch, however the answers are spread. The logged loss is that global token mean.
+Logs go to the progress bar, ``metrics.jsonl`` and TensorBoard; checkpoints and the final export are
+described in ``train/checkpoints.py`` and ``docs/TRAINING.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,8 +33,19 @@ from train.run import Run, setup
 _BATCH_KEYS = ("input_ids", "attention_mask", "labels", "pixel_values", "vision_features")
 
 
+@dataclass(frozen=True)
+class StepLoss:
+    """One optimizer step's loss in parts that add up over processes and steps: ``local_sum``, the
+    summed answer-token loss of this process's micro-batches, and ``tokens``, the answer tokens of the
+    step's global batch. The step's loss is ``local_sum`` summed over processes, divided by ``tokens``."""
+
+    local_sum: float
+    tokens: int
+
+
 def _micro_batch(run: Run, batch: dict[str, Any], scale: float, sync: bool) -> tuple[float, list[float]]:
-    """Forward and backward of one micro-batch; returns its loss and local counts for throughput."""
+    """Forward and backward of one micro-batch (its summed token loss times ``scale``); returns the
+    summed token loss and local counts for throughput."""
     acc = run.accelerator
     inputs = {k: batch[k].to(acc.device) for k in _BATCH_KEYS if k in batch}
     context = acc.no_sync(run.module) if not sync else contextlib.nullcontext()
@@ -46,49 +64,70 @@ def _micro_batch(run: Run, batch: dict[str, Any], scale: float, sync: bool) -> t
     return float(loss.detach()), counts
 
 
-def train_step(run: Run) -> float:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss on this process."""
-    accum = run.cfg.optim.grad_accum
-    losses = []
-    for micro in range(accum):
-        loss, counts = _micro_batch(run, run.stream.next(), 1.0 / accum, sync=micro == accum - 1)
+def global_answer_tokens(run: Run, batches: list[dict[str, Any]]) -> int:
+    """Answer tokens of ``batches`` summed over all processes (the step's global batch)."""
+    local = sum(run.model.answer_token_count(b["input_ids"], b["labels"]) for b in batches)
+    acc = run.accelerator
+    return int(acc.reduce(torch.tensor(local, device=acc.device), "sum"))
+
+
+def backward_step(run: Run) -> StepLoss:
+    """Forward and backward of one step's ``grad_accum`` micro-batches, leaving in ``.grad`` the
+    gradient of the mean token loss of the global batch (module doc); returns the step's loss."""
+    batches = [run.stream.next() for _ in range(run.cfg.optim.grad_accum)]
+    tokens = global_answer_tokens(run, batches)
+    scale = run.accelerator.num_processes / max(tokens, 1)
+    local_sum = 0.0
+    for index, batch in enumerate(batches):
+        loss, counts = _micro_batch(run, batch, scale, sync=index == len(batches) - 1)
         if not math.isfinite(loss):
             raise FloatingPointError(
                 f"loss is {loss} at step {run.step + 1}; lower optim.lr or check the data"
             )
-        losses.append(loss)
-        tokens, samples, visual, seq_len, encoded = counts
-        run.throughput.add(int(tokens), int(samples), int(visual), int(seq_len), int(encoded))
+        local_sum += loss
+        tokens_in, samples, visual, seq_len, encoded = counts
+        run.throughput.add(int(tokens_in), int(samples), int(visual), int(seq_len), int(encoded))
+    return StepLoss(local_sum, tokens)
+
+
+def train_step(run: Run) -> StepLoss:
+    """One optimizer step: :func:`backward_step`, gradient clipping, AdamW and the schedule."""
+    loss = backward_step(run)
     if run.cfg.optim.grad_clip > 0:
         run.accelerator.clip_grad_norm_(run.module.parameters(), run.cfg.optim.grad_clip)
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
     run.step += 1
-    return sum(losses) / len(losses)
+    return loss
 
 
-def _log(run: Run, losses: list[float], bar: tqdm) -> dict[str, float]:
+def _log(run: Run, losses: list[StepLoss], bar: tqdm) -> dict[str, float]:
+    """Log the window's loss (its global token mean) and throughput summed over processes."""
     acc = run.accelerator
-    mean = torch.tensor(sum(losses) / len(losses), device=acc.device)
-    row: dict[str, float] = {
-        "step": run.step,
-        "loss": float(acc.reduce(mean, "mean")),
-        "lr": run.scheduler.get_last_lr()[0],
-    }
     local = run.throughput.read()
     totals = acc.reduce(
         torch.tensor(
-            [local["tokens_per_s"], local["samples_per_s"], local.get("model_tflops_per_s", 0.0)],
+            [
+                sum(s.local_sum for s in losses),
+                local["tokens_per_s"],
+                local["samples_per_s"],
+                local.get("model_tflops_per_s", 0.0),
+            ],
             device=acc.device,
         ),
         "sum",
     )
-    row["tokens_per_s"], row["samples_per_s"] = float(totals[0]), float(totals[1])
+    row: dict[str, float] = {
+        "step": run.step,
+        "loss": float(totals[0]) / max(sum(s.tokens for s in losses), 1),
+        "lr": run.scheduler.get_last_lr()[0],
+    }
+    row["tokens_per_s"], row["samples_per_s"] = float(totals[1]), float(totals[2])
     if acc.device.type == "cuda":
-        row["model_tflops_per_s"] = float(totals[2])
+        row["model_tflops_per_s"] = float(totals[3])
         if run.throughput.peak_tflops:
-            row["mfu"] = float(totals[2]) / (run.throughput.peak_tflops * acc.num_processes)
+            row["mfu"] = float(totals[3]) / (run.throughput.peak_tflops * acc.num_processes)
     if acc.is_main_process:
         append_jsonl(run.output / "metrics.jsonl", row)
         if run.cfg.run.tensorboard:
@@ -110,7 +149,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         unit="step",
         disable=not (cfg.run.progress and acc.is_local_main_process),
     )
-    window: list[float] = []
+    window: list[StepLoss] = []
     last: dict[str, float] = {}
     while run.step < end:
         window.append(train_step(run))

@@ -23,13 +23,14 @@ class TrainingModule(nn.Module):
         pixel_values: torch.Tensor | None = None,
         vision_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The mean cross-entropy over answer tokens."""
+        """The cross-entropy summed over the answer tokens of this micro-batch (not averaged: the
+        loop divides by the answer tokens of the whole global batch, ``train/steps.py``)."""
         if vision_features is None:
             vision_features = self.model.vision(pixel_values)
         weight = next(self.model.projector.parameters())
         image_features = self.model.projector(vision_features.to(weight.device, weight.dtype))
         out = self.model(
             input_ids, attention_mask=attention_mask, image_features=image_features, labels=labels,
-            answer_logits_only=True,
+            answer_logits_only=True, loss_reduction="sum",
         )
         return out.loss

@@ -8,7 +8,8 @@ id 0 and then overwritten, so the LLM's embeddings are never resized.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -65,18 +66,27 @@ class EarthGPT(nn.Module):
         dtype: torch.dtype = torch.float32,
         seed: int = 0,
         keep_unquantized: Sequence[str] = (),
+        empty: bool = False,
     ) -> EarthGPT:
         """Build the model: base components pretrained (``loaders.load_*``) or random at the config's
         sizes. The projector is always freshly initialised; random parts draw from ``seed`` without
         touching the global random state, so the same call gives the same weights.
         ``keep_unquantized`` names LLM modules (e.g. ``q_proj``) that 4/8-bit loading leaves in
-        ``dtype``: the ones a trained delta replaces."""
+        ``dtype``: the ones a trained delta replaces.
+
+        Every part is created and initialised in ``dtype`` (never float32 first, then cast), and a
+        pretrained part is read from its files straight into ``dtype`` (transformers builds it on
+        the meta device). ``empty`` (random bases only) builds the parameters on the meta device,
+        with no memory and no initialisation, for a caller that then takes every tensor from a full
+        checkpoint (``loaders.assign_weights``); such a model has no ``base_identity``."""
         if load_4bit and load_8bit:
             raise ValueError("choose one of load_4bit and load_8bit, not both")
         quantization = "4bit" if load_4bit else "8bit" if load_8bit else None
         if quantization and not pretrained:
             raise ValueError(f"{quantization} quantization needs a pretrained LLM (pretrained=True)")
-        with torch.random.fork_rng(devices=[]):
+        if empty and pretrained:
+            raise ValueError("empty=True builds a random base's architecture; use pretrained=False")
+        with torch.random.fork_rng(devices=[]), _default_dtype(dtype), _meta_parameters(empty):
             torch.manual_seed(seed)
             vision = build_visual_perception(config, pretrained=pretrained, dtype=dtype)
             llm, tokenizer = _build_llm(
@@ -86,9 +96,11 @@ class EarthGPT(nn.Module):
             projector = build_projector(
                 config.projector, vision.out_channels, config.llm.hidden_size, vision.channel_groups
             )
+        if empty:
+            llm.tie_weights()  # the meta build gives each name its own parameter
         model = cls(config, vision, projector.to(dtype), llm, tokenizer)
         model.pretrained_base, model.seed, model.dtype = pretrained, seed, dtype
-        if not pretrained:
+        if not pretrained and not empty:
             model.base_identity = _random_base_identity(model)
         model.requires_grad_(False)
         return model.eval()
@@ -147,6 +159,7 @@ class EarthGPT(nn.Module):
         use_cache: bool = False,
         position_ids: torch.Tensor | None = None,
         answer_logits_only: bool = False,
+        loss_reduction: str = "mean",
     ) -> CausalLMOutputWithPast:
         """Run the LLM on text with spliced visual tokens.
 
@@ -159,10 +172,17 @@ class EarthGPT(nn.Module):
         ``answer_logits_only`` (training): the LM head runs only at the positions that predict a
         labelled token, so ``output.logits`` is ``(n_answer_tokens, vocab)`` instead of
         ``(B, T, vocab)``; the loss is the same. Answers are a small part of each sequence and the
-        head (576 × 49,152 in nano) is a large part of the compute.
+        head (576 × 49,152 in nano) is a large part of the compute. With it, ``loss_reduction``
+        ``"sum"`` gives the summed cross-entropy over the answer tokens instead of their mean, so a
+        training loop can divide by the answer tokens of a whole global batch
+        (:meth:`answer_token_count`).
         """
         if pixel_values is not None and image_features is not None:
             raise ValueError("give pixel_values or image_features, not both")
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        if loss_reduction == "sum" and not answer_logits_only:
+            raise ValueError("loss_reduction='sum' needs answer_logits_only=True")
         has_placeholders = bool((input_ids == self.image_token_id).any())
         if past_key_values is not None and not has_placeholders:
             pixel_values = image_features = None
@@ -172,7 +192,7 @@ class EarthGPT(nn.Module):
         if labels is not None:
             labels = labels.masked_fill(input_ids == self.image_token_id, IGNORE_INDEX)
         if answer_logits_only and labels is not None and not use_cache:
-            return self._answer_only_loss(inputs_embeds, attention_mask, position_ids, labels)
+            return self._answer_only_loss(inputs_embeds, attention_mask, position_ids, labels, loss_reduction)
         return self.llm(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -188,6 +208,7 @@ class EarthGPT(nn.Module):
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None,
         labels: torch.Tensor,
+        reduction: str,
     ) -> CausalLMOutputWithPast:
         hidden = self.llm.model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids
@@ -197,8 +218,14 @@ class EarthGPT(nn.Module):
         logits = self.llm.lm_head(hidden[:, :-1][keep])
         if not bool(keep.any()):  # nothing to learn from: a zero loss that still has a graph
             return CausalLMOutputWithPast(loss=hidden.sum() * 0.0, logits=logits)
-        loss = nn.functional.cross_entropy(logits.float(), targets[keep])
+        loss = nn.functional.cross_entropy(logits.float(), targets[keep], reduction=reduction)
         return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+    def answer_token_count(self, input_ids: torch.Tensor, labels: torch.Tensor) -> int:
+        """How many tokens the answer loss of ``forward`` sums over: the positions whose next
+        token is labelled, image placeholders excluded."""
+        targets = labels[:, 1:].masked_fill(input_ids[:, 1:] == self.image_token_id, IGNORE_INDEX)
+        return int((targets != IGNORE_INDEX).sum())
 
 
 def _build_llm(
@@ -229,6 +256,26 @@ def _build_llm(
     )
     check_llm_config(cfg, llm.config)
     return llm, tokenizer
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Create new floating tensors in ``dtype`` (parameters made and initialised there)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _meta_parameters(enabled: bool) -> contextlib.AbstractContextManager:
+    """Parameters on the meta device (buffers stay real: some are never saved), when ``enabled``."""
+    if not enabled:
+        return contextlib.nullcontext()
+    from accelerate import init_empty_weights
+
+    return init_empty_weights(include_buffers=False)
 
 
 def _random_base_identity(model: EarthGPT) -> dict:

@@ -112,3 +112,37 @@ def load_cnn(arch: str, source: str) -> torch.nn.Module:
     if arch not in CNN_LOADERS:
         raise ValueError(f"unknown CNN arch {arch!r}; known: {', '.join(CNN_LOADERS)}")
     return CNN_LOADERS[arch](source)
+
+
+def assign_weights(module: torch.nn.Module, path: str | Path) -> None:
+    """Give ``module`` (built empty: ``EarthGPT.from_config(..., empty=True)``) every tensor of the
+    safetensors file ``path``, in the file's dtype. The file's tensors become the parameters
+    themselves (memory-mapped, copied on write), so loading takes no second copy of the weights.
+    Tied tensors (saved once under one of their names) stay tied. Raises ValueError naming what
+    is missing, unexpected or of another shape."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    targets = module.state_dict(keep_vars=True)  # a tied tensor appears under each of its names
+    first_name: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for name, tensor in targets.items():
+        aliases.update({name: first_name[id(tensor)]} if id(tensor) in first_name else {})
+        first_name.setdefault(id(tensor), name)
+    for alias, first in aliases.items():  # the file holds a tied tensor under any one of its names
+        if alias in state:
+            state.setdefault(first, state.pop(alias))
+    needed = [name for name in targets if name not in aliases]
+    missing = [name for name in needed if name not in state]
+    unexpected = [name for name in state if name not in targets]
+    reshaped = [name for name in needed if name in state and state[name].shape != targets[name].shape]
+    if missing or unexpected or reshaped:
+        raise ValueError(
+            f"{Path(path).name} does not fit the model: missing {missing[:3]} ({len(missing)}), "
+            f"unexpected {unexpected[:3]} ({len(unexpected)}), other shapes {reshaped[:3]} ({len(reshaped)})"
+        )
+    module.load_state_dict(state, strict=False, assign=True)
+    for alias, first in aliases.items():
+        owner, _, attr = alias.rpartition(".")
+        first_owner, _, first_attr = first.rpartition(".")
+        setattr(module.get_submodule(owner), attr, getattr(module.get_submodule(first_owner), first_attr))
