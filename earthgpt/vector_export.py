@@ -108,20 +108,28 @@ def write_gpkg(
     coordinates, as :func:`earthgpt.box_spaces.raster_to_map` gives with the CRS); in pixel space
     with no CRS when ``to_map`` is None. One POLYGON layer holding polygons only; returns the
     detections left out (:func:`placed_polygons`)."""
+    placed, skipped = placed_polygons(dets, properties, to_map, raster_size)
+    names = list(dict.fromkeys([*(name for extra in properties for name in extra), *_FIXED_NAMES]))
+    write_polygon_layer(path, [polygon for polygon, _ in placed], [attributes for _, attributes in placed],
+                        names, crs=crs_text(crs) if to_map and crs else None, layer=layer)
+    return skipped
+
+
+def write_polygon_layer(
+    path: str, polygons: Sequence[shapely.Polygon], rows: Sequence[Mapping[str, Any]], names: Sequence[str],
+    *, crs: str | None, layer: str = "detections",
+) -> None:
+    """One POLYGON layer of a GeoPackage (added to the file when it exists): ``polygons`` already in
+    ``crs`` (None: pixel space), attribute columns ``names`` taken from ``rows`` (missing = null)."""
     import pyogrio.raw
 
-    placed, skipped = placed_polygons(dets, properties, to_map, raster_size)
-    polygons = [polygon for polygon, _ in placed]
-    rows = [attributes for _, attributes in placed]
-    names = list(dict.fromkeys([*(name for extra in properties for name in extra), *_FIXED_NAMES]))
     columns = [_column([row.get(name) for row in rows]) for name in names]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*'crs' was not provided.*")  # pixel space on purpose
         pyogrio.raw.write(
-            path, shapely.to_wkb(np.array(polygons, dtype=object)), columns, names, layer=layer,
-            driver="GPKG", geometry_type="Polygon", crs=crs_text(crs) if to_map and crs else None,
+            path, shapely.to_wkb(np.array(polygons, dtype=object)), columns, list(names), layer=layer,
+            driver="GPKG", geometry_type="Polygon", crs=crs,
         )
-    return skipped
 
 
 def _column(values: list[Any]) -> np.ndarray:

@@ -6,11 +6,16 @@ VV → VH pairing), answered by the model, and the boxes merged across the overl
 (:func:`earthgpt.scene_detection.detect_scene`). GeoJSON is lon/lat (RFC 7946); GeoPackage keeps
 the raster's CRS; an image without georeferencing is written in pixel space. Boxes that are not
 usable (zero area, corners swapped, off the window) are left out and counted in the summary.
+
+Archive mode (a folder, a glob, ``@list.txt`` or several paths; ``--out`` is then a folder):
+one GeoPackage per scene, ``merged.gpkg`` and ``manifest.json``, resumable and sharded across
+processes (:mod:`earthgpt.scene_archive`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -18,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from earthgpt import scene_archive
 from earthgpt.box_spaces import raster_to_lonlat, raster_to_map
 from earthgpt.commands import add_quantization_arguments
 from earthgpt.raster import model_source, open_raster, parse_band_numbers, tile_grid, window_reader
@@ -31,8 +37,11 @@ EXIT_BAD_INPUT = 2
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the detect arguments."""
-    parser.add_argument("image", type=Path, help="GeoTIFF, PNG or JPEG")
-    parser.add_argument("--out", type=Path, required=True, help="output FILE.geojson or FILE.gpkg")
+    parser.add_argument("image", type=Path,
+                        help="GeoTIFF, PNG or JPEG; or a folder, a glob or @list.txt (archive mode)")
+    parser.add_argument("more", type=Path, nargs="*", metavar="MORE", help="more scenes (archive mode)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="output FILE.geojson or FILE.gpkg; a FOLDER in archive mode")
     parser.add_argument("--classes", default="", help="comma-separated class names (default: all)")
     parser.add_argument("--obb", action="store_true", help="oriented boxes instead of horizontal ones")
     parser.add_argument("--tile", type=int, default=512, help="window size in pixels (default: 512)")
@@ -50,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "repeated line, 2 lines in a row without a usable box, or a box sliding "
                              "along a row or column)")
     add_quantization_arguments(parser)
+    scene_archive.add_arguments(parser)
 
 
 def parse_bands(text: str) -> tuple[int, ...] | None:
@@ -76,6 +86,40 @@ def write_result(out: Path, src: Any, result: SceneResult, properties: dict[str,
     return collection.get("skipped", [])
 
 
+def check_window_options(args: argparse.Namespace) -> None:
+    """ValueError unless ``--tile >= 16``, ``0 <= --overlap < --tile`` and ``--batch >= 1``."""
+    if args.tile < 16 or not 0 <= args.overlap < args.tile or args.batch < 1:
+        raise ValueError(f"expected --tile >= 16, 0 <= --overlap < --tile, --batch >= 1; got "
+                         f"{args.tile}, {args.overlap}, {args.batch}")
+
+
+def scene_detector(
+    args: argparse.Namespace, new_chat: Callable[[Sensor], Any] | None = None
+) -> Callable[[Path, Path], None]:
+    """Archive mode, once per process: load the model (unless tests give a scripted ``new_chat``)
+    and return ``(scene, out_gpkg) → None`` (:data:`earthgpt.scene_archive.DetectOne`). A Ctrl-C
+    stops the archive instead of leaving a partial scene for a finished one."""
+    chat = new_chat or _model_chats(args)
+
+    def detect(scene: Path, out: Path) -> None:
+        scene_args = argparse.Namespace(**{**vars(args), "image": scene, "out": out})
+        result, _ = detect_file(scene_args, chat, args.model)
+        if result.cancelled:
+            raise KeyboardInterrupt
+
+    return detect
+
+
+def _model_chats(args: argparse.Namespace) -> Callable[[Sensor], Any]:
+    """Load ``--model`` once; a fresh :class:`~earthgpt.inference.ChatSession` per call."""
+    from earthgpt.inference import UNTRAINED_WARNING, ChatSession, is_untrained_start, load_model
+
+    model, processor = load_model(args.model, load_4bit=args.load_4bit, load_8bit=args.load_8bit)
+    if is_untrained_start(args.model):
+        print(f"WARNING: {UNTRAINED_WARNING}", file=sys.stderr)
+    return lambda sensor: ChatSession(model, processor, sensor=sensor.value)
+
+
 def detect_file(
     args: argparse.Namespace, new_chat: Callable[[Sensor], Any], model_name: str
 ) -> tuple[SceneResult, Sensor]:
@@ -87,9 +131,7 @@ def detect_file(
         raise ValueError(f"--out must end in .geojson or .gpkg, got {args.out.name}")
     if not args.out.parent.is_dir():  # fail now, not after the whole scene has been answered
         raise ValueError(f"the folder of --out does not exist: {args.out.parent}")
-    if args.tile < 16 or not 0 <= args.overlap < args.tile or args.batch < 1:
-        raise ValueError(f"expected --tile >= 16, 0 <= --overlap < --tile, --batch >= 1; got "
-                         f"{args.tile}, {args.overlap}, {args.batch}")
+    check_window_options(args)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] or None
     source = model_source(args.image, args.sensor)  # header, sensor and VH sibling: once
     read = window_reader(source, args.tile, args.bands)
@@ -120,7 +162,11 @@ def run(args: argparse.Namespace) -> int:
 
     Bad input (a missing or corrupt file, an unknown model, a missing quantization package, an
     output folder that does not exist) ends with a one-line ``error: …`` and exit status 2.
+    Archive mode: :func:`earthgpt.scene_archive.main` (exit status 1 when a scene failed).
     """
+    if scene_archive.wants_archive(args):
+        loader = functools.partial(scene_detector, args)
+        return scene_archive.main(args, loader, check=check_window_options)
     from rasterio.errors import RasterioError
 
     from earthgpt.inference import UNTRAINED_WARNING, ChatSession, is_untrained_start, load_model
