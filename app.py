@@ -1,8 +1,10 @@
 """Start the EarthGPT analyst app: ``python app.py [--model NAME|PATH] [--load-4bit|--load-8bit]
-[--host 127.0.0.1] [--port 7860]``.
+[--host 127.0.0.1] [--port 7860] [--auth USER:PASSWORD ...] [--auth-file FILE] [--max-upload-mb 2048]``.
 
 The model loads once, here, before the server starts; nothing heavy happens at import. The app
-binds to localhost, sends no analytics and is never shared through a public link.
+binds to localhost unless told otherwise (and warns when it is reachable from elsewhere without a
+login), sends no analytics and is never shared through a public link. Its security rules (login,
+upload limits, per-session folders, which files a session may read) are :mod:`app.security`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING
 from earthgpt.commands import add_quantization_arguments
 
 if TYPE_CHECKING:
+    import gradio as gr
+
     from app.handlers import Engine
 
 DEFAULT_MODEL = "nano"
@@ -33,6 +37,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest chat answer in tokens")
     parser.add_argument("--scene-max-new-tokens", type=int, default=512,
                         help="longest answer per window of whole-scene detection (default: %(default)s)")
+    parser.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD",
+                        help="require a login; repeat for more users (prefer --auth-file: arguments are "
+                             "visible to other users of the machine)")
+    parser.add_argument("--auth-file", metavar="FILE",
+                        help="require a login: one USER:PASSWORD a line; refused when every user may read it")
+    parser.add_argument("--max-upload-mb", type=int, default=2048,
+                        help="largest file an upload may be, in MB (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -58,6 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, load the model, build the app and serve it until interrupted."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     args = parse_args(argv)
+    from app import security
+
+    try:
+        users = security.credentials(args.auth, args.auth_file)
+        security.launch_options(users, args.max_upload_mb)  # refuses a bad limit before the model loads
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    exposed = security.exposure_warning(args.host, bool(users))
+    if exposed:
+        print(f"WARNING: {exposed}", file=sys.stderr, flush=True)
+    security.use_app_temp_root()
     try:
         engine = load_engine(args.model, args.load_4bit, args.load_8bit, args.max_new_tokens,
                              args.scene_max_new_tokens)
@@ -66,13 +89,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if engine.warning:
         print(f"WARNING: {engine.warning}", file=sys.stderr, flush=True)
+    print(f"EarthGPT analyst on http://{args.host}:{args.port} (model {engine.name}"
+          f"{', login required' if users else ''})", flush=True)
+    serve(engine, args, users)
+    return 0
+
+
+def serve(engine: Engine, args: argparse.Namespace, users: Sequence[tuple[str, str]], *,
+          block: bool = True) -> gr.Blocks:
+    """Build the app for ``engine`` and serve it as ``args`` say: login for ``users`` (none: open)
+    and the upload limit. ``block=False`` returns the running app (tests); the caller closes it."""
+    from app.security import launch_options
     from app.ui import build, theme
 
     demo = build(engine)
     demo.queue(default_concurrency_limit=1)
-    print(f"EarthGPT analyst on http://{args.host}:{args.port} (model {engine.name})", flush=True)
-    demo.launch(server_name=args.host, server_port=args.port, share=False, theme=theme(), footer_links=[])
-    return 0
+    demo.launch(server_name=args.host, server_port=args.port, share=False, theme=theme(), footer_links=[],
+                prevent_thread_lock=not block, quiet=not block, **launch_options(users, args.max_upload_mb))
+    return demo
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.annotations import ANALYST, description
+from app.security import file_in
 from app.session_io import Found, Session, found_model
 from earthgpt.box_spaces import raster_to_lonlat, raster_to_map
 from earthgpt.geometry import Detection
@@ -90,7 +91,7 @@ def export_geojson(session: Session, out_dir: str | Path, model_name: str) -> tu
     _check(session)
     collection = session_geojson(session, model_name)
     note = _note(session, collection.get("skipped", []))
-    path = Path(out_dir) / f"{_stem(session)}_detections.geojson"
+    path = file_in(out_dir, f"{_stem(session)}_detections.geojson")
     path.write_text(json.dumps(collection), encoding="utf-8")
     return path, note
 
@@ -98,7 +99,7 @@ def export_geojson(session: Session, out_dir: str | Path, model_name: str) -> tu
 def export_gpkg(session: Session, out_dir: str | Path, model_name: str) -> tuple[Path, str]:
     """Write ``<image>_detections.gpkg`` (native CRS) into ``out_dir``; returns the path and a note."""
     _check(session)
-    path = Path(out_dir) / f"{_stem(session)}_detections.gpkg"
+    path = file_in(out_dir, f"{_stem(session)}_detections.gpkg")
     path.unlink(missing_ok=True)
     dets, props = _records(session, model_name)
     info = session.info

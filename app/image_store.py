@@ -13,6 +13,7 @@ analyst picks the file again and :func:`check_same_image` makes sure it is the s
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from earthgpt.identity import file_sha256
 from earthgpt.raster import find_sar_pair
 
 STORE_ENV = "EARTHGPT_APP_IMAGES"
+SHA256 = re.compile(r"[0-9a-f]{64}")
+"""A sha256 as :func:`earthgpt.identity.file_sha256` writes it (and a store folder's name)."""
 
 
 def store_dir() -> Path:
@@ -53,14 +56,14 @@ def keep_image(path: str | Path) -> ImageRef:
     stored = folder / ref.path.name
     if not stored.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        _place(ref.path, stored)
+        place_file(ref.path, stored)
     sibling = find_sar_pair(ref.path)
     if sibling is not None and not (folder / sibling.name).is_file():
-        _place(sibling, folder / sibling.name)
+        place_file(sibling, folder / sibling.name)
     return ImageRef(stored, ref.size, ref.sha256)
 
 
-def _place(source: Path, target: Path) -> None:
+def place_file(source: Path, target: Path) -> None:
     """Hard-link or copy ``source`` to ``target`` through a temporary name (never a half-written file)."""
     partial = target.with_name(f".{target.name}.part")
     partial.unlink(missing_ok=True)
@@ -80,11 +83,15 @@ def is_same_image(path: str | Path, size: int, sha256: str) -> bool:
 def find_image(path: str | None, size: int | None, sha256: str | None) -> Path | None:
     """Where a session's image is now: ``path`` when it is still the same image, else the store's
     copy with that sha256; None when neither is there. Without a size and sha256 (a session file
-    from before they were saved) ``path`` is taken as it is, if it exists."""
+    from before they were saved) ``path`` is taken as it is, if it exists. The caller decides
+    which paths it may look at (:func:`app.session_files.reopen` passes None for one outside the
+    session's files); the store is only looked in by a true sha256 (64 hex digits)."""
     if size is None or sha256 is None:
         return Path(path) if path and Path(path).is_file() else None
     if path and is_same_image(path, size, sha256):
         return Path(path)
+    if not SHA256.fullmatch(sha256):
+        return None
     folder = store_dir() / sha256
     kept = sorted(f for f in folder.iterdir() if not f.name.startswith(".")) if folder.is_dir() else []
     return next((f for f in kept if is_same_image(f, size, sha256)), None)

@@ -12,7 +12,6 @@ refresh triggered by another event never reads a stale picker.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +23,7 @@ from gradio_image_annotation import image_annotator
 from app import annotations as A
 from app import handlers as H
 from app.overlay import display_factor, draw_overlays
+from app.security import new_folder
 from app.session_io import Session
 from app.ui_guard import guarded
 from app.ui_views import everything, image_file
@@ -217,8 +217,8 @@ def wire_review(c: SimpleNamespace, engine: H.Engine) -> None:
                           show_progress="hidden", **PRIVATE)
     c.review_annot.change(None, [c.review_annot], None, js=TOOL_JS, **PRIVATE)
 
-    def export(session: Session) -> tuple[str, str, str]:
-        path, note = H.export_file(session, tempfile.mkdtemp(prefix="earthgpt-"), engine.name, "mmrs")
+    def export(session: Session, request: gr.Request) -> tuple[str, str, str]:
+        path, note = H.export_file(session, new_folder(request.session_hash, "exports"), engine.name, "mmrs")
         return str(path), note, f"Exported {path.name}."
 
     c.mmrs_btn.click(guarded(export, 3), [c.state], [c.mmrs_file, c.mmrs_note, c.status],

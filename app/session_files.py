@@ -12,10 +12,13 @@ analyst picks the file again: *re-point* (:func:`repoint_session`) checks it is 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
+from app.demo_tiles import DEMO_DIR
 from app.handlers import UserError, load_image, require_image, set_window
 from app.image_store import check_same_image, find_image, keep_image
+from app.security import file_in, is_within
 from app.session_io import Session, read_session, save_session
 
 
@@ -25,18 +28,22 @@ def save_session_file(session: Session, out_dir: str | Path, model_name: str) ->
     require_image(session)
     ref = keep_image(session.path)
     kept = dataclasses.replace(session, path=str(ref.path), image_size=ref.size, image_sha256=ref.sha256)
-    return save_session(kept, Path(out_dir) / f"{Path(session.name).stem or 'session'}.session.json",
+    return save_session(kept, file_in(out_dir, f"{Path(session.name).stem or 'session'}.session.json"),
                         model_name)
 
 
-def open_session_file(path: str | Path) -> Session:
+def open_session_file(path: str | Path, roots: Sequence[Path] = (DEMO_DIR,)) -> Session:
     """Reopen a saved session: read the file, find its image (:func:`reopen`)."""
-    return reopen(_read(path))
+    return reopen(_read(path), roots)
 
 
-def reopen(saved: Session) -> Session:
-    """A session read by :func:`app.session_io.read_session` with its image found and read again."""
-    found = find_image(saved.path, saved.image_size, saved.image_sha256)
+def reopen(saved: Session, roots: Sequence[Path] = (DEMO_DIR,)) -> Session:
+    """A session read by :func:`app.session_io.read_session` with its image found and read again:
+    at its path when that lies inside ``roots`` (the app passes the session's uploads and the
+    bundled demos, :func:`app.security.readable_roots`), else in the image store by its sha256.
+    A path outside is never looked at, and refused with the same message as a missing image."""
+    inside = saved.path if saved.path and is_within(saved.path, roots) else None
+    found = find_image(inside, saved.image_size, saved.image_sha256)
     if found is None:
         raise UserError(f"the session's image {saved.name or 'file'} is no longer where the session was "
                         "saved: pick that image file under 'Session image moved?' to reopen the session")

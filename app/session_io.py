@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,7 +191,7 @@ def _parsed(where: str, parse: Any, data: Any) -> Any:
         if not isinstance(data, dict):
             raise TypeError(f"expected an object, got {type(data).__name__}")
         return parse(data)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
         raise ValueError(f"session file: {where} is malformed: {_why(err)}") from err
 
 
@@ -214,7 +215,7 @@ def _image(image: dict[str, Any]) -> dict[str, Any]:
     if (size is None) != (sha256 is None) or (size is not None and not isinstance(size, int)):
         raise ValueError(f"'size' and 'sha256' must be given together, a byte count and a hex digest; "
                          f"got {size!r} and {sha256!r}")
-    if sha256 is not None and not (isinstance(sha256, str) and len(sha256) == 64):
+    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-f]{64}", sha256)):
         raise ValueError(f"'sha256' must be 64 hex digits, got {sha256!r}")
     return {"path": path, "name": str(image.get("name") or ""), "sensor": image.get("sensor"),
             "bands": tuple(int(b) for b in bands) if bands else None,
@@ -256,4 +257,6 @@ def read_session(path: str | Path) -> Session:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read session file {Path(path).name}: {err}") from err
+    except RecursionError as err:
+        raise ValueError(f"cannot read session file {Path(path).name}: nested too deeply") from err
     return session_from_json(data)

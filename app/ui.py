@@ -22,6 +22,7 @@ from app.overlay import LAYERS
 from app.page import map_listener, page_head, page_script
 from app.review_ui import review_panel, wire_review
 from app.scene_ui import scene_panel, wire_scene
+from app.security import remove_on_unload
 from app.session_io import Session
 from app.ui_wiring import QUICK_TASKS, wire
 from earthgpt.sensors import Sensor
@@ -73,6 +74,7 @@ def build(engine: H.Engine) -> gr.Blocks:
         wire(c, engine, demos)
         wire_scene(c, engine)
         wire_review(c, engine)
+    remove_on_unload(demo)  # each session's uploads and exports go when it ends (app/security.py)
     return demo
 
 

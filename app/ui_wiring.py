@@ -1,18 +1,21 @@
 """The UI's events: which handler of :mod:`app.handlers` each component calls, with which inputs
 and outputs. ``c`` is the namespace of components :func:`app.ui.build` lays out; ``c.views`` the
 components every session change updates (:mod:`app.ui_views`). Every handler runs guarded
-(:mod:`app.ui_guard`): an error is a warning and a status line, and the app keeps running.
+(:mod:`app.ui_guard`): an error is a warning and a status line, and the app keeps running. Files
+come and go through the session's own folder (:mod:`app.security`, found by Gradio's session
+hash): uploads are checked by content and kept there, exports written there, and a reopened
+session reads its image only from there, the bundled demos or the image store.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
 import gradio as gr
 
 from app import handlers as H
+from app import security as S
 from app import ui_views as V
 from app.demo_tiles import open_demo
 from app.map_region import region_from_map, region_grid_text, region_status
@@ -47,11 +50,13 @@ def _wire_image(c: SimpleNamespace, demos: dict) -> None:
     n = len(c.views)
     unchanged = (gr.skip(),) * (n - 1)
 
-    def open_upload(session: Session, path: str | None, sensor: str, band_text: str) -> tuple:
+    def open_upload(session: Session, path: str | None, sensor: str, band_text: str,
+                    request: gr.Request) -> tuple:
         if not path:
             return (*unchanged, gr.skip(), "No file.")
         try:
-            new = H.load_image(session, path, sensor=V.sensor_choice(sensor), bands=H.parse_bands(band_text))
+            kept = S.take_upload(path, request.session_hash)
+            new = H.load_image(session, kept, sensor=V.sensor_choice(sensor), bands=H.parse_bands(band_text))
         except EXPECTED as err:  # the upload box empties; what was open stays open, and says so
             still = f" {session.name} is still loaded." if session.info is not None else ""
             return (*unchanged, None, user_warning(f"{error_text(err)}.{still}"))
@@ -79,10 +84,12 @@ def _wire_image(c: SimpleNamespace, demos: dict) -> None:
         window = H.grid_windows(session, int(window_size))[int(label.split(":")[0])]
         return V.everything(H.set_window(session, *window), f"Window {label}.")
 
-    def reopen(session: Session, path: str | None) -> tuple:
+    def reopen(session: Session, path: str | None, request: gr.Request) -> tuple:
         if not path:
             return (*unchanged, "")
-        return V.everything(open_session_file(path), "Session reopened.")
+        S.check_session_content(path)
+        roots = S.readable_roots(request.session_hash)
+        return V.everything(open_session_file(path, roots), "Session reopened.")
 
     grid_out = ([c.state, c.size], [c.grid, c.status])
     refresh_grid = guarded(lambda s, z: (V.grid_choices(s, z), gr.skip()), 2)
@@ -107,10 +114,13 @@ def _wire_repoint(c: SimpleNamespace) -> None:
     """*Session image moved?*: reopen the saved session with the image the analyst picks, if it is the
     same image (:func:`app.session_files.repoint_session`)."""
 
-    def repoint(session_file: str | None, image: str | None) -> tuple:
+    def repoint(session_file: str | None, image: str | None, request: gr.Request) -> tuple:
         if not image:
             return (*(gr.skip(),) * len(c.views), "")
-        shown = V.everything(repoint_session(session_file, image), "Session reopened with the image picked.")
+        if session_file:
+            S.check_session_content(session_file)
+        kept = S.take_upload(image, request.session_hash)
+        shown = V.everything(repoint_session(session_file, kept), "Session reopened with the image picked.")
         return (*shown[:-1], None, shown[-1])
 
     c.repoint_file.upload(guarded(repoint, len(c.views) + 1), [c.session_file, c.repoint_file],
@@ -213,13 +223,14 @@ def _wire_map(c: SimpleNamespace, engine: H.Engine) -> None:
 
 def _wire_outputs(c: SimpleNamespace, engine: H.Engine) -> None:
     def export(kind: str) -> Callable[..., tuple]:
-        def go(session: Session) -> tuple:
-            path, note = H.export_file(session, tempfile.mkdtemp(prefix="earthgpt-"), engine.name, kind)
+        def go(session: Session, request: gr.Request) -> tuple:
+            folder = S.new_folder(request.session_hash, "exports")
+            path, note = H.export_file(session, folder, engine.name, kind)
             return str(path), note, f"Exported {path.name}."
         return go
 
-    def save(session: Session) -> tuple:
-        path = save_session_file(session, tempfile.mkdtemp(prefix="earthgpt-"), engine.name)
+    def save(session: Session, request: gr.Request) -> tuple:
+        path = save_session_file(session, S.new_folder(request.session_hash, "exports"), engine.name)
         note = ("Session saved: the conversation, the detections and a reference to the image (a copy is "
                 "kept on the server, so the session reopens after a restart).")
         return str(path), note, f"Saved {path.name}."
