@@ -21,9 +21,17 @@ from earthgpt.textbox import (
     parse_detections,
 )
 
+
+def _tag_pair(names: str) -> re.Pattern[str]:
+    """``<name>body</name>`` for a name of ``names`` (``"p|ref"``) whose body holds no tag of these
+    names: each match attempt stops at the next such tag, so a run of unclosed tags is read in
+    linear time (a lazy ``.*?`` would rescan the rest of the text from each of them)."""
+    return re.compile(rf"<({names})>((?:(?!</?(?:{names})>).)*)</\1>", re.S)
+
+
 _NUM_RE = re.compile(NUMBER)
 _TAG_RE = re.compile(r"<[^<>]*>")
-_NAMED_RE = re.compile(r"<(p|ref)>(.*?)</\1>", re.S)
+_NAMED_RE = _tag_pair("p|ref")
 _LABEL_JUNK = " \t\r\n,;:.|[]{}()"
 
 
@@ -75,7 +83,7 @@ def _parse_geochat(text: str, width: float | None, height: float | None) -> Pars
     return _scan(text, _GEOCHAT_RE, to_box, raw=text.count("{"))
 
 
-_FALCON_TAG_RE = re.compile(r"<(box|quad)>(.*?)</\1>", re.S)
+_FALCON_TAG_RE = _tag_pair("box|quad")
 _FALCON_RUN_RE = re.compile(rf"(?:<(?:loc_)?{NUMBER}>\s*){{4,}}")
 
 

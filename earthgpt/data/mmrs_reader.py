@@ -49,19 +49,25 @@ def read_jsonl(path: Path, what: str) -> list[dict[str, Any]]:
     """The JSON objects of a JSON-lines file (``what`` names one line in errors); blank lines are skipped."""
     rows = []
     with Path(path).open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{path}:{number}: expected one JSON object per line ({what}), {err}"
-                ) from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object ({what}), got {type(row).__name__}")
-            rows.append(row)
+        try:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    rows.append(_json_object(line, f"{path}:{number}", what))
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: not UTF-8 text (expected JSON lines, {what} per line): {err}") from None
     return rows
+
+
+def _json_object(line: str, where: str, what: str) -> dict[str, Any]:
+    """One line of a JSON-lines file as an object; DataError naming ``where`` otherwise."""
+    try:
+        row = json.loads(line)
+    except (ValueError, RecursionError) as err:  # not JSON, an integer too long, nesting too deep
+        reason = err if isinstance(err, ValueError) else "nested too deeply"
+        raise DataError(f"{where}: expected one JSON object per line ({what}), {reason}") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object ({what}), got {type(row).__name__}")
+    return row
 
 
 def records_folder(data: Path) -> Path:
@@ -96,6 +102,9 @@ def read_records(data: Path, split: str | None = None) -> list[dict[str, Any]]:
                 raise DataError(
                     f"{path}: a record needs 'id' and a 'conversations' list, got keys {sorted(row)}"
                 )
+            if not all(isinstance(message, dict) for message in row["conversations"]):
+                raise DataError(f"{path}: record {row['id']!r}: every message of 'conversations' must be an "
+                                "object like {\"from\": \"human\", \"value\": …}")
             if split is None or row.get("split") == split:
                 records.append(row)
     if not records:
@@ -104,7 +113,10 @@ def read_records(data: Path, split: str | None = None) -> list[dict[str, Any]]:
 
 
 def message_role(message: Mapping[str, Any]) -> str | None:
-    """``"human"``, ``"assistant"``, or None for any other role (see the module doc)."""
+    """``"human"``, ``"assistant"``, or None for any other role, or for a message that is not an object
+    (see the module doc)."""
+    if not isinstance(message, Mapping):
+        return None
     role = str(message.get("from", message.get("role", ""))).lower()
     if role in HUMAN_ROLES:
         return "human"
@@ -118,7 +130,8 @@ def message_text(message: Mapping[str, Any]) -> str:
 
 def record_turns(record: Mapping[str, Any], index: int = 0) -> list[RecordTurn]:
     """The turns of one record in order (see the module doc); ``index`` is the record's position."""
-    messages = list(record.get("conversations") or [])
+    messages = record.get("conversations")
+    messages = messages if isinstance(messages, list) else []
     turns: list[RecordTurn] = []
     k = 0
     for i, message in enumerate(messages):
@@ -145,4 +158,5 @@ def record_turns(record: Mapping[str, Any], index: int = 0) -> list[RecordTurn]:
 
 def human_turn_count(record: Mapping[str, Any]) -> int:
     """How many human messages (turns, answered or not) a record has."""
-    return sum(message_role(m) == "human" for m in record.get("conversations") or [])
+    messages = record.get("conversations")
+    return sum(message_role(m) == "human" for m in messages) if isinstance(messages, list) else 0

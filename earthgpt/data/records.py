@@ -164,17 +164,20 @@ def split_from_name(name: str) -> str | None:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the image header (the pixels are not decoded).
+    """``(width, height)`` from the image header (the pixels are not decoded), read by the one image
+    reader (:func:`earthgpt.raster.inspect`), so a record is made for exactly the images chat, eval
+    and training can open.
 
-    Raises ``OSError`` when the file is missing or not an image Pillow can identify.
+    Raises ``OSError`` when the file is missing or a raster the reader refuses (corrupt, empty,
+    too large, too many bands).
     """
-    from PIL import Image, UnidentifiedImageError
+    from earthgpt.raster import RasterError, inspect
 
     try:
-        with Image.open(path) as image:
-            return int(image.width), int(image.height)
-    except UnidentifiedImageError as err:
+        info = inspect(path)
+    except RasterError as err:
         raise OSError(f"not a readable image: {err}") from err
+    return info.width, info.height
 
 
 def relative_posix(path: Path, root: Path) -> str:

@@ -12,6 +12,8 @@ pixels per returned pixel along x and y.
 from __future__ import annotations
 
 import math
+import os
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.enums import ColorInterp
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
@@ -33,6 +36,9 @@ MAX_WINDOW_PIXELS = 8192 * 8192
 GDAL_CACHE_MB = 64
 """GDAL's block cache (default 5 % of RAM) is capped while we read: a decimated read of a big raster
 touches every block, and without the cap the cache alone would grow to hundreds of MB."""
+GDAL_OPTIONS = {"GDAL_CACHEMAX": GDAL_CACHE_MB * 2**20, "GDAL_ERROR_ON_LIBJPEG_WARNING": True}
+"""The GDAL environment of every read: the capped cache (rasterio takes bytes), and libjpeg's
+warnings as errors, since GDAL fills a JPEG's corrupt or missing scan data with grey after a warning."""
 
 
 PHOTO_DRIVERS = frozenset({"JPEG", "PNG", "GIF", "BMP", "WEBP"})
@@ -68,6 +74,9 @@ class RasterInfo:
     gcps_crs: str | None = None
     driver: str = ""
     """GDAL's short driver name (``GTiff``, ``JPEG``, ``PNG``, …)."""
+    palette: tuple[tuple[int, int, int], ...] | None = None
+    """The RGB colour of each of the 256 values of a single uint8 band coloured by a palette (a GIF, a
+    classified map); None otherwise."""
 
     @property
     def is_photo(self) -> bool:
@@ -82,12 +91,12 @@ class RasterInfo:
 
 @contextmanager
 def open_raster(path: str | Path) -> Iterator[rasterio.DatasetReader]:
-    """Open a raster inside a GDAL environment whose block cache is capped at ``GDAL_CACHE_MB``;
-    raise :class:`RasterError` for a missing or unreadable file."""
+    """Open a raster inside the GDAL environment :data:`GDAL_OPTIONS`; raise :class:`RasterError`
+    for a missing or unreadable file (a truncated PNG too)."""
     path = Path(path)
     if not path.is_file():
         raise RasterError(f"no such file: {path}")
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):  # rasterio takes bytes
+    with rasterio.Env(**GDAL_OPTIONS):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -97,7 +106,23 @@ def open_raster(path: str | Path) -> Iterator[rasterio.DatasetReader]:
                 f"{path.name} is not a raster GDAL can read (corrupt or unsupported format): {err}"
             ) from err
         with src:
+            if src.driver == "PNG" and _png_truncated(path):
+                raise RasterError(f"{path.name} is a truncated PNG: the file ends before its last chunk")
             yield src
+
+
+def _png_truncated(path: Path) -> bool:
+    """Whether a PNG file ends before its ``IEND`` chunk. GDAL reads such a file without an error
+    and fills the missing rows with whatever was in memory, so it is checked here (chunk headers
+    only, the pixel data is skipped)."""
+    with path.open("rb") as png:
+        png.seek(8)  # the signature
+        while len(header := png.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", header)
+            if kind == b"IEND":
+                return False
+            png.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    return True
 
 
 def _crs_text(crs: rasterio.crs.CRS | None) -> str | None:
@@ -111,7 +136,8 @@ def _reading(path: str | Path) -> Iterator[None]:
         yield
     except RasterioError as err:
         name = Path(path).name
-        raise RasterError(f"could not read the pixels of {name} (truncated or corrupt?): {err}") from err
+        why = err.__cause__ or err  # rasterio's own message only points at the GDAL error it wraps
+        raise RasterError(f"could not read the pixels of {name} (truncated or corrupt?): {why}") from err
 
 
 def inspect(path: str | Path, max_bands: int = MAX_BANDS) -> RasterInfo:
@@ -132,6 +158,7 @@ def inspect(path: str | Path, max_bands: int = MAX_BANDS) -> RasterInfo:
                 "extract the bands you need first (e.g. gdal_translate -b)"
             )
         gcps, gcps_crs = src.gcps
+        coloured = src.count == 1 and src.dtypes[0] == "uint8" and src.colorinterp[0] is ColorInterp.palette
         has_transform = src.transform != rasterio.Affine.identity()
         return RasterInfo(
             path=str(path),
@@ -150,7 +177,13 @@ def inspect(path: str | Path, max_bands: int = MAX_BANDS) -> RasterInfo:
             gcps=tuple(gcps),
             gcps_crs=_crs_text(gcps_crs),
             driver=src.driver,
+            palette=_palette(src.colormap(1)) if coloured else None,
         )
+
+
+def _palette(colormap: dict[int, tuple[int, ...]]) -> tuple[tuple[int, int, int], ...]:
+    """GDAL's colour table (value → RGBA) as the RGB of each of the 256 values (black if missing)."""
+    return tuple(tuple(colormap.get(value, (0, 0, 0))[:3]) for value in range(256))  # type: ignore[misc]
 
 
 def _indexes(src: rasterio.DatasetReader, bands: list[int] | tuple[int, ...] | None) -> list[int]:

@@ -25,7 +25,7 @@ from rasterio.windows import Window
 
 from earthgpt.raster.files import RasterError, RasterInfo, inspect, overview_shape, read_overview, read_window
 from earthgpt.raster.tiling import Tile
-from earthgpt.sensors import Sensor, alpha_band, detect_sensor, select_rgb_bands, to_model_rgb
+from earthgpt.sensors import Sensor, alpha_band, detect_sensor, select_rgb_bands, to_model_rgb, valid_mask
 
 WHOLE_IMAGE_SIDE = 1024
 """Longest side of a whole-image read (chat, eval, training); the processor resizes to the model's size."""
@@ -119,6 +119,9 @@ def model_source(path: str | Path, sensor: Sensor | str | None = None) -> ModelS
     single-band SAR file, which must match the file in size."""
     path = Path(path)
     info = inspect(path)
+    if any(dtype.startswith("complex") for dtype in info.dtypes):
+        raise RasterError(f"{path.name} holds complex pixels ({info.dtypes[0]}, a SAR SLC): "
+                          "convert them to intensity |z|² first")
     if sensor is None:
         probe, _ = read_overview(path, max_size=SENSOR_PROBE_SIDE)
         chosen, reason = detect_sensor(info.count, info.dtypes[0], info.descriptions, info.tags,
@@ -146,6 +149,21 @@ def _read(
     return array, scale, window
 
 
+def _has_data(array: np.ma.MaskedArray, info: RasterInfo, bands: list[int]) -> bool:
+    """Whether any pixel of a read holds data: not nodata, finite and not transparent (alpha 0)."""
+    ok = valid_mask(array, nodata=info.nodata)
+    alpha = alpha_band([info.colorinterp[b - 1] for b in bands])
+    if alpha is not None:
+        ok &= np.ma.getdata(array)[alpha - 1] != 0
+    return bool(ok.any())
+
+
+def _palette_rgb(array: np.ma.MaskedArray, palette: tuple[tuple[int, int, int], ...]) -> np.ma.MaskedArray:
+    """One palette-coloured uint8 band (1, H, W) → its colours (3, H, W), nodata kept masked."""
+    rgb = np.moveaxis(np.asarray(palette, dtype=np.uint8)[np.ma.getdata(array)[0]], -1, 0)
+    return np.ma.MaskedArray(rgb, mask=np.repeat(np.ma.getmaskarray(array), 3, axis=0))
+
+
 def load_for_model(
     path: str | Path,
     window: Window | None = None,
@@ -161,8 +179,10 @@ def load_for_model(
     made once) when reading many windows of one file, so the header, the sensor and the pair are
     not worked out again per window. ``meta`` holds the sensor, the reason, the window
     (full-raster pixels), the scale ``(sx, sy)``, the full ``size``, the bands read and the files
-    used. Raises :class:`NodataWindowError` when the read holds only nodata, :class:`RasterError` for a
-    file or band choice that cannot be used, ValueError when the data do not fit the sensor.
+    used. A palette-coloured band (:attr:`RasterInfo.palette`) of an optical image is shown in its
+    colours, as it is. Raises :class:`NodataWindowError` when the read holds only nodata (NaN, ±inf
+    and transparent pixels count as nodata), :class:`RasterError` for a file or band choice that
+    cannot be used, ValueError when the data do not fit the sensor.
     """
     path = Path(path)
     if source is None or source.path != path:
@@ -170,18 +190,21 @@ def load_for_model(
     info, pair = source.info, source.pair
     read_bands, override = plan_bands(info, source.sensor, bands)
     array, scale, window = _read(path, window, read_bands, max_size, info)
-    if np.ma.getmaskarray(array).all(axis=0).all():
+    subset = read_bands or list(range(1, info.count + 1))
+    if not _has_data(array, info, subset):
         raise NodataWindowError("the window holds only nodata")
     vh = None
     if pair is not None:
         vh_array, _, _ = _read(pair, window, None, max_size, info)
         vh = np.ma.filled(vh_array[0].astype(np.float32), np.nan)
-    subset = read_bands or list(range(1, info.count + 1))
-    rgb = to_model_rgb(
-        array, source.sensor, nodata=info.nodata, vh=vh, bands=override,
-        descriptions=[info.descriptions[b - 1] for b in subset],
-        colorinterp=[info.colorinterp[b - 1] for b in subset], photo=info.is_photo,
-    )
+    descriptions = [info.descriptions[b - 1] for b in subset]
+    colorinterp = [info.colorinterp[b - 1] for b in subset]
+    photo = info.is_photo
+    if info.palette is not None and source.sensor is Sensor.optical and not bands:
+        array, photo = _palette_rgb(array, info.palette), True
+        descriptions, colorinterp = [None] * 3, ["red", "green", "blue"]
+    rgb = to_model_rgb(array, source.sensor, nodata=info.nodata, vh=vh, bands=override,
+                       descriptions=descriptions, colorinterp=colorinterp, photo=photo)
     meta = {
         "path": str(path), "sensor": source.sensor, "reason": source.reason, "scale": scale,
         "window": (int(window.col_off), int(window.row_off), int(window.width), int(window.height)),
