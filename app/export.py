@@ -5,13 +5,16 @@ Each feature carries ``class``, ``score`` (where the model gave one), ``box`` (h
 model or analyst, the model's name, the chat turn and prompt, pending or accepted). An image
 without georeferencing exports in pixel space, and the returned note (and the GeoJSON's ``note``
 member) says so. A detection that cannot be written (a box that is not usable, e.g. from an old
-session file, or one that does not land on the map) is left out and the note says so.
+session file, or one that does not land on the map) is left out and the note says so. Files are
+written whole or not at all: a server killed or a disk that fills during an export leaves no
+half-written file, and a failed write is one line for the analyst.
 """
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,16 @@ from app.security import file_in
 from app.session_io import Found, Session, found_model
 from earthgpt.box_spaces import raster_to_lonlat, raster_to_map
 from earthgpt.geometry import Detection
-from earthgpt.vector_export import PIXEL_SPACE_NOTE, Skipped, feature_collection, skipped_note, write_gpkg
+from earthgpt.vector_export import (
+    PIXEL_SPACE_NOTE,
+    Skipped,
+    WriteError,
+    feature_collection,
+    placed_polygons,
+    skipped_note,
+    write_geojson,
+    write_gpkg,
+)
 
 
 def _records(session: Session, model_name: str) -> tuple[list[Detection], list[dict[str, Any]]]:
@@ -86,28 +98,38 @@ def session_geojson(session: Session, model_name: str, *, pixel_space: bool = Fa
     return feature_collection(dets, props, to_lonlat=to_lonlat, raster_size=_raster_size(session))
 
 
+@contextmanager
+def _written_for_the_user() -> Iterator[None]:
+    """A failed write (:class:`~earthgpt.vector_export.WriteError`: a full disk …) as the one-line
+    ValueError the app shows; the file is whole or absent
+    (:func:`~earthgpt.vector_export.replaced_when_written`)."""
+    try:
+        yield
+    except WriteError as err:
+        raise ValueError(str(err)) from err
+
+
 def export_geojson(session: Session, out_dir: str | Path, model_name: str) -> tuple[Path, str]:
     """Write ``<image>_detections.geojson`` into ``out_dir``; returns the path and a note for the user."""
     _check(session)
     collection = session_geojson(session, model_name)
     note = _note(session, collection.get("skipped", []))
     path = file_in(out_dir, f"{_stem(session)}_detections.geojson")
-    path.write_text(json.dumps(collection), encoding="utf-8")
+    with _written_for_the_user():
+        write_geojson(path, collection)
     return path, note
 
 
 def export_gpkg(session: Session, out_dir: str | Path, model_name: str) -> tuple[Path, str]:
-    """Write ``<image>_detections.gpkg`` (native CRS) into ``out_dir``; returns the path and a note."""
+    """Write ``<image>_detections.gpkg`` (native CRS) into ``out_dir``; returns the path and a note.
+    Nothing is written when no detection can be (the note's ValueError comes first)."""
     _check(session)
     path = file_in(out_dir, f"{_stem(session)}_detections.gpkg")
-    path.unlink(missing_ok=True)
     dets, props = _records(session, model_name)
     info = session.info
     mapped = raster_to_map(info.transform, info.crs, info.gcps, info.gcps_crs)
     to_map, crs = mapped if mapped else (None, None)
-    skipped = write_gpkg(str(path), dets, props, to_map=to_map, crs=crs, raster_size=_raster_size(session))
-    try:
-        return path, _note(session, skipped)
-    except ValueError:
-        path.unlink(missing_ok=True)
-        raise
+    note = _note(session, placed_polygons(dets, props, to_map, _raster_size(session))[1])
+    with _written_for_the_user():
+        write_gpkg(str(path), dets, props, to_map=to_map, crs=crs, raster_size=_raster_size(session))
+    return path, note

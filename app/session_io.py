@@ -246,8 +246,12 @@ def session_from_json(data: dict[str, Any]) -> Session:
 
 def save_session(session: Session, path: str | Path, model_name: str = "") -> Path:
     """Write the session as one JSON file; returns its path."""
+    from earthgpt.vector_export import replaced_when_written
+
     path = Path(path)
-    path.write_text(json.dumps(session_to_json(session, model_name), indent=1), encoding="utf-8")
+    text = json.dumps(session_to_json(session, model_name), indent=1)
+    with replaced_when_written(path) as part:  # a full disk or a kill never leaves half a session file
+        part.write_text(text, encoding="utf-8")
     return path
 
 

@@ -9,13 +9,25 @@ Every feature written is a polygon with an area. A detection that cannot be one 
 usable, :func:`earthgpt.box_checks.box_problem`, or one that does not land on the map) is left
 out and listed with its reason: the GeoJSON's ``skipped`` member, :func:`write_gpkg`'s return
 value, and :func:`skipped_note` for the user. One bad detection never stops an export.
+
+Files are written whole or not at all (:func:`replaced_when_written`): under a hidden temporary
+name in the same folder, renamed over the target once complete, so a process killed or a disk
+that fills during an export leaves the target as it was (absent, or the previous file), and a
+failed write raises :class:`WriteError` with one line for the user.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import shutil
+import threading
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +39,50 @@ from earthgpt.geometry import Detection, box_angle, box_kind
 
 Skipped = dict[str, str]
 """A detection left out of an export: ``{"class": label, "reason": why}``."""
+
+FULL_BELOW = 1 << 20
+"""Free bytes under which a failed write is put down to a full disk (GDAL does not say so itself)."""
+
+
+class WriteError(OSError):
+    """A file that could not be written (a full disk, a folder gone); one line for the user, which
+    names the file and not its folder. Whatever was at the path is as it was."""
+
+
+@contextmanager
+def replaced_when_written(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to, renamed to ``path`` when the block ends: a process
+    killed or a disk that fills while writing never leaves a half-written file at ``path``. The
+    temporary file goes on any error; an ``OSError`` or GDAL's error for a file it could not finish
+    becomes :class:`WriteError` ("could not write NAME: the disk is full …")."""
+    import pyogrio.errors
+
+    path = Path(path)
+    part = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.part{path.suffix}")
+    try:
+        yield part
+        os.replace(part, path)
+    except (OSError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as err:
+        raise WriteError(f"could not write {path.name}: {_why_not_written(err, path.parent)}") from err
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _why_not_written(err: Exception, folder: Path) -> str:
+    try:
+        full = shutil.disk_usage(folder).free < FULL_BELOW
+    except OSError:
+        full = False
+    if (isinstance(err, OSError) and err.errno == errno.ENOSPC) or full:
+        return "the disk is full (no space left on the device); free some space and export again"
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    return " ".join(reason.split())
+
+
+def write_geojson(path: str | Path, collection: Mapping[str, Any]) -> None:
+    """Write a FeatureCollection (:func:`feature_collection`) to ``path``, whole or not at all."""
+    with replaced_when_written(path) as part:
+        part.write_text(json.dumps(collection), encoding="utf-8")
 
 
 _FIXED_NAMES = ("class", "score", "box", "angle")
@@ -106,12 +162,15 @@ def write_gpkg(
 ) -> list[Skipped]:
     """GeoPackage of raster-pixel detections in the raster's own ``crs`` (``to_map``: pixels → map
     coordinates, as :func:`earthgpt.box_spaces.raster_to_map` gives with the CRS); in pixel space
-    with no CRS when ``to_map`` is None. One POLYGON layer holding polygons only; returns the
-    detections left out (:func:`placed_polygons`)."""
+    with no CRS when ``to_map`` is None. One POLYGON layer holding polygons only, in a new file that
+    replaces ``path`` once complete (:func:`replaced_when_written`); returns the detections left
+    out (:func:`placed_polygons`)."""
     placed, skipped = placed_polygons(dets, properties, to_map, raster_size)
     names = list(dict.fromkeys([*(name for extra in properties for name in extra), *_FIXED_NAMES]))
-    write_polygon_layer(path, [polygon for polygon, _ in placed], [attributes for _, attributes in placed],
-                        names, crs=crs_text(crs) if to_map and crs else None, layer=layer)
+    polygons, rows = [polygon for polygon, _ in placed], [attributes for _, attributes in placed]
+    with replaced_when_written(path) as part:
+        write_polygon_layer(str(part), polygons, rows, names, crs=crs_text(crs) if to_map and crs else None,
+                            layer=layer)
     return skipped
 
 

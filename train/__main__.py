@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = train(config)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: a full disk or a lost mount while checkpointing
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result))

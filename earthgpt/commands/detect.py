@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from earthgpt.raster import model_source, open_raster, parse_band_numbers, tile_
 from earthgpt.scene_detection import SceneResult, chat_answerer, detection_stop_rule, iter_detect_scene
 from earthgpt.sensors import Sensor
 from earthgpt.tasks import Task, instruction
-from earthgpt.vector_export import Skipped, feature_collection, skipped_note, write_gpkg
+from earthgpt.vector_export import Skipped, feature_collection, skipped_note, write_geojson, write_gpkg
 
 EXIT_BAD_INPUT = 2
 
@@ -77,12 +76,11 @@ def write_result(out: Path, src: Any, result: SceneResult, properties: dict[str,
     props = [dict(properties) for _ in result.detections]
     size = (src.width, src.height)
     if out.suffix.lower() == ".gpkg":
-        out.unlink(missing_ok=True)
         to_map, crs = raster_to_map(src.transform, src.crs, *src.gcps) or (None, None)
         return write_gpkg(str(out), result.detections, props, to_map=to_map, crs=crs, raster_size=size)
     to_lonlat = raster_to_lonlat(src.transform, src.crs, *src.gcps)
     collection = feature_collection(result.detections, props, to_lonlat=to_lonlat, raster_size=size)
-    out.write_text(json.dumps(collection), encoding="utf-8")
+    write_geojson(out, collection)  # whole or not at all
     return collection.get("skipped", [])
 
 

@@ -14,6 +14,12 @@ A checkpoint folder holds ``config.json`` and ``model.safetensors``.
 Scale/shift must be unmerged (``tuning.unmerge_scale_shift``) before saving, so that a checkpoint
 always holds the base weights and the vectors apart.
 
+Each file is written under a temporary name and renamed into place (``config.json`` last), and the
+config records the sha256 of ``model.safetensors`` (``weights_sha256``): loading refuses a weights
+file that is not the one saved (a flipped byte, a cut or swapped file), naming it. A config without
+the field (saved before it was recorded) loads unchecked; a base whose weight files differ from the
+identity a delta records is refused naming the files.
+
 What a model name means (:func:`resolve_model`): a checkpoint folder; else a name in ``SHIPPED``
 whose trained weights are in the repository's ``assets/`` (``nano``); else a preset name (its
 untrained start); else a hub id ``owner/name`` of a checkpoint folder, fetched with
@@ -23,6 +29,8 @@ untrained start); else a hub id ``owner/name`` of a checkpoint folder, fetched w
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from earthgpt.config import PRESETS, EarthGPTConfig, get_preset
-from earthgpt.identity import combine_base_identity, verify_identity
+from earthgpt.identity import combine_base_identity, file_sha256, verify_identity
 from earthgpt.model.earthgpt import EarthGPT
 from earthgpt.model.tuning import (
     inject_scale_shift,
@@ -43,6 +51,8 @@ FORMAT = "earthgpt-checkpoint"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_SHA256 = "weights_sha256"
+"""The config key holding the sha256 of ``model.safetensors``."""
 TOKENIZER_DIR = "tokenizer"
 STAGE_GROUPS = {0: ("projector",), 1: ("projector", "llm_attention", "llm_norms")}
 STAGE_GROUPS[2] = (*STAGE_GROUPS[1], "scale_shift")
@@ -98,16 +108,43 @@ def save_pretrained(
         _refuse_quantized(tensors)
         if dtype is not None:
             tensors = {name: t.to(dtype) for name, t in tensors.items()}
-        save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT})
+        _write_whole(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
     else:
         if dtype is not None:
             raise ValueError("dtype applies to delta checkpoints; cast the model itself for a full one")
         _refuse_quantized(dict(model.state_dict()))
-        save_model(model, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT})
+        _write_whole(folder / WEIGHTS_FILE, lambda p: save_model(model, str(p), metadata={"format": FORMAT}))
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
-    (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    meta[WEIGHTS_SHA256] = file_sha256(folder / WEIGHTS_FILE)
+    _write_whole(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
     return folder
+
+
+def _write_whole(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temporary file beside ``path``, then rename it to ``path``: a process killed or a
+    full disk leaves the previous file (or none), never a half-written one; the temporary goes."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        write(part)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def verify_weights(folder: Path, meta: dict[str, Any]) -> None:
+    """ValueError naming ``model.safetensors`` when its sha256 is not the one its ``config.json``
+    records (a flipped byte, a cut or swapped file). A config without ``weights_sha256`` (saved
+    before it was recorded) is accepted unchecked."""
+    expected = meta.get(WEIGHTS_SHA256)
+    if expected is None:
+        return
+    actual = file_sha256(folder / WEIGHTS_FILE)
+    if actual != expected:
+        raise ValueError(
+            f"{folder / WEIGHTS_FILE} is damaged: its sha256 {actual[:12]}… is not the {expected[:12]}… "
+            f"recorded in {CONFIG_FILE} when it was saved; export or download the checkpoint again"
+        )
 
 
 def _refuse_quantized(tensors: dict[str, torch.Tensor]) -> None:
@@ -168,6 +205,7 @@ def load_pretrained(
         )
     path = resolved
     meta = read_meta(path)
+    verify_weights(path, meta)
     if meta["kind"] == "full":
         if load_4bit or load_8bit:
             raise ValueError(
@@ -208,12 +246,30 @@ def _base_from_meta(meta: dict[str, Any], dtype: torch.dtype | None, **quantizat
     return model
 
 
+def _differing_base_files(model: EarthGPT, expected: dict[str, Any]) -> list[str]:
+    """The base's weight files (paths) whose sha256 is not the one ``expected`` (a delta's recorded
+    base identity) lists; none for a random base, whose identity names no files."""
+    from earthgpt.model.sources import resolve_source
+
+    actual = model_base_identity(model).get("components", {})
+    differ = []
+    for role, component in sorted(expected.get("components", {}).items()):
+        found = actual.get(role, {}).get("files", {})
+        for name, sha256 in sorted(component.get("files", {}).items()):
+            if found.get(name) != sha256:
+                source = getattr(model.config, role).source
+                differ.append(str(Path(resolve_source(source, role)) / name) if source else f"{role}/{name}")
+    return differ
+
+
 def _load_delta(path: Path, meta: dict[str, Any], *, load_4bit: bool, load_8bit: bool, dtype) -> EarthGPT:
     model = _base_from_meta(meta, dtype, load_4bit=load_4bit, load_8bit=load_8bit)
     try:
         verify_identity(meta["base"], model_base_identity(model))
     except ValueError as err:
-        raise ValueError(f"checkpoint {path} was trained on another base: {err}") from err
+        files = _differing_base_files(model, meta["base"])
+        named = f"; weight files that differ: {', '.join(files)}" if files else ""
+        raise ValueError(f"checkpoint {path} was trained on another base: {err}{named}") from err
     saved = load_file(str(path / WEIGHTS_FILE))
     params = dict(delta_state(model))
     missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
