@@ -6,8 +6,9 @@
 A checkpoint is a folder ``<output_dir>/checkpoints/step-<N>``::
 
     trainable.safetensors   the parameters that learn, full precision, nothing else
-    rank<r>.pt              optimizer state (this rank's), scheduler state, RNG states (torch, CUDA,
-                            numpy, python) of rank r; read back with ``torch.load(weights_only=True)``
+    rank<r>.pt              optimizer state (this rank's; under FSDP its shards as plain tensors),
+                            scheduler state, RNG states (torch, CUDA, numpy, python) of rank r; read
+                            back with ``torch.load(weights_only=True)``
     state.json              step, data position (epoch, batch), world size, the run's identity,
                             and the size and sha256 of every other file: written last
 
@@ -15,6 +16,9 @@ The folder is assembled under a temporary name and renamed into place, and every
 written to a temp file and renamed, so a run killed during a write leaves either no new
 checkpoint or a complete one. :func:`latest_checkpoint` also verifies sizes and hashes, and falls
 back to the previous checkpoint when the newest one is damaged.
+
+Under FSDP (and DeepSpeed ZeRO-3) no process holds whole parameters: :func:`gathered_state` gathers
+them onto the main process, which alone writes ``trainable.safetensors``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 
 from earthgpt.identity import file_sha256
@@ -185,15 +190,71 @@ def read_trainable(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / TRAINABLE)
 
 
-def read_rank_state(folder: Path, rank: int) -> dict[str, Any]:
-    """One rank's optimizer, scheduler and RNG state (weights-only unpickling)."""
+def read_rank_state(folder: Path, rank: int, deepspeed: bool = False) -> dict[str, Any]:
+    """One rank's optimizer, scheduler and RNG state (weights-only unpickling; ``deepspeed`` also
+    allows the three DeepSpeed classes a ZeRO optimizer's state holds)."""
     path = folder / f"rank{rank}.pt"
     if not path.is_file():
         raise ValueError(f"{folder} has no state for rank {rank}: was it written with another world size?")
-    return torch.load(path, weights_only=True)
+    with torch.serialization.safe_globals(_deepspeed_classes() if deepspeed else []):
+        return torch.load(path, weights_only=True)
+
+
+def _deepspeed_classes() -> list[type]:
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, ZeroStageEnum, fragment_address]
 
 
 # --- a run's checkpoints ---------------------------------------------------------------------------
+
+
+def gathered_state(run: Run) -> dict[str, torch.Tensor]:
+    """The model's whole tensors by parameter name on the main process. Every process must call it:
+    under FSDP and ZeRO-3 it gathers the shards (accelerate's ``get_state_dict``: FSDP2 a full,
+    CPU-offloaded state dict on rank 0, ZeRO-3 its 16-bit consolidation); other processes may get
+    an empty dict."""
+    full = run.accelerator.get_state_dict(run.module) or {}  # ZeRO-3 gives None off the main process
+    return {name.removeprefix("model."): t for name, t in full.items()}
+
+
+def local_shards(state: dict[str, Any]) -> tuple[dict[str, Any], list[list[Any]]]:
+    """An optimizer state dict with every DTensor (FSDP2's sharded moments) replaced by this process's
+    shard, and the ``[param id, key]`` of each, so the rank file loads with ``weights_only``."""
+    from torch.distributed.tensor import DTensor
+
+    sharded: list[list[Any]] = []
+    entries: dict[Any, dict[str, Any]] = {}
+    for pid, entry in state.get("state", {}).items():
+        entries[pid] = dict(entry)
+        for key, value in entry.items():
+            if isinstance(value, DTensor):
+                entries[pid][key] = value.to_local()
+                sharded.append([pid, key])
+    return ({**state, "state": entries} if entries else state), sharded
+
+
+def reshard(state: dict[str, Any], sharded: list[list[Any]], optimizer: Any) -> dict[str, Any]:
+    """The inverse of :func:`local_shards` for this run's optimizer: each stored shard becomes a DTensor
+    placed like its parameter (same mesh, placements and shape; the world size is checked first)."""
+    if not sharded:
+        return state
+    from torch.distributed.tensor import DTensor
+
+    ids = [pid for group in state["param_groups"] for pid in group["params"]]
+    params = dict(zip(ids, (p for group in optimizer.param_groups for p in group["params"]), strict=True))
+    for pid, key in sharded:
+        param = params[pid]
+        state["state"][pid][key] = DTensor.from_local(
+            state["state"][pid][key].to(param.device),
+            param.device_mesh,
+            param.placements,
+            shape=param.shape,
+            stride=param.stride(),
+        )
+    return state
 
 
 def run_identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -246,8 +307,15 @@ def restore(run: Run, folder: Path, info: dict[str, Any]) -> None:
             f"checkpoint {folder} was written by {info['world_size']} processes, this run has "
             f"{run.accelerator.num_processes}; resume with the same number"
         )
-    rank = read_rank_state(folder, run.accelerator.process_index)
-    run.optimizer.load_state_dict(rank["optimizer"])
+    acc = run.accelerator
+    if acc.distributed_type == DistributedType.DEEPSPEED:
+        # A ZeRO optimizer loads every rank's partition (and its float32 master weights) at once.
+        states = [read_rank_state(folder, r, deepspeed=True) for r in range(acc.num_processes)]
+        rank = states[acc.process_index]
+        run.optimizer.optimizer.load_state_dict([s["optimizer"] for s in states], load_from_fp32_weights=True)
+    else:
+        rank = read_rank_state(folder, acc.process_index)
+        run.optimizer.load_state_dict(reshard(rank["optimizer"], rank.get("sharded", []), run.optimizer))
     run.scheduler.load_state_dict(rank["scheduler"])
     if rank.get("scaler") is not None and run.accelerator.scaler is not None:
         run.accelerator.scaler.load_state_dict(rank["scaler"])
@@ -265,21 +333,23 @@ def save_checkpoint(run: Run) -> Path:
         shutil.rmtree(temp, ignore_errors=True)
         temp.mkdir(parents=True)
     acc.wait_for_everyone()
-    names = {f"model.{n}" for n, p in run.model.named_parameters() if p.requires_grad}
-    full = acc.get_state_dict(run.module)
+    names = {n for n, p in run.model.named_parameters() if p.requires_grad}
+    full = gathered_state(run)
     scaler = acc.scaler.state_dict() if acc.scaler is not None else None
+    optimizer, sharded = local_shards(run.optimizer.state_dict())
     write_rank_state(
         temp,
         acc.process_index,
         {
-            "optimizer": run.optimizer.state_dict(),
+            "optimizer": optimizer,
+            "sharded": sharded,
             "scheduler": run.scheduler.state_dict(),
             "scaler": scaler,
             "rng": rng_state(),
         },
     )
     if acc.is_main_process:
-        trainable = {name.removeprefix("model."): t for name, t in full.items() if name in names}
+        trainable = {name: t for name, t in full.items() if name in names}
         write_trainable(temp, trainable, {"stage": str(run.cfg.stage), "step": str(run.step)})
     acc.wait_for_everyone()
     if acc.is_main_process:

@@ -1,6 +1,7 @@
 """Exporting trained weights: a run's final delta, and the small delta that ships.
 
-:func:`export_final` writes ``<output_dir>/final`` at the end of a run.
+:func:`export_final` writes ``<output_dir>/final`` at the end of a run, from the whole tensors that
+every process gathers onto the main one (under FSDP and ZeRO-3 no process holds them otherwise).
 
 ``python -m train.export_weights SRC DST`` reads a checkpoint folder (e.g.
 ``runs/nano_cpu_stage2/final``), and writes a delta checkpoint (only what differs from the base
@@ -15,11 +16,14 @@ import argparse
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
+
+    from earthgpt.model.earthgpt import EarthGPT
     from train.run import Run
 
 DTYPES = ("bfloat16", "float16", "float32")
@@ -55,19 +59,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def export_model(model: EarthGPT, state: Mapping[str, torch.Tensor]) -> EarthGPT:
+    """What ``save_pretrained`` writes ``model``'s delta from, with the whole tensors of ``state``
+    (:func:`train.checkpoints.gathered_state`) whatever ``model``'s own parameters are (shards under
+    FSDP, empty under ZeRO-3): ``model``'s architecture at its stage on the meta device (nothing
+    allocated) with the delta's tensors assigned, and ``model``'s base identity."""
+    from earthgpt.model.checkpoint import delta_state, model_base_identity
+    from earthgpt.model.earthgpt import EarthGPT
+    from earthgpt.model.tuning import apply_stage
+
+    copy = EarthGPT.from_config(model.config, pretrained=False, empty=True, dtype=model.dtype)
+    apply_stage(copy, model.stage)
+    names = list(delta_state(copy))
+    missing = [name for name in names if name not in state]
+    if missing:
+        raise ValueError(f"the gathered state lacks {missing[0]} and {len(missing) - 1} more delta tensors")
+    copy.load_state_dict({name: state[name] for name in names}, strict=False, assign=True)
+    copy.pretrained_base, copy.seed = model.pretrained_base, model.seed
+    copy.base_identity = model_base_identity(model)
+    return copy
+
+
 def export_final(run: Run) -> Path | None:
-    """Write ``<output_dir>/final``: a delta checkpoint for ``load_pretrained`` plus the tokenizer."""
+    """Write ``<output_dir>/final``: a delta checkpoint for ``load_pretrained`` plus the tokenizer
+    (every process takes part: the tensors are gathered first)."""
     from earthgpt.model.checkpoint import save_pretrained
-    from train.checkpoints import TEMP_PREFIX
+    from train.checkpoints import TEMP_PREFIX, gathered_state
 
     acc = run.accelerator
     acc.wait_for_everyone()
+    state = gathered_state(run)
     final = run.output / "final"
     if acc.is_main_process:
         temp = run.output / f"{TEMP_PREFIX}final"
         shutil.rmtree(temp, ignore_errors=True)
-        model = acc.unwrap_model(run.module).model
-        save_pretrained(model, temp, delta=True)
+        save_pretrained(export_model(run.model, state), temp, delta=True)
         run.processor.tokenizer.save_pretrained(str(temp / "tokenizer"))
         shutil.rmtree(final, ignore_errors=True)
         temp.rename(final)

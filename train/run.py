@@ -114,11 +114,8 @@ def setup(cfg: TrainConfig) -> Run:
         project_dir=str(output),
     )
     set_seed(cfg.run.seed)
-    if accelerator.distributed_type == DistributedType.DEEPSPEED and cfg.optim.grad_accum > 1:
-        raise ValueError(
-            "with DeepSpeed, accumulate in DeepSpeed's own config: set optim.grad_accum=1 and "
-            "gradient_accumulation_steps in the accelerate config (or raise optim.batch_size)"
-        )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        _fill_deepspeed_config(accelerator, cfg)
     model = build_model(cfg)
     processor = EarthGPTProcessor(load_tokenizer(cfg.model.tokenizer, model), model.config)
     model.tokenizer = processor.tokenizer
@@ -134,6 +131,7 @@ def setup(cfg: TrainConfig) -> Run:
     optimizer = make_optimizer(module, cfg)
     warmup = cfg.optim.warmup_steps or round(cfg.optim.warmup_ratio * cfg.optim.max_steps)
     scheduler = cosine_schedule(optimizer, warmup, cfg.optim.max_steps, cfg.optim.min_lr_ratio)
+    throughput = _throughput(cfg, model, accelerator)  # before sharding: it runs the vision encoder alone
     module, optimizer = accelerator.prepare(module, optimizer)
     stream = BatchStream(
         dataset, processor.pad_token_id, cfg, accelerator.num_processes, accelerator.process_index
@@ -148,7 +146,7 @@ def setup(cfg: TrainConfig) -> Run:
         stream,
         processor,
         dataset.features is not None,
-        _throughput(cfg, model, accelerator),
+        throughput,
         output,
     )
     if resume:
@@ -159,6 +157,24 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.run.tensorboard:
         accelerator.init_trackers("tensorboard")
     return run
+
+
+def _fill_deepspeed_config(accelerator: Accelerator, cfg: TrainConfig) -> None:
+    """DeepSpeed reads the micro-batch size and the clipping from its own config (the loop passes no
+    data loader to ``prepare``, and its clipping call is DeepSpeed's no-op): take them from ``optim``.
+
+    Accumulation is refused: accelerate steps the engine after every backward it syncs, and the loop
+    marks none as unsynced, so DeepSpeed would step once per micro-batch (``docs/TRAINING.md``)."""
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    if cfg.optim.grad_accum > 1 or config.get("gradient_accumulation_steps", 1) not in (1, "auto"):
+        raise ValueError(
+            "with DeepSpeed this loop takes one micro-batch per step: set optim.grad_accum=1 and "
+            "gradient_accumulation_steps: 1 in the accelerate config (raise optim.batch_size instead)"
+        )
+    config["gradient_accumulation_steps"] = 1
+    config["train_micro_batch_size_per_gpu"] = cfg.optim.batch_size
+    config["train_batch_size"] = cfg.optim.batch_size * accelerator.num_processes
+    config["gradient_clipping"] = cfg.optim.grad_clip
 
 
 def _throughput(cfg: TrainConfig, model: EarthGPT, accelerator: Accelerator) -> Throughput:
