@@ -8,6 +8,7 @@ not break the layout, the map or the region drawing.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,15 @@ def _map_paths(page: object) -> int:
     return page.frame_locator("#map iframe").locator(".leaflet-overlay-pane svg path").count()
 
 
+def _wait_for_map_paths(page: object, count: int, timeout_s: float = 30.0) -> None:
+    """Poll until the map shows ``count`` drawn boxes: the map's frame is rebuilt when the answer
+    lands, so one locator wait can watch a frame that is about to be replaced."""
+    deadline = time.monotonic() + timeout_s
+    while _map_paths(page) != count:
+        assert time.monotonic() < deadline, f"the map shows {_map_paths(page)} boxes, expected {count}"
+        page.wait_for_timeout(250)
+
+
 def _map_image(page: object) -> str:
     layer = page.frame_locator("#map iframe").locator(".leaflet-image-layer")
     layer.wait_for(timeout=20000)
@@ -161,8 +171,7 @@ def test_map_follows_the_session_and_a_box_drawn_on_it_is_the_region(
     wait_status(page, "Answered")
     page.get_by_role("tab", name="Map").click()  # no "Redraw map": the map is there already
     frame = page.frame_locator("#map iframe")
-    frame.locator(".leaflet-overlay-pane svg path").first.wait_for(timeout=20000)
-    assert _map_paths(page) == 3
+    _wait_for_map_paths(page, 3)
     landsat = _map_image(page)
 
     jpeg = tmp_path / "thermal.jpg"
