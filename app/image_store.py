@@ -8,6 +8,13 @@ app's store, ``$EARTHGPT_APP_IMAGES`` or ``<EarthGPT cache>/app-images``, as
 content; a SAR file's cross-polarised sibling comes along so the pair still works). Reopening
 looks for the image at its path, then in the store (:func:`find_image`); when both fail the
 analyst picks the file again and :func:`check_same_image` makes sure it is the same image.
+
+The store outlives sessions on purpose (a session file the analyst downloaded names its copy), so
+ending a session does not empty it (the session's own folder goes then: :mod:`app.security`).
+It is bounded instead (:func:`prune_store`, run at each save): an image not saved or reopened for
+``$EARTHGPT_APP_IMAGES_DAYS`` days (default 30) goes, then the least recently used go until the
+store holds at most ``$EARTHGPT_APP_IMAGES_MAX_MB`` (default 10,240 MB); the image just saved is
+always kept. A session file whose image went reopens once the analyst picks the file again.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +30,8 @@ from earthgpt.identity import file_sha256
 from earthgpt.raster import find_sar_pair
 
 STORE_ENV = "EARTHGPT_APP_IMAGES"
+MAX_MB_ENV, DEFAULT_MAX_MB = "EARTHGPT_APP_IMAGES_MAX_MB", 10_240
+DAYS_ENV, DEFAULT_DAYS = "EARTHGPT_APP_IMAGES_DAYS", 30
 SHA256 = re.compile(r"[0-9a-f]{64}")
 """A sha256 as :func:`earthgpt.identity.file_sha256` writes it (and a store folder's name)."""
 
@@ -60,7 +70,50 @@ def keep_image(path: str | Path) -> ImageRef:
     sibling = find_sar_pair(ref.path)
     if sibling is not None and not (folder / sibling.name).is_file():
         place_file(sibling, folder / sibling.name)
+    os.utime(folder)  # used now: the last to go (prune_store)
+    prune_store(keep=folder)
     return ImageRef(stored, ref.size, ref.sha256)
+
+
+def _limit(name: str, default: int) -> int:
+    """A positive whole number from the environment variable ``name``, else ``default``."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"${name} must be a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _used(root: Path) -> list[tuple[float, int, Path]]:
+    """``(last use, bytes, folder)`` of each image folder of the store, the most recently used first
+    (a folder that goes while it is looked at is left out)."""
+    found = []
+    for folder in root.iterdir() if root.is_dir() else []:
+        try:
+            if folder.is_dir() and SHA256.fullmatch(folder.name):
+                size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+                found.append((folder.stat().st_mtime, size, folder))
+        except OSError:
+            continue
+    return sorted(found, key=lambda item: item[0], reverse=True)
+
+
+def prune_store(keep: Path | None = None) -> list[str]:
+    """Bound the store (see the module notes): remove the images not used (saved or reopened) for
+    ``$EARTHGPT_APP_IMAGES_DAYS`` days, and the least recently used from the first that would take
+    the store past ``$EARTHGPT_APP_IMAGES_MAX_MB`` on; the folder ``keep`` always stays. Returns
+    the sha256s removed."""
+    oldest = time.time() - _limit(DAYS_ENV, DEFAULT_DAYS) * 86_400
+    budget, full, removed = _limit(MAX_MB_ENV, DEFAULT_MAX_MB) * 2**20, False, []
+    for used, size, folder in _used(store_dir()):
+        full = full or size > budget
+        if folder != keep and (full or used < oldest):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+        else:
+            budget -= size
+    return removed
 
 
 def place_file(source: Path, target: Path) -> None:
@@ -94,7 +147,10 @@ def find_image(path: str | None, size: int | None, sha256: str | None) -> Path |
         return None
     folder = store_dir() / sha256
     kept = sorted(f for f in folder.iterdir() if not f.name.startswith(".")) if folder.is_dir() else []
-    return next((f for f in kept if is_same_image(f, size, sha256)), None)
+    found = next((f for f in kept if is_same_image(f, size, sha256)), None)
+    if found is not None:
+        os.utime(folder)  # used now: the last to go (prune_store)
+    return found
 
 
 def check_same_image(path: str | Path, name: str, size: int | None, sha256: str | None) -> None:

@@ -3,8 +3,10 @@
 A run reports in its own tab from the start: a progress bar and line (the window being answered,
 objects so far, seconds per window), the counts per class, and the detections drawn as they come.
 *Cancel* stops the run (the answer being written is cut) and keeps what the windows done found
-(:class:`app.scene.SceneRuns`, keyed by the browser session). Gradio's own progress overlay is
-off for the run, so nothing is drawn over the other panels.
+(:class:`app.scene.SceneRuns`, keyed by the browser session). Gradio's own progress is shown on
+the status line alone, in its small form (``show_progress="minimal"``): an analyst whose run waits
+behind another's sees its place in the queue there (Gradio's "queue: 1/1"), then the run's time, and
+nothing is drawn over the other panels.
 """
 
 from __future__ import annotations
@@ -87,5 +89,5 @@ def wire_scene(c: SimpleNamespace, engine: H.Engine) -> None:
 
     c.scene_btn.click(guarded_stream(run, len(outputs)),
                       [c.state, c.scene_classes, c.scene_obb, c.tile, c.overlap], outputs,
-                      show_progress="hidden", api_name="detect_scene")
+                      show_progress="minimal", show_progress_on=[c.status], api_name="detect_scene")
     c.scene_cancel.click(cancel, None, [c.status], queue=False, api_name="cancel_scene")

@@ -11,7 +11,8 @@ session's files live, and which files a session can make the server read or writ
   (:func:`use_app_temp_root`: Gradio's cache, the display images, the sessions), removed at exit;
   each browser tab or API client has its own folder there (:func:`session_folder`, named by a
   digest of Gradio's session hash) for its uploads and exports, removed when the session ends
-  (:func:`remove_on_unload`).
+  (:func:`remove_on_unload`), or once unused for :data:`SESSION_IDLE_HOURS` when Gradio never
+  says it ended (:func:`remove_idle_sessions`).
 - **Reading**: a reopened session's image is read only from that session's uploads or the bundled
   demos (:func:`readable_roots`, :func:`is_within`: ``..`` and symlinks resolved), else from the
   image store by its sha256 (:mod:`app.image_store`).
@@ -30,6 +31,7 @@ import signal
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,10 @@ IMAGE_MAGIC = (
 )
 """The first bytes of each image format the app opens, and its name."""
 IMAGE_FORMATS = "GeoTIFF/TIFF, BigTIFF, JPEG, PNG or JPEG 2000"
+SESSION_IDLE_HOURS = 24
+"""A session folder not used (an upload, an export, a reopen) for this long is removed even though
+Gradio never said the session ended: a REST client (``/gradio_api/call/…``) is a new session at
+each call and never unloads, and a client may vanish without a word."""
 
 
 # ----------------------------------------------------------------------------- login
@@ -206,8 +212,27 @@ def session_folder(session_hash: str | None) -> Path:
     if session_hash is None:
         return Path(tempfile.mkdtemp(dir=_sessions()))
     folder = _sessions() / _folder_name(session_hash)
+    if not folder.is_dir():  # a new session: the time to sweep the ones gone quietly
+        remove_idle_sessions()
     folder.mkdir(mode=0o700, exist_ok=True)
+    os.utime(folder)  # used now (remove_idle_sessions)
     return folder
+
+
+def remove_idle_sessions(idle_hours: float = SESSION_IDLE_HOURS) -> list[Path]:
+    """Remove the session folders not used for ``idle_hours`` (see :data:`SESSION_IDLE_HOURS`);
+    returns them."""
+    oldest = time.time() - idle_hours * 3600
+    removed = []
+    for folder in _sessions().iterdir():
+        try:
+            idle = folder.stat().st_mtime < oldest
+        except OSError:  # removed meanwhile by its own session's end
+            continue
+        if idle:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def remove_session(session_hash: str | None) -> None:

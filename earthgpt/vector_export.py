@@ -5,6 +5,11 @@ y = row); a ``to_lonlat`` / ``to_map`` mapper (:mod:`earthgpt.box_spaces`) place
 map, and without one the output stays in pixel space with a note saying so. Rings are oriented by
 :func:`earthgpt.box_spaces.box_polygon`.
 
+Lon/lat features stay whole across the antimeridian in memory (longitudes run on past 180, e.g.
+179.9 → 180.1, as a web map draws them); :func:`write_geojson` writes them as RFC 7946 §3.1.9 asks
+(:func:`rfc7946_geometry`): cut in two at the antimeridian, every longitude in [-180, 180]. A box
+with corners past a pole (latitude beyond ±90°, a raster placed there by mistake) is left out.
+
 Every feature written is a polygon with an area. A detection that cannot be one (a box that is not
 usable, :func:`earthgpt.box_checks.box_problem`, or one that does not land on the map) is left
 out and listed with its reason: the GeoJSON's ``skipped`` member, :func:`write_gpkg`'s return
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import threading
@@ -32,9 +38,11 @@ from typing import Any
 
 import numpy as np
 import shapely
+import shapely.affinity
+from shapely.geometry.polygon import orient
 
 from earthgpt.box_checks import box_problem
-from earthgpt.box_spaces import GeoreferenceError, PointsFn, box_polygon, crs_text
+from earthgpt.box_spaces import GeoreferenceError, Points, PointsFn, box_polygon, crs_text
 from earthgpt.geometry import Detection, box_angle, box_kind
 
 Skipped = dict[str, str]
@@ -80,9 +88,56 @@ def _why_not_written(err: Exception, folder: Path) -> str:
 
 
 def write_geojson(path: str | Path, collection: Mapping[str, Any]) -> None:
-    """Write a FeatureCollection (:func:`feature_collection`) to ``path``, whole or not at all."""
+    """Write a FeatureCollection (:func:`feature_collection`) to ``path``, whole or not at all; a
+    lon/lat one as RFC 7946 wants it (:func:`rfc7946_geometry`), a pixel-space one as it is."""
+    if collection.get("note") != PIXEL_SPACE_NOTE:
+        features = [{**f, "geometry": rfc7946_geometry(f["geometry"])} for f in collection["features"]]
+        collection = {**collection, "features": features}
     with replaced_when_written(path) as part:
         part.write_text(json.dumps(collection), encoding="utf-8")
+
+
+WORLD = shapely.box(-180.0, -90.0, 180.0, 90.0)
+"""Where RFC 7946 coordinates lie: longitude [-180, 180], latitude [-90, 90]."""
+
+
+def _on_the_globe(to_lonlat: PointsFn) -> PointsFn:
+    """``to_lonlat`` for one box's corners, made continuous: each longitude within 180° of the one
+    before (179.9, then 180.1 rather than -179.9), so a box across the antimeridian stays one
+    polygon; :class:`GeoreferenceError` for corners past a pole."""
+
+    def convert(points: Points) -> Points:
+        lonlat: Points = []
+        for lon, lat in to_lonlat(points):
+            if abs(lat) > 90.0 + 1e-9:  # a pole itself, give or take rounding, is on the globe
+                raise GeoreferenceError("a box has corners past the pole (latitude beyond ±90°)")
+            if lonlat:
+                lon -= 360.0 * round((lon - lonlat[-1][0]) / 360.0)
+            lonlat.append((lon, lat))
+        return lonlat
+
+    return convert
+
+
+def _ring(polygon: shapely.Polygon) -> list[list[float]]:
+    return [[round(x, 9), round(y, 9)] for x, y in polygon.exterior.coords]
+
+
+def rfc7946_geometry(geometry: Mapping[str, Any]) -> dict[str, Any]:
+    """A lon/lat ``Polygon`` whose longitudes may run past ±180 (:func:`feature_collection`) as RFC
+    7946 §3.1.9 writes it: the parts on each side of the antimeridian moved by 360° into
+    [-180, 180], one ``Polygon`` when it does not cross, else a ``MultiPolygon`` of both parts
+    (their exterior rings counter-clockwise, meeting at ±180)."""
+    polygon = shapely.Polygon(geometry["coordinates"][0])
+    west, _, east, _ = polygon.bounds
+    parts = []
+    for turns in range(math.floor((west + 180.0) / 360.0), math.ceil((east - 180.0) / 360.0) + 1):
+        piece = shapely.intersection(shapely.affinity.translate(polygon, xoff=-360.0 * turns), WORLD)
+        parts += [orient(p, sign=1.0) for p in getattr(piece, "geoms", [piece])
+                  if isinstance(p, shapely.Polygon) and p.area > 0]
+    if len(parts) == 1:
+        return {"type": "Polygon", "coordinates": [_ring(parts[0])]}
+    return {"type": "MultiPolygon", "coordinates": [[_ring(part)] for part in parts]}
 
 
 _FIXED_NAMES = ("class", "score", "box", "angle")
@@ -135,18 +190,16 @@ def feature_collection(
 ) -> dict[str, Any]:
     """GeoJSON FeatureCollection of raster-pixel detections.
 
-    With ``to_lonlat`` (e.g. :func:`earthgpt.box_spaces.raster_to_lonlat`): RFC 7946, lon/lat in
-    EPSG:4326, exterior rings counter-clockwise. Without: pixel coordinates (y down, rings
-    clockwise on screen) and a top-level ``note`` saying so. Each feature gets ``properties[i]``
+    With ``to_lonlat`` (e.g. :func:`earthgpt.box_spaces.raster_to_lonlat`): lon/lat in EPSG:4326,
+    exterior rings counter-clockwise, a box across the antimeridian one polygon whose longitudes run
+    past 180 (:func:`write_geojson` cuts it as RFC 7946 asks). Without: pixel coordinates (y down,
+    rings clockwise on screen) and a top-level ``note`` saying so. Each feature gets ``properties[i]``
     plus ``class``, ``score``, ``box`` (hbb/obb) and ``angle``. Detections that cannot be written
     (:func:`placed_polygons`) are listed in a top-level ``skipped`` member instead.
     """
-    placed, skipped = placed_polygons(dets, properties, to_lonlat, raster_size)
-    features = []
-    for polygon, attributes in placed:
-        coords = [[round(x, 9), round(y, 9)] for x, y in polygon.exterior.coords]
-        features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [coords]},
-                         "properties": attributes})
+    placed, skipped = placed_polygons(dets, properties, to_lonlat and _on_the_globe(to_lonlat), raster_size)
+    features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [_ring(polygon)]},
+                 "properties": attributes} for polygon, attributes in placed]
     collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
     if to_lonlat is None:
         collection["note"] = PIXEL_SPACE_NOTE

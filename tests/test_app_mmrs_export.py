@@ -124,4 +124,4 @@ def test_mmrs_source_kind_counts_bad_records(tmp_path: Path) -> None:
     (record,) = read_records(out, "val")
     assert record["sensor"] == "sar" and record["conversations"][1]["value"] == "A ship."
     skipped = {row["reason"]: row["count"] for row in json.loads((out / "card.json").read_text())["skipped"]}
-    assert skipped == {"record without image": 1, "record with a bad size, sensor or annotations": 1}
+    assert skipped == {"record without image": 1, "record with a bad width or height": 1}

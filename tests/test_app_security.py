@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.cookiejar
 import importlib.util
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -167,6 +168,21 @@ def test_each_session_has_its_own_folder_removed_when_it_ends() -> None:
     assert not one.exists() and two.is_dir()
     S.remove_session("tab-b")
     assert not two.exists()
+
+
+def test_session_folders_that_never_end_go_once_idle() -> None:
+    """A REST client is a new session at each call and Gradio never unloads it: its folder goes once
+    unused for SESSION_IDLE_HOURS, swept when a new session starts; a session in use stays."""
+    quiet, busy = S.session_folder("rest-call"), S.session_folder("busy-tab")
+    (S.new_folder("rest-call", "exports") / "x.geojson").write_text("{}")
+    day_ago = time.time() - (S.SESSION_IDLE_HOURS + 1) * 3600
+    for folder in (quiet, busy):
+        os.utime(folder, (day_ago, day_ago))
+    S.new_folder("busy-tab", "uploads")  # used again: its clock starts over
+    S.session_folder("new-tab")
+    assert not quiet.exists() and busy.is_dir() and S.session_folder("new-tab").is_dir()
+    for name in ("busy-tab", "new-tab"):
+        S.remove_session(name)
 
 
 def test_the_temporary_root_goes_when_the_server_is_stopped() -> None:

@@ -5,7 +5,9 @@ its conversation back."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from test_app_handlers import run, scripted_engine
 
 from app import handlers as H
 from app.demo_tiles import DEMO_DIR
-from app.image_store import find_image, image_ref, keep_image, store_dir
+from app.image_store import find_image, image_ref, keep_image, prune_store, store_dir
 from app.session_files import open_session_file, repoint_session, save_session_file
 from app.session_io import Session, session_from_json, session_to_json
 
@@ -108,3 +110,29 @@ def test_session_files_without_an_image_reference_still_open(upload: Path) -> No
     data["image"].update(size=None)
     with pytest.raises(ValueError, match="given together"):
         session_from_json(data)
+
+
+def test_the_store_is_bounded_keeping_the_images_used_last(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """At most ``$EARTHGPT_APP_IMAGES_MAX_MB``: the least recently saved or reopened images go first,
+    and any not used for ``$EARTHGPT_APP_IMAGES_DAYS``; the image being saved always stays."""
+    monkeypatch.setenv("EARTHGPT_APP_IMAGES", str(tmp_path / "store"))
+    monkeypatch.setenv("EARTHGPT_APP_IMAGES_MAX_MB", "1")
+    files = []
+    for name, kilobytes in (("a", 400), ("b", 400), ("c", 400), ("big", 1500)):
+        files.append(tmp_path / f"{name}.png")
+        files[-1].write_bytes(bytes([len(files)]) * kilobytes * 1024)
+    a, b = keep_image(files[0]), keep_image(files[1])
+    os.utime(a.path.parent, (time.time() - 3000,) * 2)  # a saved first,
+    os.utime(b.path.parent, (time.time() - 2000,) * 2)  # b later,
+    assert find_image("/gone/a.png", a.size, a.sha256) == a.path  # then a reopened: b is the least recent
+    c = keep_image(files[2])  # 1.2 MB would be over the bound: b goes
+    assert sorted(p.name for p in store_dir().iterdir()) == sorted([a.sha256, c.sha256])
+    assert find_image("/gone/b.png", b.size, b.sha256) is None
+    os.utime(c.path.parent, (time.time() - 31 * 86_400,) * 2)  # not used for 31 days
+    assert prune_store() == [c.sha256]
+    big = keep_image(files[3])  # alone over the bound: kept, and the rest goes
+    assert [p.name for p in store_dir().iterdir()] == [big.sha256] and big.path.is_file()
+    monkeypatch.setenv("EARTHGPT_APP_IMAGES_DAYS", "soon")
+    with pytest.raises(ValueError, match=r"\$EARTHGPT_APP_IMAGES_DAYS must be a positive whole number"):
+        prune_store()

@@ -66,6 +66,40 @@ def test_progress_in_its_tab_from_the_first_window_and_cancel_keeps_what_is_done
     page.close()
 
 
+def _scene_tab(browser: object, server: str) -> object:
+    page = open_page(browser, server, [])
+    page.click("#open-demo")
+    wait_status(page, "Opened RGB.byte.tif")
+    page.get_by_role("tab", name="Whole scene").click()
+    page.fill("#scene-tile input", "256")
+    page.fill("#scene-overlap input", "0")
+    return page
+
+
+def test_a_run_waiting_behind_another_shows_its_place_in_the_queue(
+    browser: object, paced_server: str, shots: Path
+) -> None:
+    first, second = _scene_tab(browser, paced_server), _scene_tab(browser, paced_server)
+    first.click("#scene-run")
+    first.wait_for_function("() => document.querySelector('#scene-progress')?.innerText"
+                            ".includes('Window 1 of 12')", timeout=10000)
+    second.click("#scene-run")  # one worker: it waits for the first run
+    second.wait_for_function("() => document.querySelector('#status .progress-text')?.innerText"
+                             ".startsWith('queue: 1/1')", timeout=10000)
+    text = second.locator("#status .progress-text")
+    box, status = text.bounding_box(), second.locator("#status").bounding_box()
+    assert box["y"] + box["height"] <= status["y"] + status["height"]  # inside the status line, not clipped
+    for page in (first, second):  # nothing drawn over the other panels
+        assert page.locator("#sidebar .eta-bar, #views .eta-bar").count() == 0
+    shot(second, shots / "scene-queued.png")
+    first.click("#scene-cancel")
+    wait_status(second, "Whole scene: window", timeout=20000)  # its turn: its own progress from the start
+    second.click("#scene-cancel")
+    wait_status(second, "Whole-scene detection cancelled after", timeout=20000)
+    first.close()
+    second.close()
+
+
 def test_reopen_a_saved_session_after_its_image_moved(
     browser: object, paced_server: str, shots: Path, shared_data: Path, tmp_path: Path,
     app_image_store: Path

@@ -281,10 +281,22 @@ def test_weights_with_a_flipped_byte_are_refused_naming_the_file(tmp_path: Path,
 def test_a_config_saved_before_the_checksum_loads_unchecked(tmp_path: Path) -> None:
     save_pretrained(_trained_tiny(1), tmp_path)
     meta = json.loads((tmp_path / checkpoint.CONFIG_FILE).read_text())
-    del meta[checkpoint.WEIGHTS_SHA256]  # as assets/earthgpt-nano until it is exported again
+    del meta[checkpoint.WEIGHTS_SHA256]  # as a checkpoint saved before the field was recorded
     (tmp_path / checkpoint.CONFIG_FILE).write_text(json.dumps(meta))
     torch.testing.assert_close(dict(load_pretrained(tmp_path).projector.state_dict()),
                                dict(_trained_tiny(1).projector.state_dict()))
+
+
+def test_the_shipped_weights_are_checked_and_a_flipped_byte_in_a_copy_is_refused(tmp_path: Path) -> None:
+    shipped = checkpoint.resolve_model("nano")  # the default model: assets/earthgpt-nano
+    meta = checkpoint.read_meta(shipped)
+    assert re.fullmatch(r"[0-9a-f]{64}", meta[checkpoint.WEIGHTS_SHA256])
+    checkpoint.verify_weights(shipped, meta)  # the shipped file is the one recorded
+    copy = Path(shutil.copytree(shipped, tmp_path / "earthgpt-nano"))
+    weights = copy / checkpoint.WEIGHTS_FILE
+    _flip(weights, weights.stat().st_size // 2)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(weights))} is damaged: its sha256"):
+        load_pretrained(copy)
 
 
 def test_a_base_with_a_flipped_byte_is_refused_naming_the_file(nano_base: Path, tmp_path: Path,

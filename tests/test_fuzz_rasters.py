@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import shapely.geometry
 from fuzz.limits import one_line, time_limit
 
 from earthgpt.raster import RasterError, inspect, model_image, model_source, tile_grid, window_reader
@@ -175,6 +176,9 @@ def test_detect_cli(case: dict[str, str], fake_model: type[FakeChat], tmp_path: 
     assert collection["type"] == "FeatureCollection"
     if fake_model.images:  # each window shown answers a ship: written, or listed as not placeable
         assert collection["features"] or collection["skipped"]
+    for feature in collection["features"] if "note" not in collection else []:  # lon/lat: RFC 7946
+        west, south, east, north = shapely.geometry.shape(feature["geometry"]).bounds
+        assert -180 <= west <= east <= 180 and -90 <= south <= north <= 90, f"{case['file']}: {feature}"
 
 
 def test_mmrs_build_reads_every_header_or_skips_the_file(tmp_path: Path) -> None:

@@ -251,6 +251,56 @@ def test_the_turns_of_any_record(record: dict[str, Any]) -> None:
     assert len(turns) <= human_turn_count(record)
 
 
+ANNOTATIONS = {
+    "class": "harbour", "captions": ["A harbour."], "dialogue_task": "caption",
+    "qa": [{"question": "Is there a ship?", "answer": "yes", "type": "presence"}],
+    "objects_hbb": [{"label": "ship", "xyxy_px": [1, 2, 30, 40], "difficult": False}],
+    "objects_obb": [{"label": "ship", "corners_px": [1, 2, 30, 2, 30, 40, 1, 40]}],
+    "referring": [{"expression": "The ship.", "label": "ship", "xyxy_px": [1, 2, 30, 40]}],
+    "dialogue": [{"human": "What is this?", "assistant": "A harbour."}],
+}
+"""One of each annotation ``earthgpt mmrs build`` writes turns from (``docs/MMRS.md``)."""
+WRONG_SHAPES = st.sampled_from([
+    [1, 2, 3], [1, 2, 3, 4, 5], "1, 2, 3, 4", [[1], 2, 3, 4], [30, 2, 1, 40], [1, 2, "3", 4], [True, 2, 3, 4],
+    [1, 2, 10**400, 4], {"x": 1}, [], [{}], "", ".", "a\nb", "ship [1]", 5, None,
+])
+
+
+@st.composite
+def mmrs_sources(draw: st.DrawFn) -> Any:
+    """A record whose fields, and each annotation at any depth, are kept, dropped or replaced by
+    any JSON value or a wrong shape."""
+    values = st.one_of(JSON, WRONG_SHAPES)
+    record = {"id": "set/1", "image": "a.png", "width": 64, "height": 48}
+    record = {k: draw(values) if draw(st.integers(0, 9)) == 0 else v for k, v in record.items()}
+    annotations = {k: _mutated(v, draw, values) for k, v in ANNOTATIONS.items() if draw(st.integers(0, 3))}
+    return {**record, "annotations": draw(values) if draw(st.integers(0, 19)) == 0 else annotations}
+
+
+@FUZZ
+@given(mmrs_sources())
+def test_mmrs_build_takes_a_record_or_skips_it_naming_the_field(folder: Path, record: Any) -> None:
+    """What ``earthgpt mmrs build --source mmrs=FILE`` does before writing files: each record gives
+    turns or a counted skip whose example names its line and field."""
+    from earthgpt.data.builder import SourceSpec, collect, make_records
+    from earthgpt.data.records import SkipLog
+
+    (folder / "records.jsonl").write_text(json.dumps(record))
+    log = SkipLog()
+    source = SourceSpec("mmrs", folder / "records.jsonl").to_source()
+    written = _clean(lambda: make_records(collect([source], log, progress=False), log))
+    if isinstance(written, ValueError):  # not a JSON object: the one reader's DataError
+        assert not isinstance(record, dict)
+        return
+    assert len(written) + log.total_skipped == 1
+    for row in log.as_rows("skipped"):  # a record that does not fit, or one with nothing to say
+        example = row["examples"][0]
+        assert one_line(example)
+        assert row["reason"] == "no labels to make a turn from" or example.startswith("records.jsonl:1")
+    for turns in (record_turns(row) for row in written):
+        assert turns and all(t.question.strip() and isinstance(t.answer, str) for t in turns)
+
+
 # --- training configs ---------------------------------------------------------------------------------
 
 CONFIG = {"stage": 1, "model": {"preset": "tiny", "config": {"image_token_id": 259}},

@@ -123,4 +123,6 @@ def run(args: argparse.Namespace) -> int:
     )
     for task, row in card["by_task"].items():
         print(f"  {task}: {row.get('records', 0)} records, {row.get('turns', 0)} turns")
+    for row in card["skipped"]:
+        print(f"  skipped {row['count']} ({row['source']}): {row['reason']}, e.g. {row['examples'][0]}")
     return 0
