@@ -110,21 +110,42 @@ def load_image(
     """Open a raster: header, sensor (detected unless given), overview, and a first window.
 
     A raster of at most :data:`DEFAULT_WINDOW` pixels per side is one window; a larger one opens
-    on a centred window. The conversation starts fresh.
+    on a centred window. The conversation starts fresh. The overview of a big raster without
+    overviews is a quick preview at first (:func:`earthgpt.raster.quick_overview`), replaced by the
+    exact one when its background build is done (:func:`refine_overview`).
     """
     if not path:
         raise _fail("no file given: upload a GeoTIFF, PNG or JPEG, or pick a demo tile")
     info = raster.inspect(path)
     try:
         overview, meta = raster.load_for_model(path, None, sensor=sensor, bands=_band_list(bands),
-                                               max_size=OVERVIEW_SIZE)
+                                               max_size=OVERVIEW_SIZE, quick=True)
     except ValueError as err:  # band choice or sensor that does not fit this raster
         raise _fail(str(err)) from err
     chosen = str(meta["sensor"])
     fresh = Session(path=str(path), name=name or Path(path).name, sensor=chosen, sensor_reason=meta["reason"],
                     bands=bands, info=info, overview=_display(overview, chosen),
-                    overview_scale=tuple(meta["scale"]), layers=session.layers)
+                    overview_scale=tuple(meta["scale"]), overview_builds=meta["overview_builds"],
+                    layers=session.layers)
     return set_window(fresh, *_default_window(info))
+
+
+def refine_overview(session: Session) -> tuple[Session, str] | None:
+    """The exact overview in place of the quick preview once its background builds are done, and a
+    status line for it; None while they run or when no preview is shown. A failed build leaves the
+    preview, and says so; a build dropped (too many at once) is started again."""
+    builds = session.overview_builds
+    if not builds or not all(build.done() for build in builds):
+        return None
+    failed = [build.exception() for build in builds if not build.cancelled() and build.exception()]
+    if failed:
+        return (dataclasses.replace(session, overview_builds=()),
+                f"The full overview could not be built ({failed[0]}); the quick preview stays.")
+    overview, meta = raster.load_for_model(session.path, None, sensor=session.sensor, quick=True,
+                                           bands=_band_list(session.bands), max_size=OVERVIEW_SIZE)
+    refined = dataclasses.replace(session, overview=_display(overview, session.sensor),
+                                  overview_builds=meta["overview_builds"])
+    return refined, "" if refined.overview_builds else "Full overview ready."
 
 
 def set_window(session: Session, col_off: int, row_off: int, width: int, height: int) -> Session:
@@ -384,6 +405,8 @@ def info_markdown(session: Session) -> str:
         f"{session.model_image.shape[0]} px" if session.model_image is not None else "- Window: none",
         f"- Region: {region}", f"- Detections: {len(session.found)}",
         *([f"- ⚠ Whole scene: {session.scene_note}"] if session.scene_note else []),
+        *(["- Overview: a quick preview from a sample of the blocks; the full one is being built"]
+          if session.overview_builds else []),
     ])
 
 

@@ -215,7 +215,7 @@ def map_key(session: Session, model_name: str = "", basemap: bool = False) -> st
     if session.info is None or session.overview is None:
         return ""
     on_map = session_geojson(session, model_name, pixel_space=not on_globe(session.info))
-    shown = [session.path, session.sensor, session.bands, basemap, on_map]
+    shown = [session.path, session.sensor, session.bands, basemap, on_map, bool(session.overview_builds)]
     return hashlib.sha256(json.dumps(shown, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -92,6 +92,9 @@ class Session:
     info: Any = None
     overview: np.ndarray | None = None
     overview_scale: tuple[float, float] = (1.0, 1.0)
+    overview_builds: tuple[Any, ...] = ()
+    """While the overview shown is a quick preview of a big raster: the background builds of the exact
+    one (``concurrent.futures.Future``; :func:`app.handlers.refine_overview` swaps it in)."""
     view: np.ndarray | None = None
     model_image: np.ndarray | None = None
     chat: Any = None

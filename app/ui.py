@@ -42,9 +42,12 @@ def build(engine: H.Engine) -> gr.Blocks:
     """The whole app for one loaded model."""
     demos = demo_tiles()
     c = SimpleNamespace()
-    with gr.Blocks(title="EarthGPT analyst", fill_width=True) as demo:
+    # Gradio's own cache (copies of exports and display images) is swept hourly of files a day old,
+    # like the idle session folders (app/security.py), so a long-running server does not fill its disk.
+    with gr.Blocks(title="EarthGPT analyst", fill_width=True, delete_cache=(3600, 86400)) as demo:
         c.state = gr.State(Session())
         c.map_shown = gr.State("")  # app.maps.map_key of the map on screen
+        c.overview_timer = gr.Timer(2.0, active=False)  # on while a quick preview awaits the full overview
         with gr.Row(elem_id="topbar", equal_height=True):
             gr.HTML(f"<h2>EarthGPT analyst · model <code>{html.escape(engine.name)}</code></h2>",
                     head=page_head(), js_on_load=page_script(), elem_id="title", scale=0, min_width=240)

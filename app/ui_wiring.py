@@ -39,6 +39,7 @@ def wire(c: SimpleNamespace, engine: H.Engine, demos: dict) -> None:
     """Connect every component's events (called once by :func:`app.ui.build`)."""
     _wire_image(c, demos)
     _wire_repoint(c)
+    _wire_overview(c)
     _wire_clear_detections(c)
     _wire_region(c)
     _wire_chat(c, engine)
@@ -91,8 +92,8 @@ def _wire_image(c: SimpleNamespace, demos: dict) -> None:
         roots = S.readable_roots(request.session_hash)
         return V.everything(open_session_file(path, roots), "Session reopened.")
 
-    grid_out = ([c.state, c.size], [c.grid, c.status])
-    refresh_grid = guarded(lambda s, z: (V.grid_choices(s, z), gr.skip()), 2)
+    grid_out = ([c.state, c.size], [c.grid, c.overview_timer, c.status])
+    refresh_grid = guarded(lambda s, z: (V.grid_choices(s, z), _refining(s), gr.skip()), 3)
     then_grid = {"fn": refresh_grid, "inputs": grid_out[0], "outputs": grid_out[1], **PRIVATE}
     upload_out = [*c.views[:-1], c.upload, c.status]
     c.upload.upload(guarded(open_upload, n + 1), [c.state, c.upload, c.sensor, c.bands], upload_out,
@@ -125,8 +126,28 @@ def _wire_repoint(c: SimpleNamespace) -> None:
 
     c.repoint_file.upload(guarded(repoint, len(c.views) + 1), [c.session_file, c.repoint_file],
                           [*c.views[:-1], c.repoint_file, c.status], api_name="repoint_session").then(
-        guarded(lambda s, z: (V.grid_choices(s, z), gr.skip()), 2), [c.state, c.size], [c.grid, c.status],
-        **PRIVATE)
+        guarded(lambda s, z: (V.grid_choices(s, z), _refining(s), gr.skip()), 3), [c.state, c.size],
+        [c.grid, c.overview_timer, c.status], **PRIVATE)
+
+
+def _refining(session: Session) -> gr.Timer:
+    """The overview timer, ticking while a quick preview awaits the full overview."""
+    return gr.Timer(active=bool(session.overview_builds))
+
+
+def _wire_overview(c: SimpleNamespace) -> None:
+    """A quick preview of a big raster is replaced by the full overview on the timer's first tick
+    after its build is done (:func:`app.handlers.refine_overview`); the timer then stops."""
+    outputs = [*c.views[:-1], c.overview_timer, c.status]
+
+    def tick(session: Session) -> tuple:
+        done = H.refine_overview(session)
+        if done is None:
+            return (*(gr.skip(),) * (len(outputs) - 2), _refining(session), gr.skip())
+        new, status = done
+        return (*V.everything(new, status)[:-1], _refining(new), status or gr.skip())
+
+    c.overview_timer.tick(guarded(tick, len(outputs)), [c.state], outputs, show_progress="hidden", **PRIVATE)
 
 
 def _wire_clear_detections(c: SimpleNamespace) -> None:

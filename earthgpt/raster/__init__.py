@@ -1,6 +1,6 @@
-"""Rasters: open and check a file, read its header, overviews and windows, tile it, and make the
-model's uint8 RGB from it. Every reader of image files (chat, eval, training, detect, the app)
-goes through this package."""
+"""Rasters: open and check a file, read its header, overviews (a quick preview of a big one) and
+windows, tile it, and make the model's uint8 RGB from it. Every reader of image files (chat, eval,
+training, detect, the app) goes through this package."""
 
 from earthgpt.raster.files import (
     MAX_BANDS,
@@ -24,11 +24,12 @@ from earthgpt.raster.model_input import (
     plan_bands,
     window_reader,
 )
+from earthgpt.raster.overview import Overview, quick_overview
 from earthgpt.raster.tiling import Tile, tile_grid
 
 __all__ = [
-    "MAX_BANDS", "WHOLE_IMAGE_SIDE", "ModelSource", "NodataWindowError", "RasterError", "RasterInfo", "Tile",
-    "find_sar_pair", "inspect", "load_for_model", "model_image", "model_source", "open_raster",
-    "overview_shape", "parse_band_numbers", "plan_bands", "read_overview", "read_window", "tile_grid",
-    "window_reader",
+    "MAX_BANDS", "WHOLE_IMAGE_SIDE", "ModelSource", "NodataWindowError", "Overview", "RasterError",
+    "RasterInfo", "Tile", "find_sar_pair", "inspect", "load_for_model", "model_image", "model_source",
+    "open_raster", "overview_shape", "parse_band_numbers", "plan_bands", "quick_overview", "read_overview",
+    "read_window", "tile_grid", "window_reader",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from earthgpt.raster.files import RasterError, RasterInfo, inspect, overview_shape, read_overview, read_window
+from earthgpt.raster.overview import quick_overview
 from earthgpt.raster.tiling import Tile
 from earthgpt.sensors import Sensor, alpha_band, detect_sensor, select_rgb_bands, to_model_rgb, valid_mask
 
@@ -31,6 +33,9 @@ WHOLE_IMAGE_SIDE = 1024
 """Longest side of a whole-image read (chat, eval, training); the processor resizes to the model's size."""
 SENSOR_PROBE_SIDE = 64
 """Longest side of the overview whose pixels help detect the sensor (float data as linear backscatter)."""
+SENSOR_PROBE_BLOCKS = 64
+"""The probe of a big raster without overviews decodes at most this many blocks
+(:func:`earthgpt.raster.overview.quick_overview`)."""
 
 _POL_TOKEN = re.compile(r"(?<![a-z0-9])(vv|hh)(?![a-z0-9])", re.IGNORECASE)
 
@@ -123,9 +128,9 @@ def model_source(path: str | Path, sensor: Sensor | str | None = None) -> ModelS
         raise RasterError(f"{path.name} holds complex pixels ({info.dtypes[0]}, a SAR SLC): "
                           "convert them to intensity |z|² first")
     if sensor is None:
-        probe, _ = read_overview(path, max_size=SENSOR_PROBE_SIDE)
+        probe = quick_overview(path, SENSOR_PROBE_SIDE, max_blocks=SENSOR_PROBE_BLOCKS, background=False)
         chosen, reason = detect_sensor(info.count, info.dtypes[0], info.descriptions, info.tags,
-                                       path.name, sample=probe.compressed())
+                                       path.name, sample=probe.array.compressed())
     else:
         chosen, reason = Sensor(sensor), "chosen by the user"
     pair = find_sar_pair(path) if chosen is Sensor.sar and info.count == 1 else None
@@ -137,16 +142,22 @@ def model_source(path: str | Path, sensor: Sensor | str | None = None) -> ModelS
 
 
 def _read(
-    path: Path, window: Window | None, bands: list[int] | None, max_size: int, info: RasterInfo
-) -> tuple[np.ma.MaskedArray, tuple[float, float], Window]:
-    """An overview (no window) or a window read no larger than ``max_size``, with its full-raster window."""
+    path: Path, window: Window | None, bands: list[int] | None, max_size: int, info: RasterInfo,
+    quick: bool = False,
+) -> tuple[np.ma.MaskedArray, tuple[float, float], Window, list[Future]]:
+    """An overview (no window) or a window read no larger than ``max_size``, with its full-raster
+    window and, for a ``quick`` preview, the background build of the exact overview."""
     if window is None:
+        whole = Window(0, 0, info.width, info.height)
+        if quick:
+            found = quick_overview(path, max_size, bands)
+            return found.array, found.scale, whole, [found.build] if found.build else []
         array, scale = read_overview(path, max_size=max_size, bands=bands)
-        return array, scale, Window(0, 0, info.width, info.height)
+        return array, scale, whole, []
     out = overview_shape(int(window.width), int(window.height), max_size)
     array, scale = read_window(path, int(window.col_off), int(window.row_off), int(window.width),
                                int(window.height), out_size=out, bands=bands)
-    return array, scale, window
+    return array, scale, window, []
 
 
 def _has_data(array: np.ma.MaskedArray, info: RasterInfo, bands: list[int]) -> bool:
@@ -171,6 +182,7 @@ def load_for_model(
     bands: Sequence[int] | None = None,
     max_size: int = 1024,
     source: ModelSource | None = None,
+    quick: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Read the whole image (as an overview) or one window, and make the model's uint8 (H, W, 3).
 
@@ -180,22 +192,29 @@ def load_for_model(
     not worked out again per window. ``meta`` holds the sensor, the reason, the window
     (full-raster pixels), the scale ``(sx, sy)``, the full ``size``, the bands read and the files
     used. A palette-coloured band (:attr:`RasterInfo.palette`) of an optical image is shown in its
-    colours, as it is. Raises :class:`NodataWindowError` when the read holds only nodata (NaN, ±inf
-    and transparent pixels count as nodata), :class:`RasterError` for a file or band choice that
-    cannot be used, ValueError when the data do not fit the sensor.
+    colours, as it is. ``quick`` (the whole image, for display: the app's overview) may give a
+    preview of a big raster without overviews (:func:`earthgpt.raster.overview.quick_overview`);
+    ``meta["overview_builds"]`` then holds the background builds of the exact pixels (empty when
+    the pixels are exact), and the same call returns the exact image once they are done. Raises
+    :class:`NodataWindowError` when the read holds only nodata (NaN, ±inf and transparent pixels
+    count as nodata), :class:`RasterError` for a file or band choice that cannot be used,
+    ValueError when the data do not fit the sensor.
     """
     path = Path(path)
     if source is None or source.path != path:
         source = model_source(path, sensor)
     info, pair = source.info, source.pair
     read_bands, override = plan_bands(info, source.sensor, bands)
-    array, scale, window = _read(path, window, read_bands, max_size, info)
+    array, scale, window, builds = _read(path, window, read_bands, max_size, info, quick)
     subset = read_bands or list(range(1, info.count + 1))
+    if builds and not _has_data(array, info, subset):  # the preview missed the data: wait for it all
+        array, builds = builds[0].result(), []
     if not _has_data(array, info, subset):
         raise NodataWindowError("the window holds only nodata")
     vh = None
     if pair is not None:
-        vh_array, _, _ = _read(pair, window, None, max_size, info)
+        vh_array, _, _, vh_builds = _read(pair, window, None, max_size, info, quick)
+        builds += vh_builds
         vh = np.ma.filled(vh_array[0].astype(np.float32), np.nan)
     descriptions = [info.descriptions[b - 1] for b in subset]
     colorinterp = [info.colorinterp[b - 1] for b in subset]
@@ -209,6 +228,7 @@ def load_for_model(
         "path": str(path), "sensor": source.sensor, "reason": source.reason, "scale": scale,
         "window": (int(window.col_off), int(window.row_off), int(window.width), int(window.height)),
         "size": (info.width, info.height), "bands": subset, "pair": str(pair) if pair else None,
+        "overview_builds": tuple(builds),
     }
     return rgb, meta
 
