@@ -9,7 +9,11 @@ atol=ATOL`` after ``STEPS`` AdamW steps, and its final export, gathered onto ran
 stage 1 a sharded run killed after its step-2 checkpoint and launched again ends bit-identical to
 the uninterrupted one (stage 2 resumes through the same code; one kill keeps FSDP to four launches).
 DeepSpeed ZeRO-2 and ZeRO-3, stage 1, the same checks when ``deepspeed`` is installed (it is not in
-``requirements.txt``; skipped otherwise).
+``requirements.txt``; skipped otherwise); and ZeRO-2 owning accumulation: 2 processes × micro-batch
+2 × ``grad_accum`` 2 end with the parameters of 2 × 4 × 1 (the same global batch of 8) to
+``rtol=RTOL, atol=ATOL``, in a nearly plain-SGD regime (AdamW with ``eps`` far above the gradient's
+size, no clipping) where a gradient divided again by the accumulation steps would move the
+parameters by half as much.
 
 accelerate 1.15 gives FSDP only to a multi-device state: on CPU processes it would run DDP and
 ignore the FSDP config; and without a GPU it starts no process group for DeepSpeed. Each rank
@@ -159,20 +163,16 @@ def test_killed_and_resumed_sharded_run_equals_the_uninterrupted_one(stage1):
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_sharded_export_loads_and_answers(stage, request, dataset):
-    """What ``earthgpt chat --model FOLDER`` does, with the exported tokenizer: the command itself
-    refuses any delta on a random base (the tiny preset's), sharded or not, for want of one."""
+    """What ``earthgpt chat --model FOLDER`` does: the random base rebuilt from the export's config
+    and seed, the run's byte-level tokenizer taken from the export."""
     from PIL import Image
-    from transformers import AutoTokenizer
 
-    from earthgpt.inference import ChatSession
-    from earthgpt.model.checkpoint import load_pretrained
-    from earthgpt.processor import EarthGPTProcessor
+    from earthgpt.inference import ChatSession, load_model
 
     final = request.getfixturevalue(f"stage{stage}")["sharded"] / "final"
-    model = load_pretrained(final)
-    assert model.stage == stage
-    model.tokenizer = AutoTokenizer.from_pretrained(str(final / "tokenizer"))
-    session = ChatSession(model, EarthGPTProcessor(model.tokenizer, model.config))
+    model, processor = load_model(str(final))
+    assert model.stage == stage and processor.image_token_id == model.config.image_token_id
+    session = ChatSession(model, processor)
     session.set_image(np.asarray(Image.open(dataset[1]["images"] / "scene_0.png").convert("RGB")))
     session.ask("Describe the image.", max_new_tokens=4)
     assert 1 <= len(session.answer_ids) <= 4
@@ -192,6 +192,39 @@ def test_deepspeed_zero_matches_unsharded_resumes_and_exports(zero, stage1):
     assert_close(final_delta(zero["sharded"]), final_delta(stage1["unsharded"]), exact=False)
     assert_close(final_delta(zero["resumed"]), final_delta(zero["sharded"]), exact=True)
     assert load_pretrained(zero["sharded"] / "final").stage == 1
+
+
+@pytest.fixture(scope="module")
+def zero2_accumulation(dataset, tmp_path_factory) -> dict[str, Path]:
+    pytest.importorskip("deepspeed", reason="DeepSpeed is an optional extra: pip install deepspeed==0.19.8")
+    records, roots = dataset
+    root = tmp_path_factory.mktemp("zero2_accumulation")
+    sgd_like = ["optim.lr=30.0", "optim.eps=1000.0", "optim.grad_clip=0", "optim.warmup_steps=0"]
+    out = {}
+    for name, batch, accum in (("accumulated", 2, 2), ("one_batch", 4, 1)):
+        out[name] = root / name
+        args = [f"optim.max_steps={STEPS}", f"run.save_every={STEPS}", f"optim.batch_size={batch}",
+                f"optim.grad_accum={accum}", *sgd_like]
+        args = overrides(records, roots, out[name], *args)
+        done = launch("deepspeed_zero2", CONFIGS / "tiny_stage1.yaml", args)
+        assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_deepspeed_owns_accumulation_with_the_same_objective(zero2_accumulation, dataset):
+    from earthgpt.model.checkpoint import delta_state, load_pretrained
+    from earthgpt.model.tuning import apply_stage
+
+    records, _ = dataset
+    assert sum(1 for _ in records.open()) == 8  # one step is the whole set: both runs see the same batches
+    accumulated = final_delta(zero2_accumulation["accumulated"])
+    assert_close(accumulated, final_delta(zero2_accumulation["one_batch"]), exact=False)
+    start = load_pretrained("tiny")  # the seed-0 random base and projector both runs started from
+    apply_stage(start, 1)
+    moved = max(float((t - accumulated[name]).abs().max()) for name, t in delta_state(start).items())
+    # half this move (a gradient divided again by the accumulation steps) would be over the
+    # tolerance, ATOL + RTOL·|p| = 11·ATOL even for parameters near 1 (it is 5e-3 here)
+    assert moved > 30 * ATOL
 
 
 def _rank_main(argv: list[str]) -> int:

@@ -122,12 +122,8 @@ def build_model(cfg: TrainConfig) -> EarthGPT:
 
         folder = Path(cfg.model.init_from or "")
         check_stage2_base(cfg, folder)
-        model = load_pretrained(folder, dtype=dtype)
+        model = load_pretrained(folder, dtype=dtype)  # with the export's tokenizer, when it has one
         model.config.stage2_tunes_stage1 = model_config(cfg).stage2_tunes_stage1
-        if model.tokenizer is None and (folder / "tokenizer").is_dir() and cfg.model.tokenizer is None:
-            from transformers import AutoTokenizer
-
-            model.tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
     apply_stage(model, cfg.stage)
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:

@@ -160,21 +160,23 @@ def setup(cfg: TrainConfig) -> Run:
 
 
 def _fill_deepspeed_config(accelerator: Accelerator, cfg: TrainConfig) -> None:
-    """DeepSpeed reads the micro-batch size and the clipping from its own config (the loop passes no
-    data loader to ``prepare``, and its clipping call is DeepSpeed's no-op): take them from ``optim``.
-
-    Accumulation is refused: accelerate steps the engine after every backward it syncs, and the loop
-    marks none as unsynced, so DeepSpeed would step once per micro-batch (``docs/TRAINING.md``)."""
+    """DeepSpeed reads the micro-batch size, the accumulation steps and the clipping from its own
+    config (the loop passes no data loader to ``prepare``, and its clipping call is DeepSpeed's
+    no-op): take them from ``optim``. The engine owns accumulation (``train/steps.py``); an
+    accelerate config that asks for other accumulation steps than ``optim.grad_accum`` is refused
+    (1, accelerate's default, and ``auto`` are taken as unset)."""
     config = accelerator.state.deepspeed_plugin.deepspeed_config
-    if cfg.optim.grad_accum > 1 or config.get("gradient_accumulation_steps", 1) not in (1, "auto"):
+    accum, asked = cfg.optim.grad_accum, config.get("gradient_accumulation_steps", 1)
+    if asked not in (1, "auto", accum):
         raise ValueError(
-            "with DeepSpeed this loop takes one micro-batch per step: set optim.grad_accum=1 and "
-            "gradient_accumulation_steps: 1 in the accelerate config (raise optim.batch_size instead)"
+            f"the accelerate config sets gradient_accumulation_steps: {asked}, "
+            f"the run's optim.grad_accum is {accum}: set the accumulation with optim.grad_accum only"
         )
-    config["gradient_accumulation_steps"] = 1
+    config["gradient_accumulation_steps"] = accum
     config["train_micro_batch_size_per_gpu"] = cfg.optim.batch_size
-    config["train_batch_size"] = cfg.optim.batch_size * accelerator.num_processes
+    config["train_batch_size"] = cfg.optim.batch_size * accum * accelerator.num_processes
     config["gradient_clipping"] = cfg.optim.grad_clip
+    accelerator.gradient_accumulation_steps = accum  # what accelerate would take from DeepSpeed's config
 
 
 def _throughput(cfg: TrainConfig, model: EarthGPT, accelerator: Accelerator) -> Throughput:

@@ -3,6 +3,9 @@
 Runs on accelerate: CPU, one or many GPUs, one or many nodes, DDP / FSDP / DeepSpeed. One optimizer
 step takes ``optim.grad_accum`` micro-batches of ``optim.batch_size`` examples per process
 (gradient sync only on the last), clips the gradient norm, steps AdamW and the cosine schedule.
+Under DeepSpeed the engine owns accumulation: its ``gradient_accumulation_steps`` is
+``optim.grad_accum`` (``run.py``), the micro-batches before the last are marked off its
+accumulation boundary, and it clips and steps at the boundary (the loop's own calls are no-ops).
 
 The objective is the same at every scale: the mean cross-entropy over the answer tokens of the whole
 global batch (every micro-batch of the step on every process). A step first takes all its
@@ -18,10 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
 from train.checkpoints import save_checkpoint
@@ -48,11 +53,14 @@ def _micro_batch(run: Run, batch: dict[str, Any], scale: float, sync: bool) -> t
     summed token loss and local counts for throughput."""
     acc = run.accelerator
     inputs = {k: batch[k].to(acc.device) for k in _BATCH_KEYS if k in batch}
-    context = acc.no_sync(run.module) if not sync else contextlib.nullcontext()
-    with context:
+    deepspeed = acc.distributed_type == DistributedType.DEEPSPEED
+    # DeepSpeed's engine.backward divides the loss by its accumulation steps; ours is already
+    # normalised by the answer tokens of the whole global batch, so it must not divide again.
+    options = {"scale_wrt_gas": False} if deepspeed else {}
+    with _unsynced(run, deepspeed) if not sync else contextlib.nullcontext():
         with acc.autocast():
             loss = run.module(**inputs)
-        acc.backward(loss * scale)
+        acc.backward(loss * scale, **options)
     images = int(inputs["input_ids"].shape[0])
     counts = [
         float(inputs["attention_mask"].sum()),
@@ -62,6 +70,25 @@ def _micro_batch(run: Run, batch: dict[str, Any], scale: float, sync: bool) -> t
         0.0 if run.cached else float(images),
     ]
     return float(loss.detach()), counts
+
+
+@contextlib.contextmanager
+def _unsynced(run: Run, deepspeed: bool) -> Iterator[None]:
+    """A micro-batch before the step's last: DDP and FSDP keep its gradient local (``no_sync``);
+    DeepSpeed is told it is not at its accumulation boundary (accelerate hands ``sync_gradients``
+    to the engine), so it accumulates and neither clips, steps nor zeroes the gradients. ZeRO-2 and
+    ZeRO-3 still reduce-scatter each micro-batch's gradient into the owning rank's partition (they
+    have no ``no_sync``); the optimizer step waits for the boundary."""
+    acc = run.accelerator
+    if not deepspeed:
+        with acc.no_sync(run.module):
+            yield
+        return
+    acc.sync_gradients = False
+    try:
+        yield
+    finally:
+        acc.sync_gradients = True
 
 
 def global_answer_tokens(run: Run, batches: list[dict[str, Any]]) -> int:

@@ -7,9 +7,15 @@ A checkpoint folder holds ``config.json`` and ``model.safetensors``.
   config records the identity of the base components (their names and weight hashes; for a random
   base the hash of its tensors and the seed that made it). Loading rebuilds that base, checks the
   identity, and loads the delta strictly: every expected tensor present, nothing unexpected.
-- **full**: every parameter and buffer; loading rebuilds the architecture from the config with
-  random weights (no download) and loads everything strictly. The tokenizer, when the model has
-  one, is saved beside it in ``tokenizer/``.
+- **full**: every parameter and buffer; loading builds the architecture from the config on the
+  meta device (no memory, no initialisation, no download) and makes the file's tensors the
+  parameters themselves (``loaders.assign_weights``: memory-mapped, strict), so a reload holds one
+  copy of the weights. For a random base the config also records its identity, which a delta saved
+  from the reloaded model names.
+
+The tokenizer, when the model has one, is saved beside the weights in ``tokenizer/`` (a delta's
+only when its base is random: a pretrained base brings its own), and loading takes it from there
+first, so a delta trained on a random base with a tokenizer of its own (``byte-level``) chats.
 
 Scale/shift must be unmerged (``tuning.unmerge_scale_shift``) before saving, so that a checkpoint
 always holds the base weights and the vectors apart.
@@ -35,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 
 from earthgpt.config import PRESETS, EarthGPTConfig, get_preset
 from earthgpt.identity import combine_base_identity, file_sha256, verify_identity
@@ -102,8 +108,9 @@ def save_pretrained(
         "stage": model.stage, "pretrained_base": model.pretrained_base, "seed": model.seed,
         "dtype": str(model.dtype), "config": model.config.to_dict(),
     }
-    if delta:
+    if delta or not model.pretrained_base:
         meta["base"] = model_base_identity(model)
+    if delta:
         tensors = {name: t.contiguous() for name, t in delta_state(model).items()}
         _refuse_quantized(tensors)
         if dtype is not None:
@@ -114,8 +121,8 @@ def save_pretrained(
             raise ValueError("dtype applies to delta checkpoints; cast the model itself for a full one")
         _refuse_quantized(dict(model.state_dict()))
         _write_whole(folder / WEIGHTS_FILE, lambda p: save_model(model, str(p), metadata={"format": FORMAT}))
-        if model.tokenizer is not None:
-            model.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
+    if model.tokenizer is not None and not (delta and model.pretrained_base):
+        model.tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
     meta[WEIGHTS_SHA256] = file_sha256(folder / WEIGHTS_FILE)
     _write_whole(folder / CONFIG_FILE, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
     return folder
@@ -292,27 +299,40 @@ def _load_delta(path: Path, meta: dict[str, Any], *, load_4bit: bool, load_8bit:
                     f"{name}: checkpoint shape {tuple(tensor.shape)}, model {tuple(target.shape)}"
                 )
             target.copy_(tensor.to(target.dtype))
+    _take_tokenizer(model, path)
     return model.eval()
 
 
-def _load_full(path: Path, meta: dict[str, Any], dtype: torch.dtype | None) -> EarthGPT:
-    config = EarthGPTConfig.from_dict(meta["config"])
-    model = EarthGPT.from_config(config, pretrained=False, seed=meta["seed"], dtype=_DTYPES[meta["dtype"]])
-    if meta["stage"] >= 2:
-        inject_scale_shift(model.llm)
-    model.stage = meta["stage"]
-    missing, unexpected = load_model(model, str(path / WEIGHTS_FILE), strict=True)
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}"
-        )
-    model.pretrained_base = meta["pretrained_base"]
-    if model.pretrained_base:  # the base is the pretrained one named in the config, not this random build
-        model.base_identity = None
+def _take_tokenizer(model: EarthGPT, path: Path) -> None:
+    """Give ``model`` the tokenizer saved in ``path/tokenizer`` (the one it was trained with), if any."""
     if (path / TOKENIZER_DIR).is_dir():
         from transformers import AutoTokenizer
 
         model.tokenizer = AutoTokenizer.from_pretrained(str(path / TOKENIZER_DIR))
+
+
+def _load_full(path: Path, meta: dict[str, Any], dtype: torch.dtype | None) -> EarthGPT:
+    """The architecture built empty (meta device), the file's tensors assigned to it in their
+    dtype (a tensor saved in another dtype than the config's is cast: float32 trainables beside
+    bf16 weights), then cast to ``dtype`` when given."""
+    from earthgpt.model.loaders import assign_weights
+
+    config = EarthGPTConfig.from_dict(meta["config"])
+    seed, saved_dtype = meta["seed"], _DTYPES[meta["dtype"]]
+    model = EarthGPT.from_config(config, pretrained=False, seed=seed, dtype=saved_dtype, empty=True)
+    if meta["stage"] >= 2:
+        inject_scale_shift(model.llm)
+    model.stage = meta["stage"]
+    try:
+        assign_weights(model, path / WEIGHTS_FILE, cast=True)
+    except ValueError as error:
+        raise ValueError(f"checkpoint {path} does not fit the model: {error}") from error
+    model.pretrained_base = meta["pretrained_base"]
+    if not model.pretrained_base:  # the recorded identity; one saved before it was recorded rebuilds it
+        model.base_identity = meta.get("base") or EarthGPT.from_config(
+            config, pretrained=False, seed=seed, dtype=saved_dtype
+        ).base_identity
+    _take_tokenizer(model, path)
     if dtype is not None:
         model.to(dtype)
         model.dtype = dtype

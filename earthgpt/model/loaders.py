@@ -114,12 +114,13 @@ def load_cnn(arch: str, source: str) -> torch.nn.Module:
     return CNN_LOADERS[arch](source)
 
 
-def assign_weights(module: torch.nn.Module, path: str | Path) -> None:
+def assign_weights(module: torch.nn.Module, path: str | Path, *, cast: bool = False) -> None:
     """Give ``module`` (built empty: ``EarthGPT.from_config(..., empty=True)``) every tensor of the
     safetensors file ``path``, in the file's dtype. The file's tensors become the parameters
     themselves (memory-mapped, copied on write), so loading takes no second copy of the weights.
-    Tied tensors (saved once under one of their names) stay tied. Raises ValueError naming what
-    is missing, unexpected or of another shape."""
+    With ``cast``, a floating tensor stored in another dtype than the module's (meta) tensor of that
+    name is cast to it (a copy of that tensor only). Tied tensors (saved once under one of their
+    names) stay tied. Raises ValueError naming what is missing, unexpected or of another shape."""
     from safetensors.torch import load_file
 
     state = load_file(str(path))
@@ -141,6 +142,11 @@ def assign_weights(module: torch.nn.Module, path: str | Path) -> None:
             f"{Path(path).name} does not fit the model: missing {missing[:3]} ({len(missing)}), "
             f"unexpected {unexpected[:3]} ({len(unexpected)}), other shapes {reshaped[:3]} ({len(reshaped)})"
         )
+    if cast:
+        for name, tensor in state.items():
+            wanted = targets[name].dtype
+            if tensor.is_floating_point() and wanted.is_floating_point and tensor.dtype != wanted:
+                state[name] = tensor.to(wanted)
     module.load_state_dict(state, strict=False, assign=True)
     for alias, first in aliases.items():
         owner, _, attr = alias.rpartition(".")
