@@ -8,6 +8,10 @@ atol=ATOL`` after ``STEPS`` AdamW steps, and its final export, gathered onto ran
 ``load_pretrained`` and answers in a ``ChatSession`` (what ``earthgpt chat --model`` runs). In
 stage 1 a sharded run killed after its step-2 checkpoint and launched again ends bit-identical to
 the uninterrupted one (stage 2 resumes through the same code; one kill keeps FSDP to four launches).
+``fsdp.yaml`` turns on ``cpu_ram_efficient_loading``: every FSDP run here builds its weights on rank
+0 only (rank 1 builds the architecture on the meta device, and the log of each launch says how many
+bytes of parameters each rank held before sharding) and gets its shards from rank 0 in ``prepare``;
+stage 2 also reads its vision features from a cache whose fingerprint rank 0 computes.
 DeepSpeed ZeRO-2 and ZeRO-3, stage 1, the same checks when ``deepspeed`` is installed (it is not in
 ``requirements.txt``; skipped otherwise); and ZeRO-2 owning accumulation: 2 processes × micro-batch
 2 × ``grad_accum`` 2 end with the parameters of 2 × 4 × 1 (the same global batch of 8) to
@@ -28,7 +32,9 @@ Run as a script, this file is one rank: ``DIE_AFTER_STEP CONFIG OVERRIDES…`` (
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -106,6 +112,8 @@ def run_sharded(engine: str, config: Path, dataset, root: Path, extra: list[str]
     out = {name: root / name for name in ("sharded", "resumed")}
     done = launch(engine, config, overrides(records, roots, out["sharded"], *args))
     assert done.returncode == 0, done.stderr[-3000:]
+    out["log"] = root / "sharded.log"
+    out["log"].write_text(done.stderr)
     if resume:
         killed = launch(engine, config, overrides(records, roots, out["resumed"], *args), die_after=2)
         assert killed.returncode != 0 and "simulated kill" in killed.stderr
@@ -136,7 +144,8 @@ def stage1(dataset, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def stage2(dataset, stage1, tmp_path_factory) -> dict[str, Path]:
     start = f"model.init_from={stage1['unsharded'] / 'final'}"
-    return run_stage(2, dataset, tmp_path_factory.mktemp("fsdp_stage2"), start, resume=False)
+    root = tmp_path_factory.mktemp("fsdp_stage2")
+    return run_stage(2, dataset, root, start, f"data.feature_cache={root / 'features'}", resume=False)
 
 
 @pytest.mark.parametrize("stage", [1, 2])
@@ -148,6 +157,20 @@ def test_sharded_run_ends_with_the_unsharded_parameters(stage, request):
     assert_close(sharded, unsharded, exact=False)
     step2 = load_file(out["sharded"] / "checkpoints" / "step-00000002" / "trainable.safetensors")
     assert any(not torch.equal(sharded[name], t) for name, t in step2.items())  # steps 3 and 4 moved it
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_only_rank0_materialises_the_weights(stage, request):
+    """With ``cpu_ram_efficient_loading`` rank 1 built every parameter on the meta device, rank 0
+    the whole model (the run then ended with the unsharded parameters: the test above)."""
+    from earthgpt.model.checkpoint import load_pretrained
+    from earthgpt.model.tuning import apply_stage
+
+    log = request.getfixturevalue(f"stage{stage}")["log"].read_text()
+    held = dict(re.findall(r"process (\d): (\d+) bytes of parameters materialised before sharding", log))
+    model = load_pretrained("tiny")  # float32, as the runs here; the stage adds scale/shift
+    apply_stage(model, stage)
+    assert held == {"0": str(sum(p.numel() * p.element_size() for p in model.parameters())), "1": "0"}
 
 
 def test_killed_and_resumed_sharded_run_equals_the_uninterrupted_one(stage1):
@@ -230,6 +253,7 @@ def test_deepspeed_owns_accumulation_with_the_same_objective(zero2_accumulation,
 def _rank_main(argv: list[str]) -> int:
     """One rank: the run of CONFIG with OVERRIDES, killed after the checkpoint of DIE_AFTER_STEP."""
     die_after, config, *args = argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # as the CLI
     start_cpu_processes()
     import train.steps
     from train.config import load_config

@@ -110,25 +110,51 @@ def _diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
     return [] if a == b else [(path, a, b)]
 
 
-def build_model(cfg: TrainConfig) -> EarthGPT:
-    """The model with the trainable parameters of ``cfg.stage`` unfrozen, those kept in float32."""
+def build_model(cfg: TrainConfig, *, empty: bool = False) -> EarthGPT:
+    """The model with the trainable parameters of ``cfg.stage`` unfrozen, those kept in float32.
+
+    ``empty`` is for a process that receives every weight from the main one (FSDP2's
+    ``cpu_ram_efficient_loading``): a random base is then built on the meta device (no parameter
+    allocated, buffers real) with the names, shapes and dtypes of the main process's model. A
+    pretrained base builds as on the main process (transformers itself leaves the LLM on the meta
+    device off each node's first process under that option)."""
     dtype = TORCH_DTYPES[cfg.model.dtype]
+    empty = empty and not cfg.model.pretrained
     if cfg.stage == 1:
         model = EarthGPT.from_config(
-            model_config(cfg), pretrained=cfg.model.pretrained, seed=cfg.model.seed, dtype=dtype
+            model_config(cfg), pretrained=cfg.model.pretrained, seed=cfg.model.seed, dtype=dtype,
+            empty=empty,
         )
     else:
         from earthgpt.model.checkpoint import load_pretrained
 
         folder = Path(cfg.model.init_from or "")
         check_stage2_base(cfg, folder)
-        model = load_pretrained(folder, dtype=dtype)  # with the export's tokenizer, when it has one
+        # either way with the export's tokenizer, when it has one
+        model = _empty_stage1_export(folder) if empty else load_pretrained(folder, dtype=dtype)
         model.config.stage2_tunes_stage1 = model_config(cfg).stage2_tunes_stage1
     apply_stage(model, cfg.stage)
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
     _set_attention(model, cfg.model.attn_implementation)
+    return model
+
+
+def _empty_stage1_export(folder: Path) -> EarthGPT:
+    """What ``load_pretrained`` gives for a stage-1 delta on a random base, on the meta device:
+    its base's architecture in the base's dtype, and the export's tokenizer."""
+    from earthgpt.model.checkpoint import TOKENIZER_DIR, read_meta
+
+    meta = read_meta(folder)
+    dtype = getattr(torch, str(meta["dtype"]).removeprefix("torch."))
+    config = EarthGPTConfig.from_dict(meta["config"])
+    model = EarthGPT.from_config(config, pretrained=False, seed=meta["seed"], dtype=dtype, empty=True)
+    model.stage = meta["stage"]
+    if (folder / TOKENIZER_DIR).is_dir():
+        from transformers import AutoTokenizer
+
+        model.tokenizer = AutoTokenizer.from_pretrained(str(folder / TOKENIZER_DIR))
     return model
 
 

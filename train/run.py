@@ -8,6 +8,7 @@ final export are described in ``train/checkpoints.py``, ``train/export_weights.p
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 from torch import nn
 
 from earthgpt.data.torch_dataset import MMRSTorchDataset, make_examples
@@ -54,6 +55,22 @@ class Run:
     history: list[float] = field(default_factory=list)
 
 
+def weights_from_main(accelerator: Accelerator) -> bool:
+    """FSDP2 with ``cpu_ram_efficient_loading``: only the main process builds the weights, the
+    others the architecture on the meta device; ``prepare`` then sends each process its shards."""
+    return bool(accelerator.is_fsdp2 and accelerator.state.fsdp_plugin.cpu_ram_efficient_loading)
+
+
+def _on_main(accelerator: Accelerator, from_main: bool, compute: Callable[[], Any]) -> Any:
+    """``compute()`` on every process or, when only the main one holds the weights, its value
+    sent to the others."""
+    if not from_main:
+        return compute()
+    value = [compute() if accelerator.is_main_process else None]
+    broadcast_object_list(value, from_process=0)
+    return value[0]
+
+
 def _dataset(cfg: TrainConfig, model: EarthGPT, processor: EarthGPTProcessor, accelerator: Accelerator):
     records, resolver = load_records(cfg.data.sources, cfg.data.split, cfg.data.image_roots)
     examples = make_examples(
@@ -76,8 +93,12 @@ def _dataset(cfg: TrainConfig, model: EarthGPT, processor: EarthGPTProcessor, ac
         system_prompt=cfg.data.system_prompt,
     )
     if cfg.data.feature_cache:
+        from_main = weights_from_main(accelerator)  # then the main process encodes every image
         dtype = next(model.vision.parameters()).dtype
-        cache = FeatureCache(cfg.data.feature_cache, vision_fingerprint(model.vision, model.config, dtype))
+        fingerprint = _on_main(
+            accelerator, from_main, lambda: vision_fingerprint(model.vision, model.config, dtype)
+        )
+        cache = FeatureCache(cfg.data.feature_cache, fingerprint)
         images = sorted({str(dataset.image_path(i)) for i in range(len(dataset))})
         sensors = {
             str(dataset.image_path(i)): records[e.record].get("sensor") for i, e in enumerate(examples)
@@ -92,11 +113,11 @@ def _dataset(cfg: TrainConfig, model: EarthGPT, processor: EarthGPTProcessor, ac
 
         written = precompute(
             cache,
-            [Path(p) for p in images],
+            [Path(p) for p in images] if accelerator.is_main_process or not from_main else [],
             encode,
             load,
-            rank=accelerator.process_index,
-            world_size=accelerator.num_processes,
+            rank=0 if from_main else accelerator.process_index,
+            world_size=1 if from_main else accelerator.num_processes,
             progress=cfg.run.progress and accelerator.is_local_main_process,
         )
         log.info("feature cache %s: %d new entries from this process", cache.folder, written)
@@ -116,7 +137,7 @@ def setup(cfg: TrainConfig) -> Run:
     set_seed(cfg.run.seed)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         _fill_deepspeed_config(accelerator, cfg)
-    model = build_model(cfg)
+    model = _build(cfg, accelerator)
     processor = EarthGPTProcessor(load_tokenizer(cfg.model.tokenizer, model), model.config)
     model.tokenizer = processor.tokenizer
     accelerator.print(f"stage {cfg.stage}: {describe(model)}")
@@ -132,7 +153,7 @@ def setup(cfg: TrainConfig) -> Run:
     warmup = cfg.optim.warmup_steps or round(cfg.optim.warmup_ratio * cfg.optim.max_steps)
     scheduler = cosine_schedule(optimizer, warmup, cfg.optim.max_steps, cfg.optim.min_lr_ratio)
     throughput = _throughput(cfg, model, accelerator)  # before sharding: it runs the vision encoder alone
-    module, optimizer = accelerator.prepare(module, optimizer)
+    module, optimizer = _prepare(accelerator, module, optimizer)
     stream = BatchStream(
         dataset, processor.pad_token_id, cfg, accelerator.num_processes, accelerator.process_index
     )
@@ -157,6 +178,32 @@ def setup(cfg: TrainConfig) -> Run:
     if cfg.run.tensorboard:
         accelerator.init_trackers("tensorboard")
     return run
+
+
+def _build(cfg: TrainConfig, accelerator: Accelerator) -> EarthGPT:
+    """The model, empty on the processes that take their weights from the main one; logs the
+    bytes of parameters this process holds before sharding."""
+    model = build_model(cfg, empty=weights_from_main(accelerator) and not accelerator.is_main_process)
+    held = sum(p.numel() * p.element_size() for p in model.parameters() if not p.is_meta)
+    log.info("process %d: %d bytes of parameters materialised before sharding",
+             accelerator.process_index, held)
+    return model
+
+
+def _prepare(accelerator: Accelerator, module: nn.Module, optimizer: Any) -> tuple[nn.Module, Any]:
+    """``accelerator.prepare``; with weights from the main process, the optimizer's parameters are
+    then pointed at the shards by name (accelerate matches them by data pointer, which is 0 for
+    every tensor on the meta device, so the empty processes would all get one parameter)."""
+    from accelerate.utils.fsdp_utils import fsdp2_canonicalize_names
+
+    names = {id(p): n for n, p in fsdp2_canonicalize_names(dict(module.named_parameters())).items()}
+    groups = [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+    module, optimizer = accelerator.prepare(module, optimizer)
+    if weights_from_main(accelerator):
+        shards = fsdp2_canonicalize_names(dict(module.named_parameters()))
+        for group, group_names in zip(optimizer.param_groups, groups, strict=True):
+            group["params"] = [shards[name] for name in group_names]
+    return module, optimizer
 
 
 def _fill_deepspeed_config(accelerator: Accelerator, cfg: TrainConfig) -> None:
@@ -185,5 +232,9 @@ def _throughput(cfg: TrainConfig, model: EarthGPT, accelerator: Accelerator) -> 
     if device.type == "cuda" and peak is None:
         peak = peak_tflops_for(torch.cuda.get_device_name(device))
     vision_dtype = next(model.vision.parameters()).dtype
-    per_image = vision_forward_flops(model.vision.to(device), model.config.image_size, device, vision_dtype)
+    per_image = _on_main(  # the vision encoder's FLOPs, measured where its weights are
+        accelerator,
+        weights_from_main(accelerator),
+        lambda: vision_forward_flops(model.vision.to(device), model.config.image_size, device, vision_dtype),
+    )
     return Throughput(flop_model(model, per_image), peak)

@@ -15,6 +15,17 @@ class TrainingModule(nn.Module):
         super().__init__()
         self.model = model
 
+    def tie_weights(self) -> None:
+        """Tie the LLM's output embeddings to its input ones again, when its config ties them
+        (accelerate calls this around moving the model to the meta device under FSDP2's
+        ``cpu_ram_efficient_loading``, which unties them on the processes that held real weights)."""
+        llm = self.model.llm
+        if not llm.config.tie_word_embeddings:
+            return
+        head = llm.get_output_embeddings()
+        head = getattr(head, "base", head)  # stage 2 wraps the LM head in a ScaleShiftLinear
+        head.weight = llm.get_input_embeddings().weight
+
     def forward(
         self,
         input_ids: torch.Tensor,
