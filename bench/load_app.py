@@ -17,8 +17,13 @@ run: one analyst alone (one cycle after a warm-up cycle, before the others start
 
     python bench/load_app.py [--analysts 8] [--seconds 120] [--model nano] [--out bench/results/load_app.json]
 
-Exit status 0 when there was no error, no cross-talk, and the server's RSS grew by at most
-``--rss-growth-mb`` over the baseline; 1 otherwise.
+Memory: the server's RSS over the baseline (one analyst alone) is expected to grow with the number
+of sessions (each holds its tile, display images and conversation cache) and then level off. The
+run checks both: growth of at most ``--rss-per-analyst-mb`` per analyst, and a second half of the
+run whose peak is at most ``--rss-drift-mb`` above the first half's (RSS that keeps climbing is a
+leak, whatever its size).
+
+Exit status 0 when there was no error, no cross-talk, and RSS stayed within both bounds; 1 otherwise.
 """
 
 from __future__ import annotations
@@ -249,10 +254,12 @@ def run_analyst(url: str, analyst: Analyst, record: Record, deadline: float, dow
         client.close()
 
 
-def sample_rss(pid: int, samples: list[float], stop: threading.Event, interval: float = 0.5) -> None:
-    """Append the RSS of process ``pid`` (MB) to ``samples`` every ``interval`` seconds until ``stop``."""
+def sample_rss(pid: int, samples: list[tuple[float, float]], stop: threading.Event,
+               interval: float = 0.5) -> None:
+    """Append (monotonic time, RSS of process ``pid`` in MB) to ``samples`` every ``interval`` seconds
+    until ``stop``."""
     while not stop.wait(interval):
-        samples.append(rss_mb(pid))
+        samples.append((time.monotonic(), rss_mb(pid)))
 
 
 def rss_mb(pid: int) -> float:
@@ -269,7 +276,7 @@ def run_load(url: str, analysts: int, seconds: float, server_pid: int, workdir: 
     """One analyst alone: a warm-up cycle, then one cycle (the baseline); then ``analysts`` at once
     for ``seconds``, against the app at ``url``. Returns the report (:func:`summary`)."""
     team = make_analysts(workdir, analysts + 1)
-    rss, stop = [rss_mb(server_pid)], threading.Event()
+    rss, stop = [(time.monotonic(), rss_mb(server_pid))], threading.Event()
     sampler = threading.Thread(target=sample_rss, args=(server_pid, rss, stop), daemon=True)
     sampler.start()
     warm_up, alone = Record(), Record()
@@ -287,7 +294,22 @@ def run_load(url: str, analysts: int, seconds: float, server_pid: int, workdir: 
     wall = time.monotonic() - started
     stop.set()
     sampler.join()
-    return summary(record, [warm_up, alone], [*rss, rss_mb(server_pid)], baseline, analysts, wall)
+    rss.append((time.monotonic(), rss_mb(server_pid)))
+    report = summary(record, [warm_up, alone], [mb for _, mb in rss], baseline, analysts, wall)
+    report["rss_mb"] |= _halves(rss, started, wall)
+    return report
+
+
+def _halves(rss: Sequence[tuple[float, float]], started: float, wall: float) -> dict[str, float]:
+    """Peak RSS in the first and the second half of the load (from ``started``, ``wall`` seconds)."""
+    middle = started + wall / 2
+    first = [mb for t, mb in rss if started <= t < middle]
+    second = [mb for t, mb in rss if t >= middle]
+    before = [mb for t, mb in rss if t < started]
+    peak_first = max(first, default=before[-1] if before else 0.0)
+    peak_second = max(second, default=peak_first)
+    return {"peak_first_half": round(peak_first, 1), "peak_second_half": round(peak_second, 1),
+            "drift": round(peak_second - peak_first, 1)}
 
 
 def _downloads(workdir: Path, analyst: Analyst) -> Path:
@@ -338,7 +360,8 @@ def table(report: dict[str, Any]) -> str:
         f"queue: {queue['queued_calls']} of {queue['calls']} calls waited; highest position shown "
         f"{queue['max_position']}, median {queue['p50_position_queued']}",
         f"server RSS: {rss['baseline']} MB after one analyst alone, peak {rss['peak']} MB "
-        f"(+{rss['growth']}), end {rss['end']} MB",
+        f"(+{rss['growth']}), end {rss['end']} MB; peak in the first half of the load "
+        f"{rss.get('peak_first_half', '-')} MB, second half {rss.get('peak_second_half', '-')} MB",
         f"errors: {len(report['errors'])}, cross-talk: {len(report['cross_talk'])}",
         *(f"  {line}" for line in (report["errors"] + report["cross_talk"])[:10]),
     ]
@@ -392,8 +415,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--analysts", type=int, default=8, help="analysts at once (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=120, help="for how long (default: %(default)s)")
     parser.add_argument("--model", default="nano", help="the app's --model (default: %(default)s)")
-    parser.add_argument("--rss-growth-mb", type=float, default=512,
-                        help="RSS growth of the server over one analyst alone allowed (default: %(default)s)")
+    parser.add_argument("--rss-per-analyst-mb", type=float, default=96,
+                        help="RSS growth of the server over one analyst alone allowed per analyst "
+                             "(default: %(default)s)")
+    parser.add_argument("--rss-drift-mb", type=float, default=64,
+                        help="how far the second half's peak RSS may rise over the first half's "
+                             "(default: %(default)s)")
     parser.add_argument("--startup-s", type=float, default=600, help="how long the app may take to start")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "load_app.json")
     return parser.parse_args(argv)
@@ -409,9 +436,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(tmp)
         with served(args.model, args.startup_s, work / "app.log") as (url, pid):
             report = run_load(url, args.analysts, args.seconds, pid, work)
-    report |= {"model": args.model, "seconds": args.seconds, "rss_growth_bound_mb": args.rss_growth_mb,
-               "python": sys.version.split()[0], "cpus": os.cpu_count()}
-    bounded = report["rss_mb"]["growth"] <= args.rss_growth_mb
+    growth_bound = args.rss_per_analyst_mb * args.analysts
+    report |= {"model": args.model, "seconds": args.seconds, "rss_growth_bound_mb": growth_bound,
+               "rss_drift_bound_mb": args.rss_drift_mb, "python": sys.version.split()[0],
+               "cpus": os.cpu_count()}
+    rss = report["rss_mb"]
+    bounded = rss["growth"] <= growth_bound and rss["drift"] <= args.rss_drift_mb
     report["ok"] = bounded and not report["errors"] and not report["cross_talk"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

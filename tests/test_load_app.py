@@ -64,6 +64,9 @@ def test_two_analysts_at_once_see_only_their_own_session(app_url: str, tmp_path:
     assert all(row["alone_s"] is not None for row in report["actions"].values())  # the baseline ran
     assert report["queue"]["calls"] == sum(calls.values())
     assert report["rss_mb"]["peak"] >= report["rss_mb"]["baseline"] > 0
+    assert report["rss_mb"]["peak_second_half"] > 0 and report["rss_mb"]["peak_first_half"] > 0
+    assert report["rss_mb"]["drift"] == pytest.approx(
+        report["rss_mb"]["peak_second_half"] - report["rss_mb"]["peak_first_half"], abs=0.11)
     assert "cross-talk: 0" in load.table(report)
 
 
