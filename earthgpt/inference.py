@@ -1,7 +1,8 @@
 """Generation and multi-turn chat about one image.
 
 - :func:`generate` / :func:`iter_generate`: a plain token loop over :class:`EarthGPT` with a KV
-  cache, greedy or temperature/top-p sampling, stopping at EOS / end-of-turn ids.
+  cache, greedy or temperature/top-p sampling, stopping at EOS / end-of-turn ids. The LM head runs
+  on the last fed position only (a prompt's other positions need no logits).
 - :class:`ChatSession`: ``set_image`` encodes the image once; each ``ask`` renders the whole
   conversation with the LLM's chat template but feeds the model only the tokens that are not in
   the KV cache yet (the new turn), so a follow-up costs a few dozen tokens, not image + history.
@@ -128,7 +129,7 @@ def iter_generate(
             past = cache.get_seq_length()
             positions = torch.arange(past, past + step_ids.shape[1], device=device).unsqueeze(0)
             out = model(step_ids, image_features=features, past_key_values=cache, use_cache=True,
-                        position_ids=positions)
+                        position_ids=positions, logits_to_keep=1)  # the LM head on the last position only
             features = None
             token = sample_token(out.logits[0, -1], temperature=temperature, top_p=top_p, generator=generator)
             yield token

@@ -82,6 +82,35 @@ def test_three_turns_match_full_recompute_and_feed_only_the_new_turn(parts, loud
     assert [q for q, _ in session.history] == QUESTIONS
 
 
+def plain_answer(model, processor, features, turns, question, max_new_tokens):
+    """The slowest correct answer: every step re-runs the whole conversation, no KV cache, the LM
+    head on every position (what the cached, last-position-only path must reproduce)."""
+    ids = processor.tokenize(Conversation(turns=list(turns)).add_human(question))["input_ids"]
+    answer = []
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            token = int(model(torch.tensor([ids + answer]), image_features=features).logits[0, -1].argmax())
+            if token in processor.stop_token_ids:
+                break
+            answer.append(token)
+    return answer
+
+
+@pytest.mark.parametrize("which", ["quiet", "loud"])
+def test_ten_turns_give_the_uncached_full_head_answers(parts, loud_model, which):
+    model, processor, image = parts
+    model = loud_model if which == "loud" else model
+    session = ChatSession(model, processor)
+    session.set_image(image)
+    for turn in range(10):
+        question = f"airport {turn}?"
+        expected = plain_answer(model, processor, session.image_features, session.conversation.turns,
+                                question, max_new_tokens=6)
+        session.ask(question, max_new_tokens=6)
+        assert session.answer_ids == expected, f"turn {turn + 1}"
+    assert session.fed_tokens < session.reused_tokens  # the last turn came mostly from the cache
+
+
 def test_divergent_history_crops_the_cache_and_still_matches(parts):
     model, processor, image = parts
     session = ChatSession(model, processor)

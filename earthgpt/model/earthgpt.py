@@ -160,6 +160,7 @@ class EarthGPT(nn.Module):
         position_ids: torch.Tensor | None = None,
         answer_logits_only: bool = False,
         loss_reduction: str = "mean",
+        logits_to_keep: int = 0,
     ) -> CausalLMOutputWithPast:
         """Run the LLM on text with spliced visual tokens.
 
@@ -176,6 +177,9 @@ class EarthGPT(nn.Module):
         ``"sum"`` gives the summed cross-entropy over the answer tokens instead of their mean, so a
         training loop can divide by the answer tokens of a whole global batch
         (:meth:`answer_token_count`).
+
+        ``logits_to_keep`` (generation): a positive ``n`` runs the LM head on the last ``n``
+        positions only (``logits`` ``(B, n, vocab)``); 0 keeps every position.
         """
         if pixel_values is not None and image_features is not None:
             raise ValueError("give pixel_values or image_features, not both")
@@ -200,6 +204,7 @@ class EarthGPT(nn.Module):
             cache=past_key_values,
             use_cache=use_cache,
             labels=labels,
+            logits_to_keep=logits_to_keep,
         )
 
     def _answer_only_loss(
