@@ -1,5 +1,12 @@
 """Training throughput on this machine: the nano preset (random weights at the real sizes, no download)
-in stage 1 and stage 2, each without (the baseline "uncached") and with cached vision features.
+in stage 1 and stage 2, against the CPU's own measured bf16 matmul peak.
+
+Variants: stage 1 without (the baseline "uncached") and with cached vision features; stage 2 with
+each turn its own example and no cache (the baseline "unpacked, uncached": every turn re-encodes its
+image and repeats the visual tokens), with the turns of a record packed into one sequence, and
+packed with cached features (the recipe). Stage 2 is compared in answered turns per second, since
+packing changes how many tokens a turn costs; every row also gives its model FLOP/s (train/flops.py)
+as a fraction of the peak that a large bf16 (or fp32) matmul reaches on all threads in the same run.
 
     python bench/bench_train.py [--steps 3] [--warmup 1] [--batch-size 8] [--mixed-precision bf16]
         [--out bench/results/train_cpu.json]
@@ -29,6 +36,22 @@ from train.run import setup
 from train.steps import train_step
 
 BASELINE = "uncached"
+STAGE2_BASELINE = "unpacked, uncached"
+TURNS_PER_RECORD = 2  # synthetic records: a caption turn and a classification turn
+
+
+def matmul_peak_tflops(dtype: torch.dtype, size: int = 4096, repeats: int = 5) -> float:
+    """Median TFLOP/s of a ``size``² matmul in ``dtype`` on all threads: the practical compute peak."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - began)
+    times.sort()
+    return 2 * size**3 / times[len(times) // 2] / 1e12
 
 
 def synthetic_records(folder: Path, count: int, size: int = 224, answer_chars: int = 120) -> Path:
@@ -135,16 +158,32 @@ def measure(config: dict[str, Any], steps: int, warmup: int) -> tuple[dict[str, 
     return row, run
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """The results as a Markdown table, speed-up against the "uncached" row of the same stage."""
-    base = {r["stage"]: r["tokens_per_s"] for r in rows if r["variant"] == BASELINE}
-    lines = ["| stage | variant | tokens/s | samples/s | s/step | vs uncached |", "|---|---|---|---|---|---|"]
+def markdown(rows: list[dict[str, Any]], peak: float) -> str:
+    """The results as a Markdown table: speed-up in turns/s against the baseline row of the same stage."""
+    base = {r["stage"]: r["turns_per_s"] for r in rows if r["variant"] in (BASELINE, STAGE2_BASELINE)}
+    lines = [
+        "| stage | variant | tokens/s | turns/s | s/step | model TFLOP/s | of peak | vs baseline |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
-            f"| {r['stage']} | {r['variant']} | {r['tokens_per_s']:.0f} | {r['samples_per_s']:.2f} | "
-            f"{r['s_per_step']:.2f} | {r['tokens_per_s'] / base[r['stage']]:.2f}× |"
+            f"| {r['stage']} | {r['variant']} | {r['tokens_per_s']:.0f} | {r['turns_per_s']:.2f} | "
+            f"{r['s_per_step']:.2f} | {r['model_tflops_per_s']:.3f} | "
+            f"{r['model_tflops_per_s'] / peak:.1%} | {r['turns_per_s'] / base[r['stage']]:.2f}× |"
         )
     return "\n".join(lines)
+
+
+def variant_settings(stage: int, variant: str, cache: Path) -> dict[str, Any]:
+    """Config overrides of one variant (see the module docstring)."""
+    extra: dict[str, Any] = {}
+    if "uncached" not in variant:
+        extra["data__feature_cache"] = str(cache)
+    if stage == 1:
+        extra.update(data__tasks=["caption"], data__one_pair_per_example=True)
+    elif variant.startswith("unpacked"):
+        extra["data__one_pair_per_example"] = True
+    return extra
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,29 +197,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="bf16, as in the nano CPU recipe (AMX on recent Xeons)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/train_cpu.json"))
     args = parser.parse_args(argv)
+    peak_dtype = torch.float32 if args.mixed_precision == "no" else torch.bfloat16
+    peak = matmul_peak_tflops(peak_dtype)
+    print(f"{peak_dtype} matmul peak: {peak:.2f} TFLOP/s", flush=True)
     rows = []
+    plan = [
+        (1, BASELINE), (1, "cached"), (2, STAGE2_BASELINE), (2, "packed, uncached"), (2, "packed, cached"),
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         records = synthetic_records(root / "data", 4 * args.batch_size)
         stage1_final = None
-        for stage in (1, 2):
-            for variant in (BASELINE, "cached"):
-                extra: dict[str, Any] = {
-                    "optim__batch_size": args.batch_size, "run__mixed_precision": args.mixed_precision,
-                }
-                if variant == "cached":
-                    extra["data__feature_cache"] = str(root / "cache")
-                if stage == 1:
-                    extra.update(data__tasks=["caption"], data__one_pair_per_example=True)
-                else:
-                    extra["model__init_from"] = str(stage1_final)
-                config = run_config(args.preset, stage, records, root / f"s{stage}-{variant}", **extra)
-                row, run = measure(config, args.steps, args.warmup)
-                if stage == 1 and variant == BASELINE:
-                    stage1_final = export_final(run)
-                rows.append({"stage": stage, "variant": variant, **row})
-                print(f"stage {stage} {variant}: {row['tokens_per_s']:.0f} tokens/s", flush=True)
-    table = markdown(rows)
+        for stage, variant in plan:
+            extra = variant_settings(stage, variant, root / "cache")
+            extra.update(optim__batch_size=args.batch_size, run__mixed_precision=args.mixed_precision)
+            if stage == 2:
+                extra["model__init_from"] = str(stage1_final)
+            config = run_config(args.preset, stage, records, root / f"s{stage}-{len(rows)}", **extra)
+            row, run = measure(config, args.steps, args.warmup)
+            if stage1_final is None:
+                stage1_final = export_final(run)
+            packed = stage == 2 and variant.startswith("packed")
+            row["turns_per_s"] = row["samples_per_s"] * (TURNS_PER_RECORD if packed else 1)
+            rows.append({"stage": stage, "variant": variant, **row})
+            print(f"stage {stage} {variant}: {row['tokens_per_s']:.0f} tokens/s", flush=True)
+    table = markdown(rows, peak)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -192,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
-        "baseline": BASELINE,
+        "baseline": {"1": BASELINE, "2": STAGE2_BASELINE},
+        "matmul_peak_tflops": peak,
+        "matmul_peak_dtype": str(peak_dtype),
     }
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     return 0
