@@ -130,6 +130,8 @@ def rfc7946_geometry(geometry: Mapping[str, Any]) -> dict[str, Any]:
     (their exterior rings counter-clockwise, meeting at ±180)."""
     polygon = shapely.Polygon(geometry["coordinates"][0])
     west, _, east, _ = polygon.bounds
+    if west >= -180.0 and east <= 180.0:  # on the globe as it is: written unchanged, vertex for vertex
+        return {"type": "Polygon", "coordinates": [[list(point) for point in geometry["coordinates"][0]]]}
     parts = []
     for turns in range(math.floor((west + 180.0) / 360.0), math.ceil((east - 180.0) / 360.0) + 1):
         piece = shapely.intersection(shapely.affinity.translate(polygon, xoff=-360.0 * turns), WORLD)
