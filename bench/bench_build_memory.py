@@ -9,9 +9,10 @@ weight is read once after each step, so memory-mapped weights count as they woul
 Steps: the baseline **build in float32, then cast** (how every random base was built before);
 **build** (``EarthGPT.from_config`` in bf16); **save** (a full checkpoint, and the LLM as a
 transformers folder); **reload** with ``load_pretrained`` (a full checkpoint: an empty build on
-the meta device, then the file's tensors assigned in their dtype); **reload empty** (``from_config(empty=True)`` on the meta
-device, then ``loaders.assign_weights``); **load LLM** (``loaders.load_llm``: transformers'
-``from_pretrained``, meta device, straight into bf16; compared with the LLM's own bf16 size).
+the meta device, then the file's tensors assigned in their dtype); **reload empty**
+(``from_config(empty=True)`` on the meta device, then ``loaders.assign_weights``); **load LLM**
+(``loaders.load_llm``: transformers' ``from_pretrained``, meta device, straight into bf16;
+compared with the LLM's own bf16 size).
 
     python bench/bench_build_memory.py [--out bench/results/build_memory.json] [--hidden 2048]
         [--layers 16] [--workdir DIR]
