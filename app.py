@@ -54,6 +54,7 @@ def load_engine(
     """Load the model once and wrap it as the app's :class:`app.handlers.Engine`."""
     from app.handlers import Engine
     from earthgpt.inference import UNTRAINED_WARNING, ChatSession, is_untrained_start, load_model
+    from earthgpt.scene_detection import DEFAULT_BATCH_SIZE
 
     model, processor = load_model(name, load_4bit=load_4bit, load_8bit=load_8bit)
     warning = UNTRAINED_WARNING if is_untrained_start(name) else None
@@ -62,7 +63,8 @@ def load_engine(
         return ChatSession(model, processor, sensor=str(sensor) if sensor else None)
 
     return Engine(name=name, new_chat=new_chat, max_new_tokens=max_new_tokens,
-                  scene_max_new_tokens=scene_max_new_tokens, warning=warning)
+                  scene_max_new_tokens=scene_max_new_tokens, scene_batch_size=DEFAULT_BATCH_SIZE,
+                  warning=warning)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

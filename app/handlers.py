@@ -68,6 +68,9 @@ class Engine:
     """Answer length limit of a chat turn."""
     scene_max_new_tokens: int = 512
     """Answer length limit per window of whole-scene detection (busy windows need long answers)."""
+    scene_batch_size: int = 1
+    """Windows of whole-scene detection answered together in one token loop, and between two
+    progress updates (``app.py`` sets :data:`earthgpt.scene_detection.DEFAULT_BATCH_SIZE`)."""
     warning: str | None = None
     """Shown as a banner over the app, e.g. that the model is a preset's untrained start."""
 

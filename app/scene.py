@@ -28,16 +28,17 @@ def parse_classes(text: str | None) -> list[str] | None:
 
 def scene_steps(
     session: Session, engine: Engine, *, classes: str = "", obb: bool = False, tile: int = 512,
-    overlap: int = 64, batch: int = 1, cancelled: Callable[[], bool] | None = None,
+    overlap: int = 64, batch: int | None = None, cancelled: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[Session, SceneResult]]:
     """Detect over the whole raster window by window, yielding the session with the detections so
     far and the run's result: once before the first window, then after each batch of ``batch``
-    windows. The run's detections replace earlier scene runs (chat and analyst boxes, and scene
-    detections the analyst accepted, stay).
+    windows (default ``engine.scene_batch_size``; a batch of a real model's windows is answered in
+    one token loop, :func:`~earthgpt.scene_detection.chat_answerer`). The run's detections replace
+    earlier scene runs (chat and analyst boxes, and scene detections the analyst accepted, stay).
 
     Each window's answer may be ``engine.scene_max_new_tokens`` long and stops early when the model
     repeats itself (:func:`~earthgpt.scene_detection.detection_stop_rule`). When ``cancelled()``
-    turns True the answer being written is cut, the run stops, and the last session yielded keeps
+    turns True the answers being written are cut, the run stops, and the last session yielded keeps
     what was done (its result says ``cancelled``). The session's ``scene_note`` says when answers
     hit the length limit (boxes may be missing).
     """
@@ -55,6 +56,7 @@ def scene_steps(
     read = window_reader(source, tile, list(session.bands) if session.bands else None)
     kept = [f for f in session.found if f.source != "scene" or f.status == "accepted"]  # reviewed work stays
     size = (session.info.width, session.info.height)
+    batch = batch or engine.scene_batch_size
     for result in iter_detect_scene(tiles, read, answer, raster_size=size, batch=batch, classes=names,
                                     cancelled=cancelled):
         found = [*kept, *(Found(det, prompt, None, "scene", model=engine.name) for det in result.detections)]
@@ -63,7 +65,7 @@ def scene_steps(
 
 def run_scene_detection(
     session: Session, engine: Engine, *, classes: str = "", obb: bool = False, tile: int = 512,
-    overlap: int = 64, batch: int = 1, progress: Callable[[int, int], None] | None = None,
+    overlap: int = 64, batch: int | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Session, SceneResult]:
     """:func:`scene_steps` run to its end; ``progress(done, total)`` after each batch."""
     steps = scene_steps(session, engine, classes=classes, obb=obb, tile=tile, overlap=overlap, batch=batch)
@@ -75,8 +77,8 @@ def run_scene_detection(
 
 
 def progress_html(result: SceneResult, seconds: float = 0.0) -> str:
-    """The run's progress for the Whole-scene tab: a bar, the window being answered and the objects
-    found so far (``seconds`` since the start gives the time per window)."""
+    """The run's progress for the Whole-scene tab: a bar, the window (or the batch of windows) being
+    answered and the objects found so far (``seconds`` since the start gives the time per window)."""
     done, total = result.tiles_done, result.tiles
     found = f"{len(result.detections)} object{'s' if len(result.detections) != 1 else ''}"
     if result.cancelled:
@@ -85,7 +87,9 @@ def progress_html(result: SceneResult, seconds: float = 0.0) -> str:
         line = f"Done: {total} windows, {found}."
     else:
         pace = f" · {seconds / done:.0f} s per window" if done and seconds else ""
-        line = f"Window {done + 1} of {total}: answering… · {found} so far{pace}"
+        now = (f"Windows {done + 1}–{done + result.answering}" if result.answering > 1
+               else f"Window {done + 1}")
+        line = f"{now} of {total}: answering… · {found} so far{pace}"
     return (f'<div id="scene-progress-box"><progress value="{done}" max="{max(total, 1)}" '
             f'style="width:100%"></progress><p>{line}</p></div>')
 

@@ -28,6 +28,11 @@ from earthgpt.geometry import HBB, Box, Detection, box_corners, nms
 from earthgpt.raster import Tile
 from earthgpt.textbox import parse_detections
 
+DEFAULT_BATCH_SIZE = 16
+"""Windows answered together (``earthgpt detect --batch-size``, the app). Nano on one CPU thread:
+1.34, 1.00 and 0.89 s per window at 8, 16 and 32; 16 keeps most of the gain and the app's progress
+still moves every few windows' worth of seconds (BENCHMARKS.md, "Whole-scene detection")."""
+
 
 def tile_to_raster(det: Detection, tile: Tile) -> Detection:
     """A detection on the 0–1000 grid over ``tile`` → the same detection in full-raster pixels
@@ -98,6 +103,8 @@ class SceneResult:
     """Windows done so far (answered or found empty); ``tiles`` once a run is complete."""
     cancelled: bool = False
     """The run was cancelled: the detections are those of the windows done."""
+    answering: int = 0
+    """Windows being answered together now (the next batch, after ``tiles_done``); 0 when none."""
 
     def counts(self) -> dict[str, int]:
         """Objects per class, most frequent first."""
@@ -143,8 +150,11 @@ class Answer(str):
 
 
 def _batches(items: Sequence[Tile], size: int) -> Iterator[list[Tile]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
+    """As few batches of at most ``size`` as cover ``items``, in order, of near-equal sizes (25 tiles
+    by 8 → 6, 6, 6, 7, not 8, 8, 8, 1: a lone last tile would forgo batched generation)."""
+    count = -(-len(items) // size)
+    for k in range(count):
+        yield list(items[k * len(items) // count : (k + 1) * len(items) // count])
 
 
 def _wanted(label: str, classes: Sequence[str] | None) -> bool:
@@ -157,29 +167,33 @@ def iter_detect_scene(
     answer: Callable[[list[np.ndarray]], list[str]],
     *,
     raster_size: tuple[int, int],
-    batch: int = 4,
+    batch: int = DEFAULT_BATCH_SIZE,
     classes: Sequence[str] | None = None,
     iou_threshold: float = 0.5,
     cancelled: Callable[[], bool] | None = None,
 ) -> Iterator[SceneResult]:
-    """Run detection tile by tile, ``batch`` tiles per model call, merging across tiles as it goes.
+    """Run detection tile by tile, at most ``batch`` tiles per model call (batches of near-equal
+    sizes), merging across tiles as it goes.
 
     Yields the result so far (one object, updated in place): first before any window (``tiles_done``
     0), then after each batch, with the detections of the windows done merged. ``read_tile``
     returns the model-ready uint8 H×W×3 image of a tile, or ``None`` for a tile with no valid data
     (skipped and counted). ``answer`` maps a list of images to one answer text each. ``classes``
-    keeps only those labels. When ``cancelled()`` turns True the run stops before the next batch and
-    yields once more, saying ``cancelled``: what is done is kept.
+    keeps only those labels. ``answering`` says how many windows the next batch holds. When
+    ``cancelled()`` turns True the answers being written are cut (by ``answer``), the run stops
+    before the next batch and its last yield says ``cancelled``: what is done is kept.
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     found: list[Detection] = []
     margins: list[float] = []
     result = SceneResult(detections=[], tiles=len(tiles))
+    groups = list(_batches(tiles, batch))
+    result.answering = len(groups[0]) if groups else 0
     yield result
-    for group in _batches(tiles, batch):
+    for k, group in enumerate(groups):
         if cancelled is not None and cancelled():
-            result.cancelled = True
+            result.cancelled, result.answering = True, 0
             yield result
             return
         images = [(tile, read_tile(tile)) for tile in group]
@@ -192,6 +206,9 @@ def iter_detect_scene(
             _add_answer(result, tile, text, classes, found, margins, raster_size)
         result.tiles_done += len(group)
         result.detections = merge_detections(found, iou_threshold, margins)
+        result.answering = len(groups[k + 1]) if k + 1 < len(groups) else 0
+        if k + 1 == len(groups) and cancelled is not None and cancelled():
+            result.cancelled = True  # the last batch's answers were cut: say so, not "done"
         yield result
 
 
@@ -220,7 +237,7 @@ def detect_scene(
     answer: Callable[[list[np.ndarray]], list[str]],
     *,
     raster_size: tuple[int, int],
-    batch: int = 4,
+    batch: int = DEFAULT_BATCH_SIZE,
     classes: Sequence[str] | None = None,
     iou_threshold: float = 0.5,
     progress: Callable[[int, int], None] | None = None,
@@ -273,20 +290,24 @@ def chat_answerer(
     new_chat: Callable[[], Any], prompt: str, max_new_tokens: int = 512, *,
     stop_rule: LineRule | None = None, cancelled: Callable[[], bool] | None = None,
 ) -> Callable[[list[np.ndarray]], list[str]]:
-    """An ``answer`` function for :func:`detect_scene`: each tile gets a fresh chat and one prompt.
+    """An ``answer`` function for :func:`detect_scene`: each tile is answered as a fresh chat asked
+    one prompt.
 
     ``new_chat()`` returns an object with ``set_image(rgb)`` and ``ask(text, max_new_tokens=…,
     stream=True, stop_rule=…)``, such as ``earthgpt.inference.ChatSession``; a fresh one per tile
-    keeps tiles independent. ``stop_rule`` (e.g. :func:`detection_stop_rule`) ends an answer that
-    repeats itself. When ``cancelled()`` turns True the answer being written is cut there. Each
-    text is an :class:`Answer`: ``hit_limit`` when the chat's ``finish_reason`` is ``length`` (or,
-    for a chat without one, its ``answer_ids`` reached ``max_new_tokens``), ``stopped`` when it is
-    ``rule``.
+    keeps tiles independent. When it is a ``ChatSession`` (a chat with ``model`` and ``processor``)
+    and a call brings several tiles (the ``batch`` of :func:`iter_detect_scene`), they are answered
+    together in one token loop (:func:`earthgpt.batch_generate.answer_batch`: the same greedy
+    answers up to float32 rounding in near ties, 2–3× the windows per second of nano on one CPU
+    thread, BENCHMARKS.md); one tile, or another chat object, is asked as a chat. ``stop_rule``
+    (e.g. :func:`detection_stop_rule`) ends an answer that repeats itself. When ``cancelled()``
+    turns True the answers being written are cut there. Each text is an :class:`Answer`:
+    ``hit_limit`` when the chat's ``finish_reason`` is ``length`` (or, for a chat without one, its
+    ``answer_ids`` reached ``max_new_tokens``), ``stopped`` when it is ``rule``.
     """
     options = {"stop_rule": stop_rule} if stop_rule is not None else {}
 
-    def one(image: np.ndarray) -> Answer:
-        chat = new_chat()
+    def one(chat: Any, image: np.ndarray) -> Answer:
         chat.set_image(image)
         pieces = chat.ask(prompt, max_new_tokens=max_new_tokens, stream=True, **options)
         text = ""
@@ -303,4 +324,24 @@ def chat_answerer(
             reason = "length" if produced is not None and len(produced) >= max_new_tokens else "end"
         return Answer(text, reason == "length", reason == "rule")
 
-    return lambda images: [one(image) for image in images]
+    def answer(images: list[np.ndarray]) -> list[str]:
+        chats = [new_chat() for _ in images]
+        if len(chats) > 1 and all(_batchable(chat) for chat in chats):
+            return _answer_together(chats[0], images)
+        return [one(chat, image) for chat, image in zip(chats, images, strict=True)]
+
+    def _answer_together(chat: Any, images: list[np.ndarray]) -> list[str]:
+        from earthgpt.batch_generate import answer_batch
+
+        answers = answer_batch(chat.model, chat.processor, images, [prompt] * len(images),
+                               sensor=getattr(chat, "sensor", None), system=getattr(chat, "system", None),
+                               max_new_tokens=max_new_tokens, stop_rule=stop_rule, cancelled=cancelled)
+        return [Answer(a.text, a.finish_reason == "length", a.finish_reason == "rule") for a in answers]
+
+    return answer
+
+
+def _batchable(chat: Any) -> bool:
+    """True for a chat that shows its model and processor, as :class:`earthgpt.inference.ChatSession`
+    does: its model can answer a batch (a scripted chat cannot)."""
+    return getattr(chat, "model", None) is not None and getattr(chat, "processor", None) is not None

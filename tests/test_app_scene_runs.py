@@ -90,6 +90,29 @@ def test_cancel_cuts_the_window_being_answered() -> None:
     assert final.cancelled and final.tiles_done == 1 and len(final.detections) == 1
 
 
+def test_a_batch_of_windows_shows_as_a_range_and_a_cancel_in_the_last_batch_says_so(tmp_path: Path) -> None:
+    """Windows answered together show as "Windows 1–3 of 6"; a cancel that cuts the last batch's
+    answers ends the run as cancelled, not done (there is no next batch to stop before)."""
+    runs = SceneRuns()
+    asked: list[int] = []
+
+    class CancelledInTheLastBatch(TileChat):
+        def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object) -> str:
+            asked.append(1)
+            if len(asked) == 5:  # the analyst cancels while windows 4–6 are being answered
+                runs.cancel("tab-1")
+            return super().ask(text, max_new_tokens, stream, **options)
+
+    engine = H.Engine("scripted", lambda sensor: CancelledInTheLastBatch(), scene_batch_size=3)
+    cancelled = runs.start("tab-1")
+    lines = []
+    for _, result in scene_steps(_session(tmp_path), engine, tile=200, overlap=40, cancelled=cancelled):
+        lines.append(progress_html(result))
+    assert "Windows 1–3 of 6: answering" in lines[0] and "Windows 4–6 of 6: answering" in lines[1]
+    assert result.cancelled and result.tiles_done == 6 and result.answering == 0
+    assert "Cancelled after 6 of 6 windows" in lines[-1]
+
+
 def test_repeating_answers_stop_early_and_are_reported(tmp_path: Path) -> None:
     LoopingChat.written = 0
     engine = H.Engine("scripted", lambda sensor: LoopingChat())

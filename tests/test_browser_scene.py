@@ -136,17 +136,20 @@ def test_reopen_a_saved_session_after_its_image_moved(
 def test_default_model_scene_run_reports_cancels_and_the_session_reopens(
     browser: object, nano_server: str, shots: Path, tmp_path: Path
 ) -> None:
-    """The shipped model: its looping answers stop early, progress shows from the first window, a
-    cancel keeps what is done, and a saved session reopens with the model's conversation."""
+    """The shipped model: its looping answers stop early, progress shows from the first batch of
+    windows (answered together) and moves after each, a cancel keeps what is done, and a saved
+    session reopens with the model's conversation."""
     page = open_page(browser, nano_server, [])
     page.click("#open-demo")
     wait_status(page, "Opened RGB.byte.tif", timeout=60000)
     page.get_by_role("tab", name="Whole scene").click()
+    page.fill("#scene-tile input", "128")  # 42 windows: three batches of 14
+    page.fill("#scene-overlap input", "0")
     page.click("#scene-run")
-    page.wait_for_function("() => document.querySelector('#scene-progress')?.innerText"
-                           ".includes('Window 1 of 4: answering')", timeout=10000)
+    page.wait_for_function("() => /Windows 1–14 of 42: answering/.test("
+                           "document.querySelector('#scene-progress')?.innerText)", timeout=10000)
     page.wait_for_function("() => document.querySelector('#scene-progress').innerText"
-                           ".includes('Window 2 of 4')", timeout=120000)
+                           ".includes('Windows 15–28 of 42')", timeout=240000)
     page.click("#scene-cancel")
     wait_status(page, "Whole-scene detection cancelled after", timeout=120000)
     assert "Cancelled after" in page.inner_text("#scene-progress")

@@ -26,7 +26,13 @@ from earthgpt import scene_archive
 from earthgpt.box_spaces import raster_to_lonlat, raster_to_map
 from earthgpt.commands import add_quantization_arguments
 from earthgpt.raster import model_source, open_raster, parse_band_numbers, tile_grid, window_reader
-from earthgpt.scene_detection import SceneResult, chat_answerer, detection_stop_rule, iter_detect_scene
+from earthgpt.scene_detection import (
+    DEFAULT_BATCH_SIZE,
+    SceneResult,
+    chat_answerer,
+    detection_stop_rule,
+    iter_detect_scene,
+)
 from earthgpt.sensors import Sensor
 from earthgpt.tasks import Task, instruction
 from earthgpt.vector_export import Skipped, feature_collection, skipped_note, write_geojson, write_gpkg
@@ -45,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--obb", action="store_true", help="oriented boxes instead of horizontal ones")
     parser.add_argument("--tile", type=int, default=512, help="window size in pixels (default: 512)")
     parser.add_argument("--overlap", type=int, default=64, help="overlap between windows (default: 64)")
-    parser.add_argument("--batch", type=int, default=4, help="windows per step (default: 4)")
+    parser.add_argument("--batch-size", "--batch", dest="batch", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="windows answered together in one token loop (default: "
+                             f"{DEFAULT_BATCH_SIZE}; 1 answers one window at a time)")
     parser.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold across windows")
     parser.add_argument("--sensor", choices=[s.value for s in Sensor], default=None,
                         help="sensor of the image (default: guessed from its metadata)")
@@ -85,9 +93,9 @@ def write_result(out: Path, src: Any, result: SceneResult, properties: dict[str,
 
 
 def check_window_options(args: argparse.Namespace) -> None:
-    """ValueError unless ``--tile >= 16``, ``0 <= --overlap < --tile`` and ``--batch >= 1``."""
+    """ValueError unless ``--tile >= 16``, ``0 <= --overlap < --tile`` and ``--batch-size >= 1``."""
     if args.tile < 16 or not 0 <= args.overlap < args.tile or args.batch < 1:
-        raise ValueError(f"expected --tile >= 16, 0 <= --overlap < --tile, --batch >= 1; got "
+        raise ValueError(f"expected --tile >= 16, 0 <= --overlap < --tile, --batch-size >= 1; got "
                          f"{args.tile}, {args.overlap}, {args.batch}")
 
 

@@ -1,0 +1,189 @@
+"""Batched greedy generation: several prompts, each about its own image, answered in one token loop.
+
+Whole-scene detection asks the same question of many windows. Answered one at a time
+(:class:`earthgpt.inference.ChatSession`), every new token costs one forward pass of the whole
+model per window; answered together, one forward pass serves every window, so the weights are read
+once per step instead of once per window.
+
+- :func:`greedy_batch`: token ids of several prompts → the greedy continuation of each. Prompts are
+  left-padded to one length (an attention mask hides the padding, positions count real tokens
+  only); a row ends at a stop id, at ``max_new_tokens`` or when ``on_token`` says so, and a row that
+  has ended is dropped from the batch and its KV cache, so it costs nothing more.
+- :func:`answer_batch`: images and questions → one :class:`BatchAnswer` per image, rendered,
+  decoded and stopped exactly as ``ChatSession.ask`` does for a fresh chat (the same prompt ids,
+  the same :class:`~earthgpt.answer_stream.LineGate` stop rule, the same ``finish_reason``), so a
+  batch gives the answers that one-by-one chats give (``tests/test_batch_generate.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from earthgpt.answer_stream import IncrementalDecoder, LineGate, LineRule
+from earthgpt.processor import EarthGPTProcessor
+
+
+def greedy_batch(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    image_features: torch.Tensor | None = None,
+    *,
+    max_new_tokens: int = 256,
+    stop_ids: Iterable[int] = (),
+    pad_id: int = 0,
+    on_token: Callable[[int, int], bool] | None = None,
+) -> list[list[int]]:
+    """Greedy ids after each of ``prompts`` (lists of ids), all rows in one forward pass per step.
+
+    ``image_features`` ``(B_img, N, D)`` fill the image placeholders of the prompts in order (one
+    image per prompt in detection). ``on_token(row, token)`` sees each new id of each row as it is
+    made; True ends that row. Returns, per prompt, the ids made: the last one is a stop id, the
+    ``max_new_tokens``-th id or the one ``on_token`` ended on (as :func:`earthgpt.inference.iter_generate`
+    yields them). Ended rows leave the batch (their cache rows are dropped).
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError(f"expected at least one prompt, none empty; got lengths {[len(p) for p in prompts]}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    stops = set(stop_ids)
+    device = model.device
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[row, width - len(prompt):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    produced: list[list[int]] = [[] for _ in prompts]
+    rows = list(range(len(prompts)))  # the prompt of each row still in the batch
+    cache = DynamicCache()
+    with torch.inference_mode():
+        logits = _step(model, ids, mask, positions, cache, image_features)
+        for step in range(max_new_tokens):
+            tokens = logits.argmax(-1).tolist()
+            keep = []
+            for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+                produced[row].append(token)
+                ended = on_token is not None and on_token(row, token)
+                if not ended and token not in stops:
+                    keep.append(i)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if len(keep) < len(rows):  # finished rows stop costing compute
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, positions = mask[index], positions[index]
+                rows, tokens = [rows[i] for i in keep], [tokens[i] for i in keep]
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            positions = positions[:, -1:] + 1
+            step_ids = torch.tensor(tokens, device=device).unsqueeze(1)
+            logits = _step(model, step_ids, mask, positions, cache, None)
+    return produced
+
+
+def _step(model: Any, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache,
+          features: torch.Tensor | None) -> torch.Tensor:
+    """One forward pass over ``ids`` after ``cache``: the next-token logits ``(B, vocab)``, the LM head
+    on the last position only. Without padding the mask is left out (the same computation as one
+    unpadded row)."""
+    out = model(ids, attention_mask=None if bool(mask.all()) else mask, image_features=features,
+                past_key_values=cache, use_cache=True, position_ids=positions, logits_to_keep=1)
+    return out.logits[:, -1]
+
+
+@dataclass
+class BatchAnswer:
+    """One row's answer: its text, why it ended (``end``, ``length``, ``rule`` or ``closed``, as
+    ``ChatSession.finish_reason``) and its ids (without the stop id)."""
+
+    text: str
+    finish_reason: str
+    ids: list[int] = field(default_factory=list)
+
+
+class _RowText:
+    """One row's ids → answer text through the stop rule, as ``ChatSession.ask`` streams it."""
+
+    def __init__(self, processor: EarthGPTProcessor, rule: LineRule | None) -> None:
+        self.stops = set(processor.stop_token_ids)
+        self.decoder = IncrementalDecoder(processor.tokenizer)
+        self.gate = LineGate(rule)
+        self.reason = "length"
+        self.ids: list[int] = []
+
+    def push(self, token: int) -> bool:
+        """Add one id; True when the answer ends with it (a stop id, or a line the rule refused)."""
+        if token in self.stops:
+            self.reason = "end"
+            return True
+        self.ids.append(token)
+        self.gate.push(self.decoder.push(token))
+        return self.gate.refused
+
+    def finish(self) -> BatchAnswer:
+        """The answer as recorded: a closed answer keeps what was passed on; otherwise the held-back
+        text and the last line go through the rule too."""
+        if self.reason != "closed":
+            self.gate.push(self.decoder.flush())
+            self.gate.close()
+            if self.gate.refused:
+                self.reason = "rule"
+        return BatchAnswer(self.gate.text, self.reason, list(self.ids))
+
+
+def prompt_ids(processor: EarthGPTProcessor, question: str, sensor: str | None = None,
+               system: str | None = None) -> list[int]:
+    """The ids a fresh ``ChatSession(model, processor, sensor, system).ask(question)`` feeds: the
+    question (with the sensor sentence first, unless it starts with it) as the first turn."""
+    from earthgpt.sensors import Sensor
+    from earthgpt.tasks import sensor_sentence
+
+    question = question.strip()
+    if sensor is not None:
+        sentence = sensor_sentence(Sensor(sensor))
+        question = question if question.startswith(sentence) else f"{sentence} {question}"
+    return processor.tokenize(processor.new_conversation(system=system).add_human(question))["input_ids"]
+
+
+def encode_batch(model: Any, processor: EarthGPTProcessor, images: Sequence[np.ndarray]) -> torch.Tensor:
+    """RGB ``uint8`` H×W×3 images → visual tokens ``(B, num_visual_tokens, D)``, one vision pass."""
+    pixels = torch.stack([processor.preprocess_image(image) for image in images])
+    weights = next((p for p in model.vision.parameters() if p.is_floating_point()), None)
+    device, dtype = (weights.device, weights.dtype) if weights is not None else (model.device, torch.float32)
+    with torch.inference_mode():
+        return model.encode_images(pixels.to(device=device, dtype=dtype))
+
+
+def answer_batch(
+    model: Any, processor: EarthGPTProcessor, images: Sequence[np.ndarray], questions: Sequence[str], *,
+    sensor: str | None = None, system: str | None = None, max_new_tokens: int = 256,
+    stop_rule: LineRule | None = None, cancelled: Callable[[], bool] | None = None,
+) -> list[BatchAnswer]:
+    """Answer ``questions[i]`` about ``images[i]`` for every ``i`` at once, greedily, each as a fresh
+    chat would (:func:`prompt_ids`). ``stop_rule`` ends a row at a line it refuses (left out);
+    when ``cancelled()`` turns True every row still being written ends there (``closed``)."""
+    if len(images) != len(questions):
+        raise ValueError(f"expected one question per image: {len(images)} images, {len(questions)} questions")
+    if not images:
+        return []
+    texts = [_RowText(processor, stop_rule) for _ in images]
+
+    def on_token(row: int, token: int) -> bool:
+        if texts[row].push(token):
+            return True
+        if cancelled is not None and cancelled():
+            texts[row].reason = "closed"
+            return True
+        return False
+
+    greedy_batch(model, [prompt_ids(processor, q, sensor, system) for q in questions],
+                 encode_batch(model, processor, images), max_new_tokens=max_new_tokens,
+                 stop_ids=processor.stop_token_ids, pad_id=processor.pad_token_id, on_token=on_token)
+    return [text.finish() for text in texts]
