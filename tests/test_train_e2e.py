@@ -146,6 +146,26 @@ def test_stage2_refuses_an_export_of_another_base(generated_set, tmp_path, capsy
     assert code == 2
 
 
+def test_stage2_may_use_another_visual_grid_than_stage1(generated_set, tmp_path):
+    """The token grid is stage 2's choice (a finer grid for box tasks): the projector maps each
+    token on its own, so stage 1's export (4 × 4 tokens) loads, trains and exports with 2 × 2."""
+    from earthgpt.model.checkpoint import read_meta
+
+    records, roots = generated_set
+    assert main([STAGE1, *overrides(records, roots, tmp_path / "s1", "optim.max_steps=1")]) == 0
+    assert read_meta(tmp_path / "s1" / "final")["config"]["num_visual_tokens"] == 16
+    final = tmp_path / "s1" / "final"
+    grid = "model.config={image_token_id: 259, num_visual_tokens: 4}"
+    assert main([STAGE2, *overrides(records, roots, tmp_path / "s2", f"model.init_from={final}",
+                                    "optim.max_steps=1", grid)]) == 0
+    assert read_meta(tmp_path / "s2" / "final")["config"]["num_visual_tokens"] == 4
+    from earthgpt.model.checkpoint import load_pretrained
+
+    model = load_pretrained(tmp_path / "s2" / "final")
+    size = model.config.image_size
+    assert model.vision(torch.zeros(1, 3, size, size)).shape[1] == 4
+
+
 def test_stop_at_ends_early_on_the_full_schedule(generated_set, tmp_path):
     records, roots = generated_set
     common = ["optim.batch_size=2", "optim.warmup_steps=1", "run.save_every=100", "run.log_every=1"]

@@ -84,7 +84,9 @@ def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
     meta = read_meta(folder)
     if meta.get("stage") != 1:
         raise ValueError(f"stage 2 starts from a stage-1 export; {folder} is stage {meta.get('stage')}")
-    stage2_only = ("name", "stage2_tunes_stage1")  # choices of stage 2, not of the base it starts from
+    # Choices of stage 2, not of the base it starts from. The visual token grid is one: the projector
+    # maps each token on its own, so no weight's shape depends on it (a finer grid for box tasks).
+    stage2_only = ("name", "stage2_tunes_stage1", "num_visual_tokens")
     expected = {k: v for k, v in model_config(cfg).to_dict().items() if k not in stage2_only}
     found = {k: v for k, v in meta["config"].items() if k not in stage2_only}
     diffs = [
@@ -132,7 +134,11 @@ def build_model(cfg: TrainConfig, *, empty: bool = False) -> EarthGPT:
         check_stage2_base(cfg, folder)
         # either way with the export's tokenizer, when it has one
         model = _empty_stage1_export(folder) if empty else load_pretrained(folder, dtype=dtype)
-        model.config.stage2_tunes_stage1 = model_config(cfg).stage2_tunes_stage1
+        wanted = model_config(cfg)
+        model.config.stage2_tunes_stage1 = wanted.stage2_tunes_stage1
+        if wanted.num_visual_tokens != model.config.num_visual_tokens:  # stage 2's own token grid
+            model.config.num_visual_tokens = wanted.num_visual_tokens
+            model.vision.grid = model.config.grid_size
     apply_stage(model, cfg.stage)
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
