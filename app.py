@@ -101,9 +101,11 @@ def serve(engine: Engine, args: argparse.Namespace, users: Sequence[tuple[str, s
           block: bool = True) -> gr.Blocks:
     """Build the app for ``engine`` and serve it as ``args`` say: login for ``users`` (none: open)
     and the upload limit. ``block=False`` returns the running app (tests); the caller closes it."""
+    from app.memory import start_trimming
     from app.security import launch_options
     from app.ui import build, theme
 
+    start_trimming()  # freed memory goes back to the system while the server runs (app/memory.py)
     demo = build(engine)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, share=False, theme=theme(), footer_links=[],
