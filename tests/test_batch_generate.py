@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from test_app_scene import TileChat, _args, _scene
+from test_inference import loud_tiny_model
 from test_processor import tiny_processor
 
 import earthgpt.batch_generate as batch_generate
@@ -20,7 +21,6 @@ from app.session_io import Session
 from earthgpt.batch_generate import answer_batch, encode_batch, greedy_batch, prompt_ids
 from earthgpt.commands import detect as detect_cmd
 from earthgpt.inference import ChatSession, generate
-from earthgpt.model.earthgpt import EarthGPT
 from earthgpt.scene_detection import DEFAULT_BATCH_SIZE, chat_answerer, detection_stop_rule
 
 QUESTIONS = [
@@ -39,12 +39,8 @@ to refuse, and answers end at different steps (a stop id, a refused line, the li
 def chatty():
     """The tiny model with large random weights (it babbles rather than repeating one token)."""
     processor = tiny_processor()
-    model = EarthGPT.from_config(processor.config, pretrained=False, seed=3)
-    generator = torch.Generator().manual_seed(0)
+    model = loud_tiny_model(processor.config)
     with torch.no_grad():
-        for param in model.llm.parameters():
-            if param.ndim == 2:
-                param.copy_(torch.randn(param.shape, generator=generator))
         model.llm.lm_head.weight[processor.tokenizer.convert_tokens_to_ids("Ċ")] *= NEWLINE_BOOST
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (48 + 8 * i, 64, 3), dtype=np.uint8) for i in range(len(QUESTIONS))]

@@ -23,18 +23,23 @@ def parts():
     return model, processor, image
 
 
-@pytest.fixture(scope="module")
-def loud_model(parts):
-    """The tiny model with large random weights: it babbles byte tokens that are not valid UTF-8,
-    so its answers re-tokenize differently from what it generated (the cache-crop path)."""
-    processor = parts[1]
-    model = EarthGPT.from_config(processor.config, pretrained=False, seed=3)
+def loud_tiny_model(config) -> EarthGPT:
+    """The tiny model with large random weights (unit-variance matrices): it babbles rather than
+    repeating one token."""
+    model = EarthGPT.from_config(config, pretrained=False, seed=3)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for param in model.llm.parameters():
             if param.ndim == 2:
                 param.copy_(torch.randn(param.shape, generator=generator))
     return model
+
+
+@pytest.fixture(scope="module")
+def loud_model(parts):
+    """The loud tiny model babbles byte tokens that are not valid UTF-8, so its answers re-tokenize
+    differently from what it generated (the cache-crop path)."""
+    return loud_tiny_model(parts[1].config)
 
 
 def full_recompute(model, processor, features, turns, question, max_new_tokens):
