@@ -6,9 +6,10 @@ detection's image batch) into whichever arena the thread used; glibc keeps those
 reuse instead of returning them, so the server's RSS creeps up with the number of threads and the
 mix of sizes, not with what it holds (``bench/load_app.py`` measured it: RSS still climbing after
 76 cycles of 8 analysts, while the same handlers called in a loop, in one thread or in 40, stay
-flat). ``malloc_trim(0)`` returns every arena's free pages (glibc 2.8 and later); a daemon thread
-calls it every :data:`TRIM_EVERY_S` seconds. It costs a few milliseconds and changes nothing else;
-elsewhere than glibc it does nothing.
+flat; with the trim the floor stays flat and the RSS falls back to about 1.4 GB after the load, see
+BENCHMARKS.md). ``malloc_trim(0)`` returns every arena's free pages (glibc 2.8 and later); a daemon
+thread calls it every :data:`TRIM_EVERY_S` seconds. It costs a few milliseconds and changes nothing
+else; elsewhere than glibc it does nothing.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -308,8 +309,14 @@ def _halves(rss: Sequence[tuple[float, float]], started: float, wall: float) -> 
     before = [mb for t, mb in rss if t < started]
     peak_first = max(first, default=before[-1] if before else 0.0)
     peak_second = max(second, default=peak_first)
+    def median(values: list[float]) -> float:
+        return round(float(statistics.median(values)), 1) if values else 0.0
+
     return {"peak_first_half": round(peak_first, 1), "peak_second_half": round(peak_second, 1),
-            "drift": round(peak_second - peak_first, 1)}
+            "drift": round(peak_second - peak_first, 1),
+            # a transient spike moves a peak; a leak moves the level too
+            "median_first_half": median(first), "median_second_half": median(second),
+            "series": [[round(t - started, 1), round(mb, 1)] for t, mb in rss]}
 
 
 def _downloads(workdir: Path, analyst: Analyst) -> Path:
@@ -361,7 +368,8 @@ def table(report: dict[str, Any]) -> str:
         f"{queue['max_position']}, median {queue['p50_position_queued']}",
         f"server RSS: {rss['baseline']} MB after one analyst alone, peak {rss['peak']} MB "
         f"(+{rss['growth']}), end {rss['end']} MB; peak in the first half of the load "
-        f"{rss.get('peak_first_half', '-')} MB, second half {rss.get('peak_second_half', '-')} MB",
+        f"{rss.get('peak_first_half', '-')} MB, second half {rss.get('peak_second_half', '-')} MB "
+        f"(medians {rss.get('median_first_half', '-')} and {rss.get('median_second_half', '-')} MB)",
         f"errors: {len(report['errors'])}, cross-talk: {len(report['cross_talk'])}",
         *(f"  {line}" for line in (report["errors"] + report["cross_talk"])[:10]),
     ]
