@@ -205,9 +205,21 @@ def wire_review(c: SimpleNamespace, engine: H.Engine) -> None:
         button.click(act(step), form, outputs, api_name=name)
 
     refresh = guarded(values, len(c.review_views))
+
+    def follow(session: Session, number: Any) -> tuple[Any, ...]:
+        """The table after the session changed elsewhere. It runs after the event that changed it, so
+        the pick it was given may be stale: when none was picked then, a pick made since (a click
+        on a row) is kept, not cleared."""
+        new = values(session, number)
+        if _picked(session, number) is not None:
+            return new
+        keep = gr.skip()
+        return (keep, new[1], gr.update(choices=A.choices(session)), keep, keep, keep, keep, keep, new[-1])
+
     c.review_pick.input(refresh, [c.state, c.review_pick], c.review_views, api_name="review_pick")
     c.review_tab.select(refresh, [c.state, c.review_picked], c.review_views, **PRIVATE)
-    c.info.change(refresh, [c.state, c.review_picked], c.review_views, show_progress="hidden", **PRIVATE)
+    c.info.change(guarded(follow, len(c.review_views)), [c.state, c.review_picked], c.review_views,
+                  show_progress="hidden", **PRIVATE)
 
     def pick_row(session: Session, evt: gr.SelectData) -> tuple[Any, ...]:
         return values(session, evt.index[0] + 1)
