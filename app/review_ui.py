@@ -213,8 +213,15 @@ def wire_review(c: SimpleNamespace, engine: H.Engine) -> None:
         new = values(session, number)
         if _picked(session, number) is not None:
             return new
-        keep = gr.skip()
-        return (keep, new[1], gr.update(choices=A.choices(session)), keep, keep, keep, keep, keep, new[-1])
+        out = []
+        for view, value in zip(c.review_views, new, strict=True):
+            if view is c.review_table or view is c.review_summary:
+                out.append(value)
+            elif view is c.review_pick:
+                out.append(gr.update(choices=A.choices(session)))
+            else:
+                out.append(gr.skip())  # the pick and its form stay as they are
+        return tuple(out)
 
     c.review_pick.input(refresh, [c.state, c.review_pick], c.review_views, api_name="review_pick")
     c.review_tab.select(refresh, [c.state, c.review_picked], c.review_views, **PRIVATE)

@@ -26,6 +26,7 @@ import torch
 from transformers import DynamicCache
 
 from earthgpt.answer_stream import IncrementalDecoder, LineGate, LineRule
+from earthgpt.inference import vision_placement, with_sensor
 from earthgpt.processor import EarthGPTProcessor
 
 
@@ -142,21 +143,14 @@ def prompt_ids(processor: EarthGPTProcessor, question: str, sensor: str | None =
                system: str | None = None) -> list[int]:
     """The ids a fresh ``ChatSession(model, processor, sensor, system).ask(question)`` feeds: the
     question (with the sensor sentence first, unless it starts with it) as the first turn."""
-    from earthgpt.sensors import Sensor
-    from earthgpt.tasks import sensor_sentence
-
-    question = question.strip()
-    if sensor is not None:
-        sentence = sensor_sentence(Sensor(sensor))
-        question = question if question.startswith(sentence) else f"{sentence} {question}"
-    return processor.tokenize(processor.new_conversation(system=system).add_human(question))["input_ids"]
+    first = with_sensor(question.strip(), sensor)
+    return processor.tokenize(processor.new_conversation(system=system).add_human(first))["input_ids"]
 
 
 def encode_batch(model: Any, processor: EarthGPTProcessor, images: Sequence[np.ndarray]) -> torch.Tensor:
     """RGB ``uint8`` H×W×3 images → visual tokens ``(B, num_visual_tokens, D)``, one vision pass."""
     pixels = torch.stack([processor.preprocess_image(image) for image in images])
-    weights = next((p for p in model.vision.parameters() if p.is_floating_point()), None)
-    device, dtype = (weights.device, weights.dtype) if weights is not None else (model.device, torch.float32)
+    device, dtype = vision_placement(model)
     with torch.inference_mode():
         return model.encode_images(pixels.to(device=device, dtype=dtype))
 

@@ -227,7 +227,7 @@ class ChatSession:
     def set_image(self, rgb: np.ndarray) -> None:
         """Encode an RGB ``uint8`` H×W×3 image once and start a new conversation about it."""
         pixels = self.processor.preprocess_image(rgb).unsqueeze(0)
-        device, dtype = _vision_placement(self.model)
+        device, dtype = vision_placement(self.model)
         with torch.inference_mode():
             self.image_features = self.model.encode_images(pixels.to(device=device, dtype=dtype))
         self.reset()
@@ -346,13 +346,7 @@ class ChatSession:
         return keep
 
     def _with_sensor(self, question: str) -> str:
-        if self.sensor is None:
-            return question
-        from earthgpt.sensors import Sensor
-        from earthgpt.tasks import sensor_sentence
-
-        sentence = sensor_sentence(Sensor(self.sensor))
-        return question if question.startswith(sentence) else f"{sentence} {question}"
+        return with_sensor(question, self.sensor)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -363,7 +357,19 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _vision_placement(model: Any) -> tuple[torch.device, torch.dtype]:
+def with_sensor(question: str, sensor: str | None) -> str:
+    """The first question of a chat about a ``sensor`` image: the sensor sentence first, unless the
+    question already starts with it."""
+    if sensor is None:
+        return question
+    from earthgpt.sensors import Sensor
+    from earthgpt.tasks import sensor_sentence
+
+    sentence = sensor_sentence(Sensor(sensor))
+    return question if question.startswith(sentence) else f"{sentence} {question}"
+
+
+def vision_placement(model: Any) -> tuple[torch.device, torch.dtype]:
     """Device and floating dtype of the vision encoder's weights (where pixels must go)."""
     for param in model.vision.parameters():
         if param.is_floating_point():

@@ -325,9 +325,10 @@ def chat_answerer(
         return Answer(text, reason == "length", reason == "rule")
 
     def answer(images: list[np.ndarray]) -> list[str]:
-        chats = [new_chat() for _ in images]
-        if len(chats) > 1 and all(_batchable(chat) for chat in chats):
-            return _answer_together(chats[0], images)
+        first = new_chat()
+        if len(images) > 1 and _batchable(first):
+            return _answer_together(first, images)
+        chats = [first, *(new_chat() for _ in images[1:])]
         return [one(chat, image) for chat, image in zip(chats, images, strict=True)]
 
     def _answer_together(chat: Any, images: list[np.ndarray]) -> list[str]:
