@@ -74,14 +74,6 @@ def _mirrored(start: int, length: int, period: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- peak RSS of a phase
 
-def status_kb(pid: int, field: str) -> int:
-    """One ``/proc/PID/status`` field in kB (``VmRSS``, ``VmHWM``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    raise ValueError(f"process {pid} has no {field}")
-
-
 def reset_peak(pid: int) -> None:
     """Start the process's high-water mark afresh from its current RSS."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -94,7 +86,7 @@ def phase(pid: int, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     started = time.monotonic()
     result = action()
     return {**result, "seconds": round(time.monotonic() - started, 1), "rss_before_mb": round(before, 1),
-            "peak_mb": round(status_kb(pid, "VmHWM") / 1024, 1),
+            "peak_mb": round(load_app.status_kb(pid, "VmHWM") / 1024, 1),
             "rss_after_mb": round(load_app.rss_mb(pid), 1)}
 
 
@@ -166,7 +158,7 @@ def measure_app(url: str, pid: int, scene: Path, *, settle_s: float, windows: in
     from gradio_client import Client
 
     report: dict[str, Any] = {"start": {"rss_mb": round(load_app.rss_mb(pid), 1),
-                                        "peak_mb": round(status_kb(pid, "VmHWM") / 1024, 1)}}
+                                        "peak_mb": round(load_app.status_kb(pid, "VmHWM") / 1024, 1)}}
     client = Client(url, verbose=False, download_files=str(downloads),
                     httpx_kwargs={"timeout": load_app.TIMEOUT_S})
     try:

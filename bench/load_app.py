@@ -263,12 +263,17 @@ def sample_rss(pid: int, samples: list[tuple[float, float]], stop: threading.Eve
         samples.append((time.monotonic(), rss_mb(pid)))
 
 
+def status_kb(pid: int, field: str) -> int:
+    """One ``/proc/PID/status`` field in kB (``VmRSS``, ``VmHWM``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise ValueError(f"process {pid} has no {field}")
+
+
 def rss_mb(pid: int) -> float:
     """``VmRSS`` of process ``pid`` in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise ValueError(f"process {pid} has no VmRSS")
+    return status_kb(pid, "VmRSS") / 1024
 
 
 # ----------------------------------------------------------------------------- the run and its report
