@@ -75,5 +75,27 @@ def test_pack_by_task_keeps_one_task_per_example_and_repeats_the_named_tasks() -
     assert [(e.record, e.pairs) for e in repeated] == expected
     with pytest.raises(ValueError, match="needs pack_by_task"):
         make_examples(records, processor.tokenizer, **sizes, task_repeats={"x": 2})
-    with pytest.raises(ValueError, match="whole numbers"):
+    with pytest.raises(ValueError, match="positive numbers"):
         make_examples(records, processor.tokenizer, **sizes, pack_by_task=True, task_repeats={"x": 0})
+
+
+def test_fractional_task_weights_keep_that_share_of_the_records_spread_over_the_file() -> None:
+    from earthgpt.data.torch_dataset import copies, wanted_turns
+
+    processor = tiny_processor()
+    records = [_record(f"r{i}", "train", CHAT_STYLE) for i in range(40)]
+    first, second = (t.task for t in wanted_turns(records[0]))
+    sizes = {"num_visual_tokens": 4, "max_length": 4096, "pack_by_task": True}
+    weighted = make_examples(records, processor.tokenizer, **sizes, task_repeats={first: 0.25, second: 1.5})
+    by_task = {first: [], second: []}
+    for example in weighted:
+        by_task[wanted_turns(records[example.record])[example.pairs[0]].task].append(example.record)
+    assert len(by_task[first]) == 10  # a quarter of 40 records, each once
+    assert len(set(by_task[first])) == 10
+    assert min(by_task[first]) < 10 and max(by_task[first]) >= 30  # spread, not the first ten
+    assert len(by_task[second]) == 60  # every record once, half of them twice
+    assert sorted(set(by_task[second])) == list(range(40))
+    assert [copies(2, r) for r in range(5)] == [2] * 5
+    for bad in (-1, True, "2"):
+        with pytest.raises(ValueError, match="positive numbers"):
+            make_examples(records, processor.tokenizer, **sizes, task_repeats={first: bad})

@@ -59,8 +59,9 @@ class DataSection:
     these tasks (stage 1: ``[caption]``); empty keeps all. ``split`` keeps records of that split.
     ``one_pair_per_example`` makes each turn pair its own example (the stage-1 caption recipe);
     otherwise a record's pairs are packed into examples up to ``max_length``; ``pack_by_task`` packs
-    each task's pairs apart and ``task_repeats`` (``{task: n}``) lists each example of that task n
-    times per epoch (task-balanced sampling). ``feature_cache`` is a
+    each task's pairs apart and ``task_repeats`` (``{task: n}``, n > 0) lists each example of that
+    task n times per epoch, a fraction of n keeping that share of its records (task-balanced
+    sampling, see ``earthgpt.data.torch_dataset.make_examples``). ``feature_cache`` is a
     folder for cached vision-encoder outputs (see ``train/features.py``); ``None`` disables it.
     """
 
@@ -73,7 +74,7 @@ class DataSection:
     num_workers: int = 0
     one_pair_per_example: bool = False
     pack_by_task: bool = False
-    task_repeats: dict[str, int] = field(default_factory=dict)
+    task_repeats: dict[str, float] = field(default_factory=dict)
     feature_cache: str | None = None
     system_prompt: str | None = None
 

@@ -15,6 +15,7 @@ encoders, so no image is decoded). ``image_path`` is always present, for the fea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ def make_examples(
     tasks: Sequence[str] = (),
     one_pair_per_example: bool = False,
     pack_by_task: bool = False,
-    task_repeats: Mapping[str, int] | None = None,
+    task_repeats: Mapping[str, float] | None = None,
 ) -> list[TrainingExample]:
     """Split records into examples whose estimated length is at most ``max_length`` tokens.
 
@@ -64,15 +65,22 @@ def make_examples(
     example (it is truncated when tokenized). Records with no wanted pair give no example.
 
     ``pack_by_task`` packs each task's pairs of a record apart, so that every example holds one
-    task; ``task_repeats`` (which needs it) then lists each example of a named task that many times
-    (an integer ≥ 1), to give rare tasks a larger share of the steps (task-balanced sampling).
+    task; ``task_repeats`` (which needs it) then weights the tasks (task-balanced sampling): a
+    named task's examples are listed ``n`` times per epoch, ``n > 0``. A whole ``n`` repeats each
+    example; a fraction keeps that share of the records' examples once more (or at all, below 1),
+    the records picked by :func:`copies` (deterministic, spread evenly over the records), so
+    ``0.5`` halves a bulky task and ``1.5`` lists half its records twice.
     """
     repeats = dict(task_repeats or {})
     if repeats and not pack_by_task:
         raise ValueError("task_repeats needs pack_by_task: an example must hold one task to be repeated")
-    bad = {task: n for task, n in repeats.items() if not isinstance(n, int) or n < 1}
+    bad = {
+        task: n
+        for task, n in repeats.items()
+        if isinstance(n, bool) or not isinstance(n, (int, float)) or not n > 0
+    }
     if bad:
-        raise ValueError(f"task_repeats must be whole numbers ≥ 1, got {bad}")
+        raise ValueError(f"task_repeats must be positive numbers, got {bad}")
     per_record = [wanted_turns(record, tasks) for record in records]
     texts = [text for turns in per_record for turn in turns for text in (turn.question, turn.answer)]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
@@ -85,8 +93,18 @@ def make_examples(
             groups.setdefault(turn.task if pack_by_task else "", []).append(pair_index)
         for task, pairs in groups.items():
             packed = _pack(index, pairs, costs, num_visual_tokens, max_length, one_pair_per_example)
-            examples += packed * repeats.get(task, 1)
+            examples += packed * copies(repeats.get(task, 1), index)
     return examples
+
+
+def copies(weight: float, record: int) -> int:
+    """How many times the examples of record number ``record`` are listed for a task of weight
+    ``weight``: the whole part, plus one for an evenly spread share of the records equal to the
+    fraction (record ``r`` is in it when ``floor((r + 1) f)`` passes ``floor(r f)``, so any run of
+    ``n`` records holds ``n f`` of them, give or take one)."""
+    whole = int(weight)
+    fraction = weight - whole
+    return whole + (math.floor((record + 1) * fraction) - math.floor(record * fraction))
 
 
 def _pack(
