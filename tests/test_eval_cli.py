@@ -78,7 +78,7 @@ class FakeSession:
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
         self.image = rgb
 
-    def ask(self, text: str, max_new_tokens: int = 256) -> str:
+    def ask(self, text: str, max_new_tokens: int = 256, stop_rule: Any = None) -> str:
         assert "<image>" not in text and self.image is not None
         return f"{self.sensor} {self.image.shape[1]}x{self.image.shape[0]}"
 
@@ -174,6 +174,39 @@ def test_chat_predictor_asks_turns_in_order(tmp_path: Path, monkeypatch: pytest.
     assert predictor(record, turns) == ["infrared 8x6", "infrared 8x6"]
 
 
+def test_chat_predictor_decodes_a_task_with_its_stop_rule_and_counts_the_answers_it_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Detection answers get the rule (the real ChatSession's ``stop_rule``), other tasks none."""
+
+    class RuledSession(FakeSession):
+        def ask(self, text: str, max_new_tokens: int = 256, stop_rule: Any = None) -> str:
+            lines = ["car [1, 1, 5, 5]"] * 3 if "boxes" in text else ["yes"]
+            kept: list[str] = []
+            self.finish_reason = "end"
+            for line in lines:
+                if stop_rule is not None and stop_rule([*kept, line]):
+                    self.finish_reason = "rule"
+                    break
+                kept.append(line)
+            return "\n".join(kept)
+
+    _fake_inference(monkeypatch)
+    monkeypatch.setattr(sys.modules["earthgpt.inference"], "ChatSession", RuledSession)
+    from earthgpt.scene_detection import detection_stop_rule
+
+    _write_images(tmp_path, [{"image_root": "x", "image": "a.png"}])
+    predictor = ChatPredictor("model", "processor", ImageResolver([tmp_path / "x"]),
+                              stop_rules={"detection_hbb": detection_stop_rule()})
+    turns = [RecordTurn(0, "x/a", 0, "detection_hbb", "boxes?", ""),
+             RecordTurn(0, "x/a", 1, "vqa", "q", "yes")]
+    assert predictor({"id": "x/a", "image": "a.png"}, turns) == ["car [1, 1, 5, 5]", "yes"]
+    assert predictor.stopped == {"detection_hbb": 1}
+    plain = ChatPredictor("model", "processor", ImageResolver([tmp_path / "x"]))
+    assert plain({"id": "x/a", "image": "a.png"}, turns)[0].count("car") == 3
+    assert plain.stopped == {}
+
+
 def _model_args(tmp_path: Path, records: Sequence[dict[str, Any]], *extra: str) -> list[str]:
     roots = []
     for record in records:
@@ -240,6 +273,20 @@ def test_cli_model_mode_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert main(_model_args(tmp_path, records, "--limit", "1")) == 0
     assert f"WARNING: {FAKE_UNTRAINED_WARNING}" in capsys.readouterr().err
     fake = sys.modules["earthgpt.inference"]
+    rules: list[Any] = []
+
+    def ask(self: FakeSession, text: str, max_new_tokens: int = 256, stop_rule: Any = None) -> str:
+        rules.append(stop_rule)
+        return "car [1, 1, 5, 5]"
+
+    monkeypatch.setattr(FakeSession, "ask", ask)
+    detection = ("--tasks", "detection_hbb", "--limit", "1")
+    assert main(_model_args(tmp_path, records, *detection)) == 0
+    assert rules and all(callable(rule) for rule in rules)
+    assert json.loads((tmp_path / "report.json").read_text())["summary"]["stopped_by_rule"] == {}
+    rules.clear()
+    assert main(_model_args(tmp_path, records, *detection, "--no-stop-rule")) == 0
+    assert rules and rules == [None] * len(rules)
 
     def no_bitsandbytes(name: str, **_: object) -> None:
         raise ImportError("bitsandbytes is not installed")

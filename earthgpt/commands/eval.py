@@ -63,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder of the images of root NAME (repeatable; model mode)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit (model mode)")
+    parser.add_argument(
+        "--no-stop-rule",
+        action="store_true",
+        help="decode detection answers to the length limit (default: end one that repeats or slides "
+        "a box, as earthgpt detect and the app do; model mode)",
+    )
     add_quantization_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -96,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     report["summary"]["data"] = str(args.data)
     report["summary"]["split"] = args.split
     report["summary"]["answers_from"] = args.model or str(args.predictions)
+    if args.predictions is None:
+        report["summary"]["stopped_by_rule"] = dict(predictor.stopped)
     write_json(report, args.out)
     markdown = args.markdown or paths["markdown"]
     write_markdown(report, markdown)
@@ -105,11 +113,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+STOP_RULE_TASKS = (Task.detection_hbb.value, Task.detection_obb.value)
+"""Tasks whose answers ``earthgpt eval`` decodes with the detection stop rule (unless ``--no-stop-rule``)."""
+
+
 def _notes(summary: dict[str, Any]) -> None:
     if summary["errors"]:
         first = summary["errors"][0]
         print(f"note: {len(summary['errors'])} records could not be answered (listed in the report's "
               f"summary.errors), e.g. {first['id']!r}: {first['error']}", file=sys.stderr)
+    if summary.get("stopped_by_rule"):
+        counts = ", ".join(f"{task} {n}" for task, n in sorted(summary["stopped_by_rule"].items()))
+        print(f"note: answers ended by the stop rule (a repeated or sliding box): {counts}", file=sys.stderr)
     if summary["turns_unanswered"]:
         print(
             f"note: {summary['turns_unanswered']} turns of the selected tasks have no answer "
@@ -128,4 +143,9 @@ def _predictor(args: argparse.Namespace) -> ChatPredictor:
     if is_untrained_start(args.model):
         print(f"WARNING: {UNTRAINED_WARNING}", file=sys.stderr)
     resolver = ImageResolver([records_folder(args.data)], dict(args.image_root))
-    return ChatPredictor(model, processor, resolver, max_new_tokens=args.max_new_tokens)
+    rules = {}
+    if not args.no_stop_rule:
+        from earthgpt.scene_detection import detection_stop_rule
+
+        rules = {task: detection_stop_rule() for task in STOP_RULE_TASKS}
+    return ChatPredictor(model, processor, resolver, max_new_tokens=args.max_new_tokens, stop_rules=rules)

@@ -4,11 +4,15 @@ record's questions in one :class:`earthgpt.inference.ChatSession`.
 Image files are found by :class:`earthgpt.data.image_resolver.ImageResolver` (the search order
 training uses too).
 Images are read by :func:`earthgpt.raster.model_image` with the record's sensor, as chat and
-training read them.
+training read them. Answers are decoded as the product decodes them: a task may have a stop rule
+(``earthgpt eval`` gives detection the rule ``earthgpt detect`` and the app use, which ends an
+answer that starts repeating or sliding one box), and :attr:`ChatPredictor.stopped` counts the
+answers each rule ended.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,11 +44,15 @@ class ChatPredictor:
         resolver: Callable[[Mapping[str, Any]], Path],
         *,
         max_new_tokens: int = 256,
+        stop_rules: Mapping[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.processor = processor
         self.resolver = resolver
         self.max_new_tokens = max_new_tokens
+        self.stop_rules = dict(stop_rules or {})
+        self.stopped: Counter[str] = Counter()
+        """Answers ended by their task's stop rule, by task."""
 
     def __call__(self, record: Mapping[str, Any], turns: Sequence[RecordTurn]) -> list[str]:
         from earthgpt.inference import ChatSession
@@ -52,5 +60,11 @@ class ChatPredictor:
         sensor = record.get("sensor")
         session = ChatSession(self.model, self.processor, sensor=sensor)
         session.set_image(read_rgb(self.resolver(record), sensor))
-        limit = self.max_new_tokens
-        return [str(session.ask(t.question, max_new_tokens=limit)) for t in turns]
+        answers = []
+        for turn in turns:
+            rule = self.stop_rules.get(turn.task)
+            extra = {"stop_rule": rule} if rule is not None else {}
+            answers.append(str(session.ask(turn.question, max_new_tokens=self.max_new_tokens, **extra)))
+            if rule is not None and getattr(session, "finish_reason", "") == "rule":
+                self.stopped[turn.task] += 1
+        return answers
