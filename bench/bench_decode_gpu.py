@@ -97,10 +97,11 @@ def decode_rate(run: Callable[[int], Any], new: int, repeats: int, device: str) 
         _sync(device)
         return time.perf_counter() - start
 
-    timed(new)  # warm-up (and compilation, for a compiled variant)
+    timed(1), timed(new)  # warm-up (and compilation for each cache length, for a compiled variant)
     one = statistics.median(timed(1) for _ in range(repeats))
     full = statistics.median(timed(new) for _ in range(repeats))
-    return {"first_token_s": one, "total_s": full, "tokens_per_s": (new - 1) / max(full - one, 1e-9)}
+    rate = (new - 1) / (full - one) if full > one else None  # None: too few tokens to tell apart
+    return {"first_token_s": one, "total_s": full, "tokens_per_s": rate}
 
 
 def plain_generate(llm: Any, prompt: torch.Tensor, *, static: bool = False) -> Callable[[int], Any]:
@@ -127,22 +128,19 @@ def ours(model: EarthGPT, prompt: torch.Tensor) -> Callable[[int], Any]:
     return lambda n: generate(model, prompt, max_new_tokens=n, stop_ids=())
 
 
-def quantized_llm(llm: Any, bits: int, device: str) -> Any:
-    """The same weights reloaded through bitsandbytes (8-bit LLM.int8 or 4-bit NF4, bf16 compute)."""
+def quantized_llm(folder: Path, bits: int, device: str) -> Any:
+    """The LLM saved in ``folder`` reloaded through bitsandbytes (LLM.int8 or 4-bit NF4; bf16 compute)."""
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    quantization = (
-        BitsAndBytesConfig(
+    if bits == 4:
+        quantization = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
         )
-        if bits == 4
-        else BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        quantization = BitsAndBytesConfig(load_in_8bit=True)
+    return AutoModelForCausalLM.from_pretrained(
+        folder, quantization_config=quantization, device_map=device, dtype=torch.bfloat16
     )
-    with tempfile.TemporaryDirectory() as folder:
-        llm.save_pretrained(folder)
-        return AutoModelForCausalLM.from_pretrained(
-            folder, quantization_config=quantization, device_map=device, dtype=torch.bfloat16
-        )
 
 
 def measure(model: EarthGPT, args: argparse.Namespace, device: str, bandwidth: float) -> list[dict[str, Any]]:
@@ -153,8 +151,11 @@ def measure(model: EarthGPT, args: argparse.Namespace, device: str, bandwidth: f
     rows: list[dict[str, Any]] = []
     precisions = ["bf16" if device == "cuda" else "float32", *args.quantized]
     bf16_llm = model.llm
+    saved = tempfile.TemporaryDirectory()  # the bf16 weights, written once for both quantized loads
     for precision in precisions:
         if precision in ("8-bit", "4-bit"):
+            if not any(Path(saved.name).iterdir()):
+                bf16_llm.save_pretrained(saved.name)
             model.llm = bf16_llm.to("cpu")  # the device holds one copy of the LLM at a time
             gc.collect()
         if device == "cuda":
@@ -162,7 +163,7 @@ def measure(model: EarthGPT, args: argparse.Namespace, device: str, bandwidth: f
             torch.cuda.reset_peak_memory_stats()
         try:
             if precision in ("8-bit", "4-bit"):
-                model.llm = quantized_llm(bf16_llm, int(precision[0]), device)
+                model.llm = quantized_llm(Path(saved.name), int(precision[0]), device)
         except Exception as error:  # bitsandbytes missing or not supported here
             rows.append(
                 {"precision": precision, "variant": "load", "error": f"{type(error).__name__}: {error}"}
@@ -187,7 +188,7 @@ def measure(model: EarthGPT, args: argparse.Namespace, device: str, bandwidth: f
             }
             try:
                 row.update(decode_rate(run, args.new, args.repeats, device))
-                row["of_bound"] = row["tokens_per_s"] / bound
+                row["of_bound"] = row["tokens_per_s"] / bound if row["tokens_per_s"] else None
             except Exception as error:
                 row["error"] = f"{type(error).__name__}: {error}"
             rows.append(row)
@@ -196,6 +197,7 @@ def measure(model: EarthGPT, args: argparse.Namespace, device: str, bandwidth: f
             for row in rows:
                 if row["precision"] == precision:
                     row["peak_gib"] = peak
+    saved.cleanup()
     return rows
 
 
@@ -210,12 +212,12 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         if "error" in r:
             lines.append(f"| {r['precision']} | {r['variant']} | {r['error'][:80]} | | | | | |")
             continue
-        ratio = r["tokens_per_s"] / base[r["precision"]] if base.get(r["precision"]) else float("nan")
+        rate, baseline = r["tokens_per_s"], base.get(r["precision"])
         peak = f"{r['peak_gib']:.1f}" if "peak_gib" in r else "–"
-        lines.append(
-            f"| {r['precision']} | {r['variant']} | {r['weight_gib']:.2f} | {peak} | "
-            f"{r['tokens_per_s']:.1f} | {r['bound_tokens_per_s']:.0f} | {r['of_bound']:.0%} | {ratio:.2f}× |"
-        )
+        speed = f"{rate:.1f} | {r['bound_tokens_per_s']:.0f} | {r['of_bound']:.0%}" if rate else "– | | "
+        ratio = f"{rate / baseline:.2f}×" if rate and baseline else "–"
+        name = f"{r['precision']} | {r['variant']}"
+        lines.append(f"| {name} | {r['weight_gib']:.2f} | {peak} | {speed} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="7b")
     parser.add_argument("--shrink", action="store_true", help="tiny widths, same wiring (for a CPU check)")
     parser.add_argument("--prompt", type=int, default=128, help="prompt tokens")
-    parser.add_argument("--new", type=int, default=128, help="new tokens per timed answer")
+    parser.add_argument("--new", type=int, default=64, help="new tokens per timed answer")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--quantized",

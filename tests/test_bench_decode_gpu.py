@@ -26,7 +26,7 @@ def test_every_variant_decodes_the_forced_tokens_and_is_set_against_the_bound(tm
     assert len(bench.ours(model, prompt)(5)) == 5
     assert torch.equal(bench.plain_generate(model.llm, prompt, static=True)(5), plain)  # same greedy answer
     out = tmp_path / "decode.json"
-    argv = ["--shrink", "--prompt", "6", "--new", "4", "--repeats", "1", "--out", str(out)]
+    argv = ["--shrink", "--prompt", "6", "--new", "12", "--repeats", "1", "--out", str(out)]
     if torch.cuda.is_available():
         argv += ["--quantized"]
     assert bench.main(argv) == 0
@@ -36,8 +36,9 @@ def test_every_variant_decodes_the_forced_tokens_and_is_set_against_the_bound(tm
     assert [r["variant"] for r in rows] == ["generate (baseline)", "ours", "generate, static cache + compile"]
     for row in rows:
         assert "error" not in row, row
-        assert row["tokens_per_s"] > 0 and row["bound_tokens_per_s"] > 0
-        assert row["of_bound"] == row["tokens_per_s"] / row["bound_tokens_per_s"]
+        assert row["bound_tokens_per_s"] > 0 and row["total_s"] > 0
+        if row["tokens_per_s"] is not None:  # None when the CPU's noise hides 11 tokens' time
+            assert row["of_bound"] == row["tokens_per_s"] / row["bound_tokens_per_s"]
         assert row["weight_gib"] * 2**30 == bench.weight_bytes(model.llm)
     table = bench.markdown(rows)
     assert table.count("\n") == 4 and "| ours |" in table
