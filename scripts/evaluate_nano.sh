@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The numbers of MODEL_CARD.md: the nano model (default: the shipped one) and its baselines on the
 # MMRS val split built from $EARTHGPT_DATA (default ../shared/data). Reports go to reports/.
-#   bash scripts/evaluate_nano.sh [MODEL]       (about 20 minutes on 2 CPU cores)
+#   bash scripts/evaluate_nano.sh [MODEL]       (about 45 minutes on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export EARTHGPT_DATA=${EARTHGPT_DATA:-../shared/data}
@@ -9,8 +9,8 @@ model=${1:-nano}
 e=".venv/bin/python -m earthgpt"
 [ -f mmrs/val.jsonl ] || $e mmrs build --all-shared "$EARTHGPT_DATA" --out mmrs
 general=(--tasks classification vqa caption region_caption grounding --limit 200)
-detection=(--tasks detection_hbb detection_obb --limit 10)
+detection=(--tasks detection_hbb detection_obb --limit 100)  # every val detection image
 $e eval --data mmrs --model "$model" "${general[@]}" --out reports/nano_val.json
-$e eval --data mmrs --model "$model" "${detection[@]}" --max-new-tokens 200 --out reports/nano_val_detection.json
+$e eval --data mmrs --model "$model" "${detection[@]}" --max-new-tokens 300 --out reports/nano_val_detection.json
 $e baselines --data mmrs "${general[@]}" --probe --out reports/baselines_val.json
 $e baselines --data mmrs "${detection[@]}" --out reports/baselines_val_detection.json

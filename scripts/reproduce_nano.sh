@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Reproduce EarthGPT-Nano (MODEL_CARD.md) from the data in $EARTHGPT_DATA (default ../shared/data):
 # build the MMRS set, train stage 1 and stage 2 with the CPU recipe, export the shipped delta.
-#   bash scripts/reproduce_nano.sh            (about 80 minutes on 2 CPU cores; resumes if stopped)
-# Start from scratch by removing runs/nano_cpu_stage1 and runs/nano_cpu_stage2 first.
+#   bash scripts/reproduce_nano.sh            (about 2 hours on 2 CPU cores; resumes if stopped)
+# Start from scratch by removing runs/nano_cpu_stage1 and runs/nano_v2_stage2 first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export EARTHGPT_DATA=${EARTHGPT_DATA:-../shared/data}
 py=.venv/bin/python
 $py -m earthgpt mmrs build --all-shared "$EARTHGPT_DATA" --out mmrs
 $py -m train train/configs/nano_cpu_stage1.yaml
-$py -m train train/configs/nano_cpu_stage2.yaml
-$py -m train.export_weights runs/nano_cpu_stage2/final assets/earthgpt-nano
+$py -m train train/configs/nano_cpu_stage2_v2.yaml
+$py -m train.export_weights runs/nano_v2_stage2/final assets/earthgpt-nano
