@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The numbers of MODEL_CARD.md: the nano model (default: the shipped one) and its baselines on the
 # MMRS val split built from $EARTHGPT_DATA (default ../shared/data). Reports go to reports/.
-#   bash scripts/evaluate_nano.sh [MODEL]       (about 45 minutes on 2 CPU cores)
+#   bash scripts/evaluate_nano.sh [MODEL]       (about an hour on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export EARTHGPT_DATA=${EARTHGPT_DATA:-../shared/data}
