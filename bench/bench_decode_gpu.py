@@ -151,53 +151,53 @@ def measure(model: EarthGPT, args: argparse.Namespace, device: str, bandwidth: f
     rows: list[dict[str, Any]] = []
     precisions = ["bf16" if device == "cuda" else "float32", *args.quantized]
     bf16_llm = model.llm
-    saved = tempfile.TemporaryDirectory()  # the bf16 weights, written once for both quantized loads
-    for precision in precisions:
-        if precision in ("8-bit", "4-bit"):
-            if not any(Path(saved.name).iterdir()):
-                bf16_llm.save_pretrained(saved.name)
-            model.llm = bf16_llm.to("cpu")  # the device holds one copy of the LLM at a time
-            gc.collect()
-        if device == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        try:
+    with tempfile.TemporaryDirectory() as folder:  # bf16 weights, written once for both quantized loads
+        saved = Path(folder)
+        for precision in precisions:
             if precision in ("8-bit", "4-bit"):
-                model.llm = quantized_llm(Path(saved.name), int(precision[0]), device)
-        except Exception as error:  # bitsandbytes missing or not supported here
-            rows.append(
-                {"precision": precision, "variant": "load", "error": f"{type(error).__name__}: {error}"}
-            )
-            continue
-        size = weight_bytes(model.llm)
-        bound = bandwidth / size
-        variants: list[tuple[str, Callable[[int], Any]]] = [
-            ("generate (baseline)", plain_generate(model.llm, prompt)),
-            ("ours", ours(model, prompt)),
-        ]
-        if precision in ("bf16", "float32") and not args.no_compile:
-            variants.append(
-                ("generate, static cache + compile", plain_generate(model.llm, prompt, static=True))
-            )
-        for name, run in variants:
-            row: dict[str, Any] = {
-                "precision": precision,
-                "variant": name,
-                "weight_gib": size / 2**30,
-                "bound_tokens_per_s": bound,
-            }
+                if not any(saved.iterdir()):
+                    bf16_llm.save_pretrained(saved)
+                model.llm = bf16_llm.to("cpu")  # the device holds one copy of the LLM at a time
+                gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
             try:
-                row.update(decode_rate(run, args.new, args.repeats, device))
-                row["of_bound"] = row["tokens_per_s"] / bound if row["tokens_per_s"] else None
-            except Exception as error:
-                row["error"] = f"{type(error).__name__}: {error}"
-            rows.append(row)
-        if device == "cuda":
-            peak = torch.cuda.max_memory_allocated() / 2**30
-            for row in rows:
-                if row["precision"] == precision:
-                    row["peak_gib"] = peak
-    saved.cleanup()
+                if precision in ("8-bit", "4-bit"):
+                    model.llm = quantized_llm(saved, int(precision[0]), device)
+            except Exception as error:  # bitsandbytes missing or not supported here
+                rows.append(
+                    {"precision": precision, "variant": "load", "error": f"{type(error).__name__}: {error}"}
+                )
+                continue
+            size = weight_bytes(model.llm)
+            bound = bandwidth / size
+            variants: list[tuple[str, Callable[[int], Any]]] = [
+                ("generate (baseline)", plain_generate(model.llm, prompt)),
+                ("ours", ours(model, prompt)),
+            ]
+            if precision in ("bf16", "float32") and not args.no_compile:
+                variants.append(
+                    ("generate, static cache + compile", plain_generate(model.llm, prompt, static=True))
+                )
+            for name, run in variants:
+                row: dict[str, Any] = {
+                    "precision": precision,
+                    "variant": name,
+                    "weight_gib": size / 2**30,
+                    "bound_tokens_per_s": bound,
+                }
+                try:
+                    row.update(decode_rate(run, args.new, args.repeats, device))
+                    row["of_bound"] = row["tokens_per_s"] / bound if row["tokens_per_s"] else None
+                except Exception as error:
+                    row["error"] = f"{type(error).__name__}: {error}"
+                rows.append(row)
+            if device == "cuda":
+                peak = torch.cuda.max_memory_allocated() / 2**30
+                for row in rows:
+                    if row["precision"] == precision:
+                        row["peak_gib"] = peak
     return rows
 
 

@@ -73,6 +73,7 @@ class FakeSession:
     def __init__(self, model: Any, processor: Any, sensor: str | None = None) -> None:
         self.sensor = sensor
         self.image: np.ndarray | None = None
+        self.finish_reason = "end"
 
     def set_image(self, rgb: np.ndarray) -> None:
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
@@ -241,7 +242,7 @@ def test_cli_answers_are_saved_as_they_come(tmp_path: Path, monkeypatch: pytest.
     _fake_inference(monkeypatch)
     asked: list[str] = []
 
-    def ask(self: FakeSession, text: str, max_new_tokens: int = 256) -> str:
+    def ask(self: FakeSession, text: str, max_new_tokens: int = 256, stop_rule: Any = None) -> str:
         asked.append(text)
         if len({id(s) for s in sessions}) > 1:
             raise KeyboardInterrupt

@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from earthgpt.commands import add_quantization_arguments
-from earthgpt.tasks import Task
+from earthgpt.tasks import TASK_SPECS, AnswerKind, Task
 
 if TYPE_CHECKING:
     from earthgpt.eval.predictor import ChatPredictor
 
 EXIT_BAD_INPUT = 2
+
+STOP_RULE_TASKS = tuple(t.value for t, spec in TASK_SPECS.items() if spec.answer is AnswerKind.detections)
+"""Tasks whose answers ``earthgpt eval`` decodes with the detection stop rule (unless ``--no-stop-rule``)."""
 
 
 def _root(text: str) -> tuple[str, Path]:
@@ -111,10 +114,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"report written to {args.out} and {markdown}", file=sys.stderr)
     _notes(report["summary"])
     return 0
-
-
-STOP_RULE_TASKS = (Task.detection_hbb.value, Task.detection_obb.value)
-"""Tasks whose answers ``earthgpt eval`` decodes with the detection stop rule (unless ``--no-stop-rule``)."""
 
 
 def _notes(summary: dict[str, Any]) -> None:

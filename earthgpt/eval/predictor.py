@@ -62,9 +62,9 @@ class ChatPredictor:
         session.set_image(read_rgb(self.resolver(record), sensor))
         answers = []
         for turn in turns:
-            rule = self.stop_rules.get(turn.task)
-            extra = {"stop_rule": rule} if rule is not None else {}
-            answers.append(str(session.ask(turn.question, max_new_tokens=self.max_new_tokens, **extra)))
-            if rule is not None and getattr(session, "finish_reason", "") == "rule":
+            answer = session.ask(turn.question, max_new_tokens=self.max_new_tokens,
+                                 stop_rule=self.stop_rules.get(turn.task))
+            answers.append(str(answer))
+            if session.finish_reason == "rule":
                 self.stopped[turn.task] += 1
         return answers
