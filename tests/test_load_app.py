@@ -65,9 +65,31 @@ def test_two_analysts_at_once_see_only_their_own_session(app_url: str, tmp_path:
     assert report["queue"]["calls"] == sum(calls.values())
     assert report["rss_mb"]["peak"] >= report["rss_mb"]["baseline"] > 0
     assert report["rss_mb"]["peak_second_half"] > 0 and report["rss_mb"]["peak_first_half"] > 0
-    assert report["rss_mb"]["drift"] == pytest.approx(
+    assert report["rss_mb"]["peak_drift"] == pytest.approx(
         report["rss_mb"]["peak_second_half"] - report["rss_mb"]["peak_first_half"], abs=0.11)
+    assert report["rss_mb"]["drift"] == pytest.approx(
+        report["rss_mb"]["floor_second_half"] - report["rss_mb"]["floor_first_half"], abs=0.11)
+    assert report["rss_mb"]["floor_first_half"] <= report["rss_mb"]["peak_first_half"]
+    at_peak = report["rss_mb"]["at_peak"]
+    assert at_peak["mb"] <= report["rss_mb"]["peak"] and at_peak["t_s"] >= 0
+    assert len(report["calls"]) == report["queue"]["calls"]
+    assert all(action in load.ACTIONS and 0 <= start <= end for action, start, end in report["calls"])
     assert "cross-talk: 0" in load.table(report)
+
+
+def test_a_leak_moves_the_floor_and_a_spike_only_the_peak() -> None:
+    start = 100.0
+    flat = [(start + t, 1000.0) for t in range(40)]
+    spike = [(t, 2500.0 if t == start + 10 else mb) for t, mb in flat]
+    halves = load._halves(spike, start, 40)
+    assert halves["peak_drift"] == -1500.0 and halves["drift"] == 0.0  # the spike is no leak
+    leak = [(start + t, 1000.0 + 5 * t) for t in range(40)]
+    halves = load._halves(leak, start, 40)
+    assert halves["drift"] == pytest.approx(100.0, abs=10)  # 5 MB/s over 20 s
+    calls = [
+        ("detect", start + 8, start + 12), ("ask", start + 11, start + 13), ("ask", start + 1, start + 2),
+    ]
+    assert load.in_flight(calls, spike, start) == {"t_s": 10.0, "mb": 2500.0, "calls": {"detect": 1}}
 
 
 @pytest.fixture
