@@ -5,16 +5,6 @@ components every session change updates (:mod:`app.ui_views`). Every handler run
 come and go through the session's own folder (:mod:`app.security`, found by Gradio's session
 hash): uploads are checked by content and kept there, exports written there, and a reopened
 session reads its image only from there, the bundled demos or the image store.
-
-Gradio's queue limits each event to one call at a time, but separately per event: without more, a
-question from one analyst and a quick task from another ran the model at once on two worker
-threads. Every chat and quick-task event therefore joins one concurrency group, :data:`MODEL`:
-answers are written one at a time, whoever asks, and the others wait in the queue with their
-position shown. On a few CPU cores two answers at once are no faster than one after the other, and
-under load they grew the server's memory by gigabytes (8 analysts: a 7.9 GB peak against 1.7 GB
-serialized; ``bench/load_app.py``, BENCHMARKS.md). Opening, exporting and the map do not run the
-model and stay outside the group. A whole-scene run (:mod:`app.scene_ui`) is not in it either: it
-holds the model for minutes, and chat would wait behind it.
 """
 
 from __future__ import annotations
@@ -36,8 +26,6 @@ from app.ui_guard import EXPECTED, error_text, guarded, guarded_stream, user_war
 from earthgpt.tasks import Task
 
 PRIVATE = {"api_visibility": "private"}
-MODEL = {"concurrency_id": "model", "concurrency_limit": 1}
-"""The concurrency group of every chat and quick-task event: one answer at a time (module doc)."""
 """For events only the page triggers (a click on the overview, a drag, a tab opened): not part of the
 app's API (docs/APP_API.md lists the named endpoints)."""
 QUICK_TASKS = (
@@ -224,11 +212,11 @@ def _wire_chat(c: SimpleNamespace, engine: H.Engine) -> None:
         return go
 
     ask_out = [*c.views[:-1], c.prompt, c.status]
-    c.send.click(guarded_stream(ask, n + 1), [c.state, c.prompt], ask_out, api_name="ask", **MODEL)
-    c.prompt.submit(guarded_stream(ask, n + 1), [c.state, c.prompt], ask_out, **PRIVATE, **MODEL)
+    c.send.click(guarded_stream(ask, n + 1), [c.state, c.prompt], ask_out, api_name="ask")
+    c.prompt.submit(guarded_stream(ask, n + 1), [c.state, c.prompt], ask_out, **PRIVATE)
     for button, (_, task) in zip(c.quick, QUICK_TASKS, strict=True):
         button.click(guarded_stream(run_task(task.value), n), [c.state, c.prompt, c.classes], c.views,
-                     api_name=f"task_{task.value}", **MODEL)
+                     api_name=f"task_{task.value}")
 
 
 def _wire_map(c: SimpleNamespace, engine: H.Engine) -> None:

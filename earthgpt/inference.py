@@ -56,6 +56,7 @@ def load_model(
         model.projector.to(llm_device)
     else:
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.requires_grad_(False)  # for answering only: no forward pass anywhere can build a graph
     return model, EarthGPTProcessor(model.tokenizer, model.config)
 
 
@@ -124,18 +125,22 @@ def iter_generate(
     device = model.device
     step_ids = input_ids.to(device)
     features = image_features if bool((input_ids == model.image_token_id).any()) else None
-    with torch.inference_mode():
-        for step in range(max_new_tokens):
+    for step in range(max_new_tokens):
+        # Inference mode is thread-local: entered per step, never held across a yield, since the
+        # consumer may resume this generator on another thread (Gradio steps a streaming handler
+        # on whichever worker thread is free). Held across yields, a step resumed elsewhere ran
+        # with autograd on, and the KV cache kept every step's graph alive: gigabytes per answer.
+        with torch.inference_mode():
             past = cache.get_seq_length()
             positions = torch.arange(past, past + step_ids.shape[1], device=device).unsqueeze(0)
             out = model(step_ids, image_features=features, past_key_values=cache, use_cache=True,
                         position_ids=positions, logits_to_keep=1)  # the LM head on the last position only
             features = None
             token = sample_token(out.logits[0, -1], temperature=temperature, top_p=top_p, generator=generator)
-            yield token
-            if token in stops or step == max_new_tokens - 1:
-                return
-            step_ids = torch.tensor([[token]], device=device)
+        yield token
+        if token in stops or step == max_new_tokens - 1:
+            return
+        step_ids = torch.tensor([[token]], device=device)
 
 
 def generate(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -109,47 +108,3 @@ def test_a_script_cancels_a_whole_scene_run_and_keeps_what_is_done(slow_url: str
     assert f"Cancelled after {done[1]} of 12 windows" in progress and f"in {done[1]} of 12 windows" in counts
     cleared = client.predict(api_name="/clear_detections")[-1]
     assert cleared.startswith(f"{done[2]} detections cleared")  # the kept detections were the session's
-
-
-class CountingChat(ScriptedChat):
-    """The scripted model, streaming slowly and counting how many answers are being written at once."""
-
-    active = 0
-    most = 0
-    lock = threading.Lock()
-
-    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object):
-        pieces = list(super().ask(text, max_new_tokens, True, **options))
-
-        def slowly() -> Iterator[str]:
-            cls = CountingChat
-            with cls.lock:
-                cls.active += 1
-                cls.most = max(cls.most, cls.active)
-            try:
-                for piece in pieces:
-                    time.sleep(0.05)
-                    yield piece
-            finally:
-                with cls.lock:
-                    cls.active -= 1
-
-        return slowly() if stream else "".join(slowly())
-
-
-def test_two_analysts_questions_run_the_model_one_at_a_time(shared_data: Path, tmp_path: Path) -> None:
-    """A chat question and a quick task from two sessions are different events; they share the
-    model's queue, so the model never writes two answers at once (two at once on the app's worker
-    threads grew the server by gigabytes under load, BENCHMARKS.md)."""
-    image = gradio_client.handle_file(str(shared_data / "geotiff" / "optical" / "RGB.byte.tif"))
-    with running_app(lambda sensor: CountingChat(), "counting") as url:
-        first, second = _client(url, tmp_path / "a"), _client(url, tmp_path / "b")
-        for client in (first, second):
-            client.predict(image, "auto", "", api_name="/open_image")
-        CountingChat.most = 0
-        jobs = [first.submit("What is in this window?", api_name="/ask"),
-                second.submit("", "", api_name="/task_detection_hbb"),
-                first.submit("And now?", api_name="/ask")]
-        statuses = [job.result()[-1] for job in jobs]
-    assert all(status.startswith("Answered") for status in statuses)
-    assert CountingChat.most == 1

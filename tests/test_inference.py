@@ -358,3 +358,37 @@ def test_nano_three_turns_match_full_recompute(nano_base):
         session.ask(question, max_new_tokens=12)
         assert session.answer_ids == expected, f"turn {i + 1}"
     assert session.reused_tokens > processor.config.num_visual_tokens
+
+
+def test_a_stream_resumed_on_other_threads_builds_no_graph(parts):
+    """Gradio steps a streaming answer on whichever worker thread is free. Inference mode is
+    thread-local, so each step must enter it itself: a step resumed on a thread where it was never
+    entered ran with autograd on (the tiny model's parameters ask for gradients, as a freshly
+    loaded checkpoint's trainable ones did), and the KV cache kept every step's graph alive."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, processor, image = parts
+    model = EarthGPT.from_config(processor.config, pretrained=False, seed=3)
+    model.llm.requires_grad_(True)  # as the trainable tensors of a checkpoint loaded without load_model
+    seen: list[tuple[bool, bool]] = []
+    hook = model.llm.register_forward_hook(
+        lambda module, args, out: seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+    )
+    session = ChatSession(model, processor)
+    session.set_image(image)
+    pieces = session.ask("Describe the harbour.", max_new_tokens=8, stream=True)
+    pools = [ThreadPoolExecutor(1) for _ in range(3)]
+    try:
+        for step in range(64):
+            try:
+                pools[step % 3].submit(next, pieces).result()
+            except StopIteration:
+                break
+        leaked = [pool.submit(torch.is_inference_mode_enabled).result() for pool in pools]
+    finally:
+        hook.remove()
+        for pool in pools:
+            pool.shutdown()
+    assert len(seen) >= 2 and all(not grad and inference for grad, inference in seen)
+    assert not any(leaked)  # no thread is left in inference mode by a suspended stream
+    assert all(not t.requires_grad for layer in session._cache.layers for t in (layer.keys, layer.values))
