@@ -333,7 +333,8 @@ def in_flight(calls: Sequence[tuple[str, float, float]], rss: Sequence[tuple[flo
 
 
 def _halves(rss: Sequence[tuple[float, float]], started: float, wall: float) -> dict[str, float]:
-    """Peak RSS in the first and the second half of the load (from ``started``, ``wall`` seconds)."""
+    """Peak, floor (:func:`_floor`) and median RSS of the first and the second half of the load (from
+    ``started``, ``wall`` seconds); ``drift`` is the floors' difference, the leak check's measure."""
     middle = started + wall / 2
     first = [mb for t, mb in rss if started <= t < middle]
     second = [mb for t, mb in rss if t >= middle]
