@@ -146,6 +146,27 @@ def test_stage2_refuses_an_export_of_another_base(generated_set, tmp_path, capsy
     assert code == 2
 
 
+def test_stage2_continues_a_stage2_export_from_its_trained_values(generated_set, tmp_path):
+    """A stage-2 export may start another stage 2 (a second phase with another data mix): its scale
+    and shift vectors, projector and stage-1 tensors carry over instead of starting again from ones
+    and zeros. At learning rate 0 the continued export equals the one it started from."""
+    records, roots = generated_set
+    assert main([STAGE1, *overrides(records, roots, tmp_path / "s1", "optim.max_steps=1")]) == 0
+    start = f"model.init_from={tmp_path / 's1' / 'final'}"
+    assert main([STAGE2, *overrides(records, roots, tmp_path / "s2", start, "optim.max_steps=2")]) == 0
+    first = load_file(tmp_path / "s2" / "final" / "model.safetensors")
+    scales = [name for name in first if name.endswith(".scale")]
+    assert scales and any(not torch.all(first[name] == 1) for name in scales)  # stage 2 trained them
+    frozen = ["optim.lr=0", "optim.projector_lr=0", "optim.stage1_lr=0", "optim.max_steps=1"]
+    start = f"model.init_from={tmp_path / 's2' / 'final'}"
+    assert main([STAGE2, *overrides(records, roots, tmp_path / "s3", start, *frozen)]) == 0
+    second = load_file(tmp_path / "s3" / "final" / "model.safetensors")
+    assert second.keys() == first.keys()
+    for name in first:
+        assert torch.equal(second[name], first[name]), name
+    assert load_pretrained(tmp_path / "s3" / "final").stage == 2
+
+
 def test_stage2_may_use_another_visual_grid_than_stage1(generated_set, tmp_path):
     """The token grid is stage 2's choice (a finer grid for box tasks): the projector maps each
     token on its own, so stage 1's export (4 × 4 tokens) loads, trains and exports with 2 × 2."""

@@ -2,10 +2,11 @@
 
 - Stage 1 builds the preset (pretrained base or random at the preset's sizes) and applies
   ``tuning.apply_stage(model, 1)``.
-- Stage 2 loads the stage-1 export named by ``model.init_from`` with
+- Stage 2 loads the export named by ``model.init_from`` with
   ``earthgpt.model.checkpoint.load_pretrained`` (which checks the base weights' identity) after
-  checking that the export was made by stage 1 on the base this config names; a mismatch is
-  refused with the differences listed. Then ``apply_stage(model, 2)``.
+  checking that the export was made on the base this config names; a mismatch is refused with the
+  differences listed. Then ``apply_stage(model, 2)``. The export is stage 1's, or a stage-2 export
+  that this run continues: its scale and shift vectors then go on training from their values.
 - The tokenizer is the pretrained LLM's, a folder or hub id, or ``byte-level``: a ChatML byte-level
   BPE without merges, for random-weight runs (tests, benchmarks) that have no tokenizer of their own.
 """
@@ -78,12 +79,16 @@ def model_config(cfg: TrainConfig) -> EarthGPTConfig:
 
 
 def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
-    """Refuse a stage-1 export that was not made by stage 1 on the base ``cfg`` names."""
+    """Refuse an export that was not made on the base ``cfg`` names, or by no stage that stage 2
+    can start from (stage 1's export, or stage 2's to continue it)."""
     from earthgpt.model.checkpoint import read_meta
 
     meta = read_meta(folder)
-    if meta.get("stage") != 1:
-        raise ValueError(f"stage 2 starts from a stage-1 export; {folder} is stage {meta.get('stage')}")
+    if meta.get("stage") not in (1, 2):
+        raise ValueError(
+            f"stage 2 starts from a stage-1 export (or continues a stage-2 one); {folder} is stage "
+            f"{meta.get('stage')}"
+        )
     # Choices of stage 2, not of the base it starts from. The visual token grid is one: the projector
     # maps each token on its own, so no weight's shape depends on it (a finer grid for box tasks).
     stage2_only = ("name", "stage2_tunes_stage1", "num_visual_tokens")

@@ -30,11 +30,11 @@ class ModelSection:
 
     ``preset`` names an ``earthgpt.config`` preset; ``pretrained`` loads its base components (else
     random weights at the preset's sizes, drawn from ``seed``). ``init_from`` is a stage-1 export
-    folder (``<output_dir>/final``) that stage 2 starts from. ``tokenizer`` is a folder or hub id;
-    ``None`` means the pretrained LLM's own tokenizer, ``byte-level`` a byte-level BPE for random
-    weights. ``config`` overrides fields of the preset's ``EarthGPTConfig`` (nested, e.g.
-    ``{image_token_id: 259}``). ``dtype`` is the storage type of the frozen
-    weights; trainable parameters are always kept in float32.
+    folder (``<output_dir>/final``) that stage 2 starts from, or a stage-2 export it continues.
+    ``tokenizer`` is a folder or hub id; ``None`` means the pretrained LLM's own tokenizer,
+    ``byte-level`` a byte-level BPE for random weights. ``config`` overrides fields of the preset's
+    ``EarthGPTConfig`` (nested, e.g. ``{image_token_id: 259}``). ``dtype`` is the storage type of
+    the frozen weights; trainable parameters are always kept in float32.
     """
 
     preset: str = "tiny"
