@@ -125,3 +125,24 @@ def save_session_file(page: Any, folder: Path, name: str) -> Path:
     saved = folder / name
     download.value.save_as(saved)
     return saved
+
+
+def drag(page: object, box: dict, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Press at ``start`` and release at ``end``, both fractions of ``box``, as a hand would."""
+    page.mouse.move(box["x"] + box["width"] * start[0], box["y"] + box["height"] * start[1])
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * end[0], box["y"] + box["height"] * end[1], steps=8)
+    page.mouse.up()
+
+
+def settled_canvas(page: object) -> dict:
+    """The window image's canvas once it has its final size (page.js fits it after it loads)."""
+    canvas = page.locator("#annotator canvas").first
+    box = None
+    for _ in range(20):
+        page.wait_for_timeout(150)
+        now = canvas.bounding_box()
+        if now == box and now["height"] > 50:
+            return box
+        box = now
+    raise AssertionError(f"the window image never settled: {box}")

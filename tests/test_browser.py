@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_support import open_page, shot, wait_status
+from browser_support import drag, open_page, settled_canvas, shot, wait_status
 
 pytestmark = pytest.mark.browser
 
@@ -36,13 +36,8 @@ def test_analyst_session_end_to_end(browser: object, server: str, shots: Path) -
     parsed = page.inner_text("#parsed")
     assert "ship" in parsed and "plane" in parsed and "-7" in parsed  # lon/lat of the Landsat scene
 
-    canvas = page.locator("#annotator canvas").first
-    canvas.scroll_into_view_if_needed()
-    box = canvas.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.30, box["y"] + box["height"] * 0.30)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.60, steps=8)
-    page.mouse.up()
+    page.locator("#annotator canvas").first.scroll_into_view_if_needed()
+    drag(page, settled_canvas(page), (0.30, 0.30), (0.55, 0.60))  # once page.js has fitted the image
     wait_status(page, "Region set")
     page.click("#task-region_caption")
     page.wait_for_function("document.querySelector('#chatbot').innerText.includes('of the region')")

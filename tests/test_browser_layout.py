@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_support import shot, wait_status
+from browser_support import drag, settled_canvas, shot, wait_status
 from PIL import Image
 
 pytestmark = pytest.mark.browser
@@ -52,29 +52,9 @@ def _upload(page: object, path: Path) -> None:
     page.locator("#upload input[type=file]").set_input_files(str(path))
 
 
-def _drag(page: object, box: dict, start: tuple[float, float], end: tuple[float, float]) -> None:
-    page.mouse.move(box["x"] + box["width"] * start[0], box["y"] + box["height"] * start[1])
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * end[0], box["y"] + box["height"] * end[1], steps=8)
-    page.mouse.up()
-
-
-def _canvas(page: object) -> dict:
-    """The window image's canvas once it has its final size (page.js fits it after it loads)."""
-    canvas = page.locator("#annotator canvas").first
-    box = None
-    for _ in range(20):
-        page.wait_for_timeout(150)
-        now = canvas.bounding_box()
-        if now == box and now["height"] > 50:
-            return box
-        box = now
-    raise AssertionError(f"the window image never settled: {box}")
-
-
 def _draw_on_image(page: object, start: tuple[float, float], end: tuple[float, float]) -> str:
     before = _status(page)
-    _drag(page, _canvas(page), start, end)
+    drag(page, settled_canvas(page), start, end)
     return _wait_new_status(page, before, "Region set on the image")
 
 
@@ -94,7 +74,7 @@ def test_image_and_chat_side_by_side_with_status_and_send_in_view(
 ) -> None:
     page = _new_page(browser, server, width, height)
     _open_demo(page)
-    _canvas(page)
+    settled_canvas(page)
     boxes = {sel: page.locator(sel).first.bounding_box() for sel in SIDE_BY_SIDE}
     for sel, box in boxes.items():
         assert box and _in_view(box, width, height), f"{sel} is not in the {width}×{height} viewport: {box}"
@@ -109,13 +89,13 @@ def test_small_tiles_are_enlarged_for_display(browser: object, server: str, tmp_
     page = _new_page(browser, server, 1280, 800)
     _open_demo(page, "sar-sentinel1")  # 100 × 100 pixels
     assert "100×100 px" in page.inner_text("#info")
-    assert _canvas(page)["height"] > 400
+    assert settled_canvas(page)["height"] > 400
     small = tmp_path / "small.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 150, 3), dtype=np.uint8)).save(small)
     before = _status(page)
     _upload(page, small)
     _wait_new_status(page, before, "Opened small.jpg")
-    canvas = _canvas(page)
+    canvas = settled_canvas(page)
     assert canvas["width"] > 400 and canvas["height"] > 300, canvas  # shown at 150×120 it would be tiny
     text = _draw_on_image(page, (0.2, 0.25), (0.6, 0.75))  # the region is in the tile's own pixels
     assert _pixels(text) == pytest.approx([30, 30, 90, 90], abs=2), text
@@ -189,7 +169,7 @@ def test_map_follows_the_session_and_a_box_drawn_on_it_is_the_region(
     frame.locator(".earthgpt-draw-region").click()
     image = frame.locator(".leaflet-image-layer").bounding_box()
     before = _status(page)
-    _drag(page, image, (0.25, 0.2), (0.75, 0.8))
+    drag(page, image, (0.25, 0.2), (0.75, 0.8))
     text = _wait_new_status(page, before, "Region set on the map")
     assert _pixels(text) == pytest.approx([75, 40, 225, 160], abs=3), text
     grid = page.input_value("#typed-region textarea")
