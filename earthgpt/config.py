@@ -128,10 +128,16 @@ class ProjectorConfig:
     trained with the projector) over each source's channels on its own: each ViT layer and each
     CNN stage. The sources differ in scale by two orders of magnitude (DINOv2-S layer 3 has a
     per-channel std of about 0.02, layer 12 about 1.2 with offsets up to 26, the CNN about 2.6), so
-    without it the projector starts out reading little but the last ViT layer and the CNN."""
+    without it the projector starts out reading little but the last ViT layer and the CNN.
+
+    ``position`` is ``"none"`` or ``"fourier2d"``: a learned map of each token's (x, y) centre on
+    the grid, through fixed sines and cosines, added to the projected token (zero at
+    initialisation), so that the LLM reads where a token lies in 2-D instead of working it out from
+    its 1-D place in the sequence. Its input is the normalised centre, so it holds for any grid."""
 
     type: str = "mlp2x_gelu"
     input_norm: str = "none"
+    position: str = "none"
 
 
 @dataclass

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from earthgpt.config import ProjectorConfig, get_preset, shrink_for_test
 from earthgpt.model.earthgpt import EarthGPT
-from earthgpt.model.projector import GroupLayerNorm, build_projector
+from earthgpt.model.projector import GridPosition2D, GroupLayerNorm, add_grid_position, build_projector
 
 
 def tiny_model(seed: int = 0) -> EarthGPT:
@@ -48,6 +48,44 @@ def test_projector_input_norm_errors_name_the_problem() -> None:
         build_projector(ProjectorConfig(input_norm="group_layernorm"), 8, 4, [3, 4])
     with pytest.raises(ValueError, match="group_layernorm needs channel groups"):
         build_projector(ProjectorConfig(input_norm="group_layernorm"), 8, 4)
+
+
+def test_grid_position_starts_at_zero_and_keeps_the_projectors_names() -> None:
+    """The 2-D position signal comes last in the projector; at initialisation it adds nothing, and
+    the projector's own parameters keep their names, so a projector trained without it loads."""
+    cfg = ProjectorConfig(input_norm="group_layernorm", position="fourier2d")
+    with_pos = build_projector(cfg, 8, 4, [3, 5])
+    without = build_projector(ProjectorConfig(input_norm="group_layernorm"), 8, 4, [3, 5])
+    assert isinstance(with_pos[-1], GridPosition2D)
+    names = {n for n, _ in with_pos.named_parameters()}
+    assert names - {n for n, _ in without.named_parameters()} == {"2.linear.weight", "2.linear.bias"}
+    without.load_state_dict({k: v for k, v in with_pos.state_dict().items() if not k.startswith("2.")})
+    x = torch.randn(2, 16, 8)
+    assert torch.equal(with_pos(x), without(x))
+    appended = add_grid_position(without, 4)
+    assert appended is without and isinstance(appended[-1], GridPosition2D)
+    wrapped = add_grid_position(torch.nn.Linear(8, 4), 4)  # a bare Linear is wrapped, not mutated
+    assert isinstance(wrapped, torch.nn.Sequential) and wrapped(torch.randn(1, 4, 8)).shape == (1, 4, 4)
+
+
+def test_grid_position_reads_cell_centres_row_major_on_any_grid() -> None:
+    """Token k of an s × s grid lies at column k mod s and row k div s (the vision branch flattens
+    (rows, columns) row-major); its (x, y) features are that cell's centre in [0, 1]. The same
+    module serves 2 × 2 and 4 × 4 grids, and the signal differs from cell to cell."""
+    pos = GridPosition2D(6)
+    xy = pos.features(2, torch.device("cpu"), torch.float32)[:, :2]
+    assert xy.tolist() == [[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]
+    assert pos.features(4, torch.device("cpu"), torch.float32)[5, :2].tolist() == [0.375, 0.375]
+    torch.nn.init.normal_(pos.linear.weight)
+    for side in (2, 4):
+        added = pos(torch.zeros(3, side * side, 6))
+        assert added.shape == (3, side * side, 6)
+        assert torch.equal(added[0], added[2])  # the same for every image
+        assert len({tuple(row.tolist()) for row in added[0]}) == side * side  # a distinct signal per cell
+    with pytest.raises(ValueError, match="square number of tokens"):
+        pos(torch.zeros(1, 5, 6))
+    with pytest.raises(ValueError, match="unknown projector position"):
+        build_projector(ProjectorConfig(position="learned"), 8, 4)
 
 
 def test_image_token_lies_past_the_vocabulary_and_embeddings_stay_unresized() -> None:

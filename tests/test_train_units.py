@@ -164,6 +164,23 @@ def test_projector_gets_its_own_learning_rate():
     assert len(rates) == sum(1 for p in module.parameters() if p.requires_grad)
 
 
+def test_position_signal_gets_position_lr_else_the_projectors() -> None:
+    from earthgpt.model.projector import add_grid_position
+    from train.optimizer import make_optimizer
+    from train.training_module import TrainingModule
+
+    module = TrainingModule(_tiny(0))
+    module.model.projector = add_grid_position(module.model.projector, module.model.config.llm.hidden_size)
+    position = {id(p) for p in module.model.projector[-1].parameters()}
+    projector = {id(p) for p in module.model.projector.parameters()} - position
+    common = [SOURCE, "optim.lr=1e-4", "optim.projector_lr=1e-3"]
+    for extra, expected in (([], 1e-3), (["optim.position_lr=3e-2"], 3e-2)):
+        optimizer = make_optimizer(module, load_config(CONFIGS / "tiny_stage1.yaml", [*common, *extra]))
+        rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+        assert {rates[i] for i in position} == {expected}
+        assert {rates[i] for i in projector} == {1e-3}
+
+
 def test_stage2_gives_stage1_parameters_their_own_learning_rate() -> None:
     from train.optimizer import make_optimizer
     from train.training_module import TrainingModule

@@ -23,6 +23,7 @@ from earthgpt.config import EarthGPTConfig, get_preset
 from earthgpt.config_dicts import merge_dicts
 from earthgpt.conversation import IMAGE_PLACEHOLDER
 from earthgpt.model.earthgpt import EarthGPT
+from earthgpt.model.projector import add_grid_position
 from earthgpt.model.tuning import apply_stage
 from train.config import TrainConfig
 
@@ -93,10 +94,13 @@ def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
     # maps each token on its own, so no weight's shape depends on it (a finer grid for box tasks).
     stage2_only = ("name", "stage2_tunes_stage1", "num_visual_tokens")
     expected = {k: v for k, v in model_config(cfg).to_dict().items() if k not in stage2_only}
-    found = {k: v for k, v in meta["config"].items() if k not in stage2_only}
+    # through the config class, so that fields newer than the export read as their defaults
+    exported = EarthGPTConfig.from_dict(meta["config"]).to_dict()
+    found = {k: v for k, v in exported.items() if k not in stage2_only}
     diffs = [
         f"model config differs at {path}: export {a!r}, this run {b!r}"
         for path, a, b in _diff(found, expected)
+        if not _adds_grid_position(path, a, b)
     ]
     if bool(meta.get("pretrained_base")) != cfg.model.pretrained:
         diffs.append(
@@ -106,6 +110,12 @@ def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
         diffs.append(f"random base seed: export {meta.get('seed')}, this run {cfg.model.seed}")
     if diffs:
         raise ValueError(f"refusing stage 2: {folder} was trained on another base: " + "; ".join(diffs))
+
+
+def _adds_grid_position(path: str, export: Any, run: Any) -> bool:
+    """Whether a config difference is stage 2 adding the 2-D position signal to a projector that
+    has none (it starts at zero, so the export's projector is continued unchanged)."""
+    return path == "projector.position" and export == "none"
 
 
 def _diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
@@ -144,6 +154,9 @@ def build_model(cfg: TrainConfig, *, empty: bool = False) -> EarthGPT:
         if wanted.num_visual_tokens != model.config.num_visual_tokens:  # stage 2's own token grid
             model.config.num_visual_tokens = wanted.num_visual_tokens
             model.vision.grid = model.config.grid_size
+        if wanted.projector.position != model.config.projector.position:  # checked: none → fourier2d
+            model.projector = add_grid_position(model.projector, model.config.llm.hidden_size)
+            model.config.projector.position = wanted.projector.position
     apply_stage(model, cfg.stage)
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:

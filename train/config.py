@@ -87,11 +87,14 @@ class OptimSection:
     examples. ``max_steps`` counts optimizer steps; ``warmup_steps`` takes precedence over
     ``warmup_ratio`` when positive. ``projector_lr`` (default: ``lr``) is the projector's rate;
     ``stage1_lr`` (default: ``lr``) is the rate, in stage 2, of the LLM parameters stage 1 trained
-    when the model config's ``stage2_tunes_stage1`` keeps them training.
+    when the model config's ``stage2_tunes_stage1`` keeps them training. ``position_lr`` (default:
+    the projector's rate) is the rate of the projector's 2-D position signal (``projector.position``),
+    which starts at zero and so may need a higher rate than the projector it is added to.
     """
 
     lr: float = 2e-4
     projector_lr: float | None = None
+    position_lr: float | None = None
     stage1_lr: float | None = None
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.0

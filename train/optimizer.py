@@ -26,17 +26,25 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; weight decay only on matrices (none on norms, biases, scale/shift vectors); the
     projector at ``optim.projector_lr`` when set (it starts from random, the LLM parts do not); in
     stage 2, the LLM parameters other than scale/shift (trained when the model config's
-    ``stage2_tunes_stage1`` is set) at ``optim.stage1_lr`` when set."""
+    ``stage2_tunes_stage1`` is set) at ``optim.stage1_lr`` when set; the projector's 2-D position
+    signal at ``optim.position_lr`` when set."""
+    from earthgpt.model.projector import GridPosition2D
     from earthgpt.model.tuning import scale_shift_layers
 
     inner = getattr(model, "model", None)
     projector = getattr(inner, "projector", None)
     projector_ids = {id(p) for p in projector.parameters()} if projector is not None else set()
+    position_ids = {
+        id(p) for m in (projector.modules() if projector is not None else ())
+        if isinstance(m, GridPosition2D) for p in m.parameters()
+    }
     llm = getattr(inner, "llm", None)
     layers = scale_shift_layers(llm) if llm is not None else []
     scale_shift_ids = {id(p) for layer in layers for p in (layer.scale, layer.shift)}
 
     def rate(param: nn.Parameter) -> float:
+        if id(param) in position_ids and cfg.optim.position_lr:
+            return cfg.optim.position_lr
         if id(param) in projector_ids:
             return cfg.optim.projector_lr or cfg.optim.lr
         if scale_shift_ids and id(param) not in scale_shift_ids:

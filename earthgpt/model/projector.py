@@ -5,10 +5,14 @@
 
 With ``input_norm="group_layernorm"`` a :class:`GroupLayerNorm` comes first: one LayerNorm per
 source (each ViT layer, each CNN stage), since the sources' scales differ by orders of magnitude.
+
+With ``position="fourier2d"`` a :class:`GridPosition2D` comes last: it adds to each token a learned
+function of where the token's cell lies on the image (``ProjectorConfig``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -32,6 +36,7 @@ PROJECTORS: dict[str, Callable[[int, int], nn.Module]] = {
 
 
 INPUT_NORMS = ("none", "group_layernorm")
+POSITIONS = ("none", "fourier2d")
 
 
 class GroupLayerNorm(nn.Module):
@@ -47,6 +52,59 @@ class GroupLayerNorm(nn.Module):
         return torch.cat([norm(part) for norm, part in zip(self.norms, parts, strict=True)], dim=-1)
 
 
+class GridPosition2D(nn.Module):
+    """Adds ``linear(features(x, y))`` to each visual token, where (x, y) in [0, 1] is the centre of
+    the token's cell on its square grid (row-major, x to the right, y down, as the tokens are laid
+    out) and ``features`` are x, y and the sines and cosines of 2π·f·x and 2π·f·y at the
+    ``FREQUENCIES`` (cycles per image side). The linear map starts at zero, so adding this module to
+    a trained projector leaves its output unchanged until it trains. The grid side is read off the
+    token count, so one module serves an 8 × 8 and a 16 × 16 grid alike."""
+
+    FREQUENCIES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        # skip_init: no draw from the global RNG, so adding the module leaves a run's random stream as is
+        self.linear = nn.utils.skip_init(nn.Linear, 2 + 4 * len(self.FREQUENCIES), dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def features(self, side: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``(side * side, 2 + 4 · len(FREQUENCIES))`` features of the cell centres, row-major."""
+        centres = (torch.arange(side, device=device, dtype=torch.float32) + 0.5) / side
+        y, x = torch.meshgrid(centres, centres, indexing="ij")
+        xy = torch.stack([x.reshape(-1), y.reshape(-1)], dim=-1)  # (N, 2)
+        freqs = torch.tensor(self.FREQUENCIES, device=device, dtype=torch.float32)
+        angles = 2 * math.pi * xy[:, :, None] * freqs  # (N, 2, F)
+        parts = [xy, angles.sin().flatten(1), angles.cos().flatten(1)]
+        return torch.cat(parts, dim=-1).to(dtype)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        n = tokens.shape[-2]
+        side = math.isqrt(n)
+        if tokens.dim() < 2 or side * side != n:
+            raise ValueError(
+                f"GridPosition2D needs (..., tokens, channels) with a square number of tokens, got "
+                f"shape {tuple(tokens.shape)}"
+            )
+        weight = self.linear.weight
+        return tokens + self.linear(self.features(side, weight.device, weight.dtype)).to(tokens.dtype)
+
+
+def add_grid_position(projector: nn.Module, dim: int) -> nn.Sequential:
+    """``projector`` followed by a fresh :class:`GridPosition2D` of width ``dim``. A ``Sequential``
+    projector gets it appended in place, so its own parameters keep their names (a trained
+    projector's weights load into the result)."""
+    position = GridPosition2D(dim)
+    first = next(projector.parameters(), None)
+    if first is not None:
+        position.to(device=first.device, dtype=first.dtype)
+    if isinstance(projector, nn.Sequential):
+        projector.append(position)
+        return projector
+    return nn.Sequential(projector, position)
+
+
 def build_projector(
     cfg: ProjectorConfig, in_dim: int, out_dim: int, groups: Sequence[int] | None = None
 ) -> nn.Module:
@@ -56,11 +114,15 @@ def build_projector(
         raise ValueError(f"unknown projector type {cfg.type!r}; known: {', '.join(PROJECTORS)}")
     if cfg.input_norm not in INPUT_NORMS:
         raise ValueError(f"unknown projector input_norm {cfg.input_norm!r}; known: {', '.join(INPUT_NORMS)}")
+    if cfg.position not in POSITIONS:
+        raise ValueError(f"unknown projector position {cfg.position!r}; known: {', '.join(POSITIONS)}")
     if in_dim < 1 or out_dim < 1:
         raise ValueError(f"projector dimensions must be positive, got in_dim={in_dim}, out_dim={out_dim}")
     projector = PROJECTORS[cfg.type](in_dim, out_dim)
-    if cfg.input_norm == "none":
-        return projector
-    if groups is None or sum(groups) != in_dim or min(groups) < 1:
-        raise ValueError(f"group_layernorm needs channel groups summing to {in_dim}, got {groups}")
-    return nn.Sequential(GroupLayerNorm(groups), projector)
+    if cfg.input_norm != "none":
+        if groups is None or sum(groups) != in_dim or min(groups) < 1:
+            raise ValueError(f"group_layernorm needs channel groups summing to {in_dim}, got {groups}")
+        projector = nn.Sequential(GroupLayerNorm(groups), projector)
+    if cfg.position == "fourier2d":
+        projector = add_grid_position(projector, out_dim)
+    return projector
