@@ -1,0 +1,35 @@
+"""``python -m train.toy_boxes``: the generated one-rectangle grounding set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from earthgpt.geometry import grid_to_pixel
+from earthgpt.textbox import parse_box
+from train.toy_boxes import COLOURS, main
+
+
+def test_each_answer_is_the_box_of_the_one_rectangle_and_the_set_is_deterministic(tmp_path) -> None:
+    assert main(["--out", str(tmp_path / "a"), "--train", "6", "--val", "3", "--seed", "5"]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--train", "6", "--val", "3", "--seed", "5"]) == 0
+    for split, count in (("train", 6), ("val", 3)):
+        text = (tmp_path / "a" / f"{split}.jsonl").read_text()
+        assert text == (tmp_path / "b" / f"{split}.jsonl").read_text()
+        records = [json.loads(line) for line in text.splitlines()]
+        assert len(records) == count and {r["split"] for r in records} == {split}
+        for record in records:
+            human, answer = record["conversations"]
+            colour = record["annotations"]["objects_hbb"][0]["label"].split()[0]
+            assert f"the {colour} rectangle" in human["value"] and human["value"].startswith("<image>\n")
+            x1, y1, x2, y2 = record["annotations"]["objects_hbb"][0]["xyxy_px"]
+            pixels = np.asarray(Image.open(tmp_path / "a" / record["image"]))
+            assert pixels.shape == (224, 224, 3)
+            assert (pixels[y1:y2, x1:x2] == COLOURS[colour]).all()  # the rectangle fills its box
+            outside = np.ones(pixels.shape[:2], bool)
+            outside[y1:y2, x1:x2] = False
+            assert not (pixels[outside] == COLOURS[colour]).all(axis=-1).any()  # and nothing else
+            box = grid_to_pixel(parse_box(answer["value"]), 224, 224)
+            assert np.allclose([box.x1, box.y1, box.x2, box.y2], [x1, y1, x2, y2], atol=0.112 + 1e-9)
