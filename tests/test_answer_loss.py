@@ -84,3 +84,6 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys) -> None:
     assert "no turns of tasks ['grounding']" in capsys.readouterr().err
     assert main(["--model", "nano", "--data", str(tmp_path / "missing.jsonl")]) == 2
     assert "error:" in capsys.readouterr().err
+    missing = str(tmp_path / "no-model")
+    assert main(["--model", missing, "--data", str(records), "--split", "train"]) == 2
+    assert f"cannot load model {missing!r}" in capsys.readouterr().err

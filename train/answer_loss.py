@@ -174,7 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         wanted = args.tasks or "any"
         print(f"error: no turns of tasks {wanted} in {args.data} ({args.split})", file=sys.stderr)
         return 2
-    model, processor = load_model(args.model)
+    try:
+        model, processor = load_model(args.model)
+    except (OSError, ValueError) as error:
+        print(f"error: cannot load model {args.model!r}: {error}", file=sys.stderr)
+        return 2
     resolver = ImageResolver([records_folder(args.data)], {})
     report = {
         "model": str(args.model), "data": str(args.data), "split": args.split, "limit": args.limit,
