@@ -38,15 +38,10 @@ def digit_token_ids(tokenizer: Any) -> set[int]:
 
 
 def bracket_token_ids(tokenizer: Any) -> tuple[set[int], set[int]]:
-    """Ids of the tokens that hold ``[`` and of those that hold ``]`` (as decoded text)."""
-    opening, closing = set(), set()
-    for i in range(len(tokenizer)):
-        text = tokenizer.decode([i])
-        if "[" in text:
-            opening.add(i)
-        if "]" in text:
-            closing.add(i)
-    return opening, closing
+    """Ids of the tokens that hold ``[`` and of those that hold ``]``."""
+    vocab = tokenizer.get_vocab()
+    opening = {i for token, i in vocab.items() if "[" in token}
+    return opening, {i for token, i in vocab.items() if "]" in token}
 
 
 def box_start_mask(

@@ -100,7 +100,7 @@ def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
     diffs = [
         f"model config differs at {path}: export {a!r}, this run {b!r}"
         for path, a, b in _diff(found, expected)
-        if not _adds_grid_position(path, a, b)
+        if not _adds_grid_position(path, a)
     ]
     if bool(meta.get("pretrained_base")) != cfg.model.pretrained:
         diffs.append(
@@ -112,7 +112,7 @@ def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
         raise ValueError(f"refusing stage 2: {folder} was trained on another base: " + "; ".join(diffs))
 
 
-def _adds_grid_position(path: str, export: Any, run: Any) -> bool:
+def _adds_grid_position(path: str, export: Any) -> bool:
     """Whether a config difference is stage 2 adding the 2-D position signal to a projector that
     has none (it starts at zero, so the export's projector is continued unchanged)."""
     return path == "projector.position" and export == "none"
