@@ -90,8 +90,12 @@ train_stage() {
   printf 'stage%s\t%s\t%s\n' "$stage" "$(since "$t")" "$steps" >> "$timing"
 }
 
+stage2=("model.init_from=$out/stage1/final")
+# A model.config override replaces the config's whole mapping: the tiny stage 2 names the position
+# signal again, so that the CPU check adds it to a stage-1 export as the real stage 2 does.
+[ "$tiny" = 1 ] && stage2+=("model.config={image_token_id: 259, projector: {position: fourier2d}}")
 train_stage 1 "$stage1_s"
-train_stage 2 "$stage2_s" "model.init_from=$out/stage1/final"
+train_stage 2 "$stage2_s" "${stage2[@]}"
 
 t=$(clock)
 max_mb=40

@@ -54,6 +54,8 @@ def test_the_gpu_configs_load():
         assert config.stage == stage
         assert config.model.preset == "nano" and config.model.config["num_visual_tokens"] == 256
         assert config.run.mixed_precision == "bf16"
+    stage2 = load_config(str(ROOT / "train" / "configs" / "nano_gpu_stage2.yaml"), [])
+    assert stage2.model.config["projector"] == {"position": "fourier2d"} and stage2.optim.position_lr > 0
 
 
 def test_the_script_runs_end_to_end_at_tiny_size(small_mmrs, shared_data, tmp_path):
@@ -79,6 +81,7 @@ def test_the_script_runs_end_to_end_at_tiny_size(small_mmrs, shared_data, tmp_pa
         assert probe_result["step"] == 3 and probe_result["final"] is None  # stopped, not exported
     model = load_pretrained(out / "delta")
     assert model.stage == 2
+    assert model.config.projector.position == "fourier2d"  # stage 2 added the 2-D position signal
     general = json.loads((out / "val.json").read_text())
     assert set(general["tasks"]) >= {"classification", "vqa", "caption"}
     assert general["summary"]["turns_scored"] > 0 and not general["summary"]["errors"]
