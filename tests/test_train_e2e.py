@@ -229,3 +229,28 @@ def test_stop_at_ends_early_on_the_full_schedule(generated_set, tmp_path):
     assert [m["step"] for m in stop] == [1, 2] and (tmp_path / "stop" / "final").is_dir()
     assert [m["lr"] for m in stop] == [m["lr"] for m in full[:2]]  # the 4-step schedule, cut at 2
     assert [m["loss"] for m in stop] == [m["loss"] for m in full[:2]]
+
+
+def test_a_step_checkpoint_exports_as_the_final_of_a_run_stopped_there(generated_set, tmp_path, capsys):
+    """``python -m train.export_weights`` takes a training checkpoint (``checkpoints/step-N``) as
+    well as a final export: the run's config rebuilds the model, the step's tensors go in, and the
+    delta equals the ``final`` of a run that ends at that step."""
+    from train.export_weights import main as export
+
+    records, roots = generated_set
+    common = ["optim.max_steps=2", "run.save_every=1", "run.keep_checkpoints=2", "optim.warmup_steps=1"]
+    assert main([STAGE1, *overrides(records, roots, tmp_path / "run", *common)]) == 0
+    step2 = checkpoints.checkpoint_dir(tmp_path / "run", 2)
+    step1 = checkpoints.checkpoint_dir(tmp_path / "run", 1)
+    assert export([str(step2), str(tmp_path / "at2"), "--dtype", "float32", "--max-mb", "1000"]) == 0
+    assert export([str(step1), str(tmp_path / "at1"), "--dtype", "float32", "--max-mb", "1000"]) == 0
+    assert (tmp_path / "at2" / "tokenizer").is_dir()
+    final = load_pretrained(tmp_path / "run" / "final").state_dict()
+    at2 = load_pretrained(tmp_path / "at2").state_dict()
+    at1 = load_pretrained(tmp_path / "at1").state_dict()
+    assert final.keys() == at2.keys()
+    assert all(torch.equal(at2[name], final[name].to(at2[name].dtype)) for name in final)
+    assert not all(torch.equal(at1[name], at2[name]) for name in at2)  # step 1 is another model
+    (tmp_path / "run" / "train_config.yaml").unlink()
+    assert export([str(step2), str(tmp_path / "lost")]) == 2
+    assert "train_config.yaml is missing" in capsys.readouterr().err

@@ -4,10 +4,12 @@
 every process gathers onto the main one (under FSDP and ZeRO-3 no process holds them otherwise).
 
 ``python -m train.export_weights SRC DST`` reads a checkpoint folder (e.g.
-``runs/nano_cpu_stage2/final``), and writes a delta checkpoint (only what differs from the base
-components, with their identity) in ``--dtype`` (default bfloat16, half the size of float32) to
-``DST``; prints its size and refuses to write more than ``--max-mb`` (the repository's budget for
-shipped weights is 40 MB).
+``runs/nano_cpu_stage2/final``, or a training checkpoint such as
+``runs/nano_cpu_stage2/checkpoints/step-00000100``: the run's ``train_config.yaml`` rebuilds the
+model, the step's trainable tensors are copied in), and writes a delta checkpoint (only what
+differs from the base components, with their identity) in ``--dtype`` (default bfloat16, half the
+size of float32) to ``DST``; prints its size and refuses to write more than ``--max-mb`` (the
+repository's budget for shipped weights is 40 MB).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -43,10 +45,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from earthgpt.model.checkpoint import load_pretrained, save_pretrained
 
-    model = load_pretrained(args.src)
+    tokenizer = None
+    if (args.src / "trainable.safetensors").is_file() and not (args.src / "config.json").is_file():
+        try:
+            model, tokenizer = model_at_step(args.src)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    else:
+        model = load_pretrained(args.src)
     args.dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dst.parent) as tmp:
         out = save_pretrained(model, Path(tmp) / "out", delta=True, dtype=getattr(torch, args.dtype))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(out / "tokenizer"))
         size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
         if size_mb > args.max_mb:
             budget = f"{args.max_mb:.0f} MB"
@@ -57,6 +69,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.rename(args.dst)
     print(f"wrote {args.dst} ({size_mb:.1f} MB, {args.dtype}, stage {model.stage})")
     return 0
+
+
+def model_at_step(folder: Path) -> tuple[EarthGPT, Any]:
+    """The model and tokenizer of a training checkpoint ``<run>/checkpoints/step-N``: built as the
+    run built it (``<run>/train_config.yaml``: base, ``init_from``, stage), with the step's trainable
+    tensors copied in; what a run's ``final`` would hold had it stopped at that step."""
+    from train.build import build_model, load_tokenizer
+    from train.checkpoints import load_trainable
+    from train.config import load_config
+
+    run_config = folder.parent.parent / "train_config.yaml"
+    if not run_config.is_file():
+        raise FileNotFoundError(
+            f"{folder} is a training checkpoint, but its run's {run_config} is missing: "
+            "the model cannot be rebuilt without it"
+        )
+    cfg = load_config(run_config)
+    model = build_model(cfg)
+    load_trainable(model, folder)
+    return model, load_tokenizer(cfg.model.tokenizer, model)
 
 
 def export_model(model: EarthGPT, state: Mapping[str, torch.Tensor]) -> EarthGPT:
