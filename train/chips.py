@@ -72,9 +72,7 @@ def _rank(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def chip_samples(
-    record: dict[str, Any], size: int, vocabulary: Sequence[str]
-) -> list[tuple[Sample, tuple[int, int]]]:
+def chip_samples(record: dict[str, Any], size: int) -> list[tuple[Sample, tuple[int, int]]]:
     """The chips of one record, as samples with the (x, y) of their top-left corner."""
     width, height = int(record["width"]), int(record["height"])
     objects = record["annotations"]["objects_hbb"]
@@ -110,22 +108,23 @@ def write_chips(
     if not records:
         where = f" in {', '.join(datasets)}" if datasets else ""
         raise DataError(f"{data}: no record with horizontal boxes (objects_hbb){where}")
-    vocab: dict[str, set[str]] = {}
+    labels: dict[str, set[str]] = {}
     for record in records:
-        vocab.setdefault(record["dataset"], set()).update(
+        labels.setdefault(record["dataset"], set()).update(
             o["label"] for o in record["annotations"]["objects_hbb"]
         )
+    vocab = {dataset: sorted(names) for dataset, names in labels.items()}
     resolver = ImageResolver([data if data.is_dir() else data.parent])
     (out / "images").mkdir(parents=True, exist_ok=True)
     by_split: dict[str, list[dict[str, Any]]] = {}
     for record in sorted(records, key=lambda r: r["id"]):
-        chips = chip_samples(record, size, sorted(vocab[record["dataset"]]))
+        chips = chip_samples(record, size)
         if record["split"] == "train" and train_per_image > 0:
             chips = sorted(chips, key=lambda c: (not c[0].annotations["objects_hbb"], _rank(c[0].id)))
             chips = chips[:train_per_image]
         image = None
         for sample, (x, y) in chips:
-            written = to_record(sample, sorted(vocab[sample.dataset]))
+            written = to_record(sample, vocab[sample.dataset])
             if written is None:
                 continue
             if image is None:

@@ -44,9 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from earthgpt.model.checkpoint import load_pretrained, save_pretrained
+    from train.checkpoints import TRAINABLE
 
     tokenizer = None
-    if (args.src / "trainable.safetensors").is_file() and not (args.src / "config.json").is_file():
+    if (args.src / TRAINABLE).is_file() and not (args.src / "config.json").is_file():
         try:
             model, tokenizer = model_at_step(args.src)
         except (FileNotFoundError, ValueError) as err:
