@@ -129,6 +129,33 @@ def test_feature_cache_hits_and_invalidation(tmp_path):
         cache(images[1])
 
 
+def test_precompute_skips_what_another_run_wrote_meanwhile(tmp_path):
+    """Two runs filling one cache at once: what the other run wrote while this one encoded is not
+    encoded again (each image's entry written once)."""
+    model = _tiny(0)
+    images = []
+    for i in range(4):
+        images.append(tmp_path / f"im{i}.bin")
+        images[-1].write_bytes(bytes([i]) * 10)
+    pixels = {
+        p: torch.randn(3, 56, 56, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(images)
+    }
+    cache = FeatureCache(tmp_path / "cache", vision_fingerprint(model.vision, model.config, torch.float32))
+    encoded = []
+
+    def encode(batch):
+        encoded.append(batch.shape[0])
+        if len(encoded) == 1:  # meanwhile the other run writes every image still missing
+            for path in images:
+                if path not in cache:
+                    cache.put(path, model.vision(pixels[path][None])[0])
+        return model.vision(batch)
+
+    assert precompute(cache, images, encode, pixels.__getitem__, batch_size=1, progress=False) == 1
+    assert encoded == [1]
+    assert all(path in cache for path in images)
+
+
 def test_flop_formula_counts_trainable_matmuls_and_known_gpus():
     model = _tiny(0)
     counts = flop_model(model, vision_per_image=1000.0)

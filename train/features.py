@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -96,18 +97,25 @@ def precompute(
     progress: bool = True,
 ) -> int:
     """Encode the images missing from the cache (this rank's share: every ``world_size``-th) and store
-    them; returns how many this rank wrote. ``encode`` maps a ``(B, 3, S, S)`` batch to ``(B, N, C)``."""
+    them; returns how many this rank wrote. ``encode`` maps a ``(B, 3, S, S)`` batch to ``(B, N, C)``.
+
+    Two runs started together on an empty cache (an A/B on one machine) share the work: each walks
+    its batches in its own order (seeded by the process id) and skips the images the other has
+    written meanwhile, instead of both encoding every image."""
     unique = sorted({str(Path(p)) for p in images})
     mine = [Path(p) for p in unique[rank::world_size] if Path(p) not in cache]
+    chunks = [mine[start : start + batch_size] for start in range(0, len(mine), batch_size)]
+    random.Random(os.getpid()).shuffle(chunks)
     written = 0
     bar = tqdm(total=len(mine), desc="caching vision features", unit="img", disable=not progress)
-    for start in range(0, len(mine), batch_size):
-        chunk = mine[start : start + batch_size]
-        with torch.no_grad():
-            features = encode(torch.stack([load_pixels(p) for p in chunk]))
-        for path, tensor in zip(chunk, features, strict=True):
-            cache.put(path, tensor)
-        written += len(chunk)
+    for chunk in chunks:
+        todo = [p for p in chunk if p not in cache]  # another run may have written some since
+        if todo:
+            with torch.no_grad():
+                features = encode(torch.stack([load_pixels(p) for p in todo]))
+            for path, tensor in zip(todo, features, strict=True):
+                cache.put(path, tensor)
+            written += len(todo)
         bar.update(len(chunk))
     bar.close()
     return written
