@@ -103,15 +103,21 @@ def _tiny(seed: int) -> EarthGPT:
     return model
 
 
-def test_feature_cache_hits_and_invalidation(tmp_path):
-    model = _tiny(0)
+def _images(tmp_path, count: int) -> tuple[list, dict]:
+    """``count`` small files standing for images, and seeded random pixels for each."""
     images = []
-    for i in range(3):
+    for i in range(count):
         images.append(tmp_path / f"im{i}.bin")
         images[-1].write_bytes(bytes([i]) * 10)
     pixels = {
         p: torch.randn(3, 56, 56, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(images)
     }
+    return images, pixels
+
+
+def test_feature_cache_hits_and_invalidation(tmp_path):
+    model = _tiny(0)
+    images, pixels = _images(tmp_path, 3)
     fingerprint = vision_fingerprint(model.vision, model.config, torch.float32)
     cache = FeatureCache(tmp_path / "cache", fingerprint)
     assert precompute(cache, images * 2, model.vision, pixels.__getitem__, progress=False) == 3
@@ -133,13 +139,7 @@ def test_precompute_skips_what_another_run_wrote_meanwhile(tmp_path):
     """Two runs filling one cache at once: what the other run wrote while this one encoded is not
     encoded again (each image's entry written once)."""
     model = _tiny(0)
-    images = []
-    for i in range(4):
-        images.append(tmp_path / f"im{i}.bin")
-        images[-1].write_bytes(bytes([i]) * 10)
-    pixels = {
-        p: torch.randn(3, 56, 56, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(images)
-    }
+    images, pixels = _images(tmp_path, 4)
     cache = FeatureCache(tmp_path / "cache", vision_fingerprint(model.vision, model.config, torch.float32))
     encoded = []
 
