@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Reproduce EarthGPT-Nano (MODEL_CARD.md) from the data in $EARTHGPT_DATA (default ../shared/data):
-# build the MMRS set, train stage 1 and the three steps of stage 2 with the CPU recipe (v2, then a
-# classification-heavy continuation, then a short polish that gives the answer formats back),
-# export the shipped delta.
-#   bash scripts/reproduce_nano.sh            (about 3 hours on 2 CPU cores; resumes if stopped)
-# Start from scratch by removing runs/nano_cpu_stage1, runs/nano_v2_stage2, runs/nano_v3_stage2 and
-# runs/nano_v3_polish first.
+# build the MMRS set, train stage 1 and the four steps of stage 2 with the CPU recipe (v2, then a
+# classification-heavy continuation and a short polish that gives the answer formats back: v3,
+# then 250 low-rate steps of the classification-heavy mix from v3's exported delta: v4), export
+# the shipped delta.
+#   bash scripts/reproduce_nano.sh            (about 4 hours on 2 CPU cores; resumes if stopped)
+# Start from scratch by removing runs/nano_cpu_stage1, runs/nano_v2_stage2, runs/nano_v3_stage2,
+# runs/nano_v3_polish, runs/nano_v3_export and runs/nano_v4_stage2 first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export EARTHGPT_DATA=${EARTHGPT_DATA:-../shared/data}
@@ -15,4 +16,6 @@ $py -m train train/configs/nano_cpu_stage1.yaml
 $py -m train train/configs/nano_cpu_stage2_v2.yaml
 $py -m train train/configs/nano_cpu_stage2_v3.yaml
 $py -m train train/configs/nano_cpu_stage2_v3_polish.yaml
-$py -m train.export_weights runs/nano_v3_polish/final assets/earthgpt-nano
+$py -m train.export_weights runs/nano_v3_polish/final runs/nano_v3_export
+$py -m train train/configs/nano_cpu_stage2_v4.yaml
+$py -m train.export_weights runs/nano_v4_stage2/final assets/earthgpt-nano
