@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +41,18 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real data not found at {path} (set EARTHGPT_DATA to the shared/data folder)")
     return path
+
+
+@pytest.fixture(scope="session")
+def shared_mmrs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The MMRS set built from the real data (``earthgpt mmrs build --all-shared``), once a session."""
+    out = tmp_path_factory.mktemp("shared_mmrs")
+    subprocess.run(
+        [sys.executable, "-m", "earthgpt", "mmrs", "build", "--all-shared", str(shared_data),
+         "--out", str(out), "--no-progress"],
+        check=True, capture_output=True, env={**os.environ, "EARTHGPT_DATA": str(shared_data)},
+    )  # fmt: skip
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -42,8 +42,28 @@ def test_gate_holds_lines_back_and_drops_the_refused_one() -> None:
      "person [166, 221, 191, 241]\nperson [166, 241, 191, 261]", 3),  # a box sliding down a column
     ("car [10, 10, 20, 20]\ncar [20, 10, 30, 20]\ncar [30, 10, 40, 20]\ncar [40, 10, 50, 20]", 3),
     ("ship [1, 2, 30, 40]\nplane [5, 6, 70, 80]\nship [10, 20, 300, 400]\ncar [0, 0, 10, 10]", 4),
-    ("car [10, 10, 20, 20]\ncar [22, 10, 32, 20]\ncar [34, 10, 44, 20]\ncar [46, 10, 56, 20]\n"
-     "car [58, 10, 68, 20]", 5),  # a parked row with gaps between the cars is not a loop
+    # a row of one height walking left, gaps and widths varying (nano v4 on DOTA P0706)
+    ("car [300, 300, 320, 350]\ncar [280, 300, 300, 350]\ncar [260, 300, 280, 350]\n"
+     "car [250, 300, 280, 350]\ncar [240, 300, 260, 350]", 3),
+    # a column of one width walking down (nano v4 on DOTA P1888)
+    ("car [302, 221, 322, 280]\ncar [302, 236, 323, 285]\ncar [302, 262, 323, 309]\n"
+     "car [302, 301, 323, 340]\ncar [302, 353, 323, 389]\ncar [302, 398, 323, 436]\n"
+     "car [302, 405, 323, 442]\ncar [302, 458, 323, 492]", 4),
+    # one box moved by the same step each time, along the diagonal
+    ("car [300, 300, 350, 350]\ncar [350, 350, 400, 400]\ncar [400, 400, 450, 450]\n"
+     "car [450, 450, 500, 500]\ncar [500, 500, 550, 550]", 3),
+    # oriented boxes are compared by their enclosing boxes (nano v4's OBB answer on DOTA P0706)
+    ("car [300, 300, 320, 300, 320, 320, 300, 320]\ncar [320, 320, 340, 320, 340, 340, 320, 340]\n"
+     "car [350, 320, 370, 320, 370, 340, 350, 340]\ncar [380, 320, 400, 320, 400, 340, 380, 340]\n"
+     "car [400, 320, 420, 320, 420, 340, 400, 340]\ncar [420, 320, 440, 320, 440, 340, 420, 340]\n"
+     "car [450, 320, 470, 320, 470, 340, 450, 340]", 4),
+    # a real column of parked bicycles (HIT-UAV 0_110_90_0_08552's reference answer): near, not
+    # exactly, one width, so it is kept whole
+    ("bicycle [584, 252, 634, 271]\nbicycle [591, 201, 642, 240]\nbicycle [592, 166, 641, 191]\n"
+     "bicycle [586, 96, 645, 137]\nbicycle [592, 57, 644, 78]\nbicycle [588, 21, 641, 47]", 6),
+    # three marching boxes, then one that breaks the row, then a march of another class
+    ("car [10, 10, 20, 20]\ncar [22, 10, 32, 20]\ncar [34, 10, 44, 20]\ncar [46, 11, 56, 20]\n"
+     "van [10, 50, 20, 60]\ncar [58, 10, 68, 20]", 6),
 ])
 def test_detection_stop_rule(answer: str, kept: int) -> None:
     gate = LineGate(detection_stop_rule())

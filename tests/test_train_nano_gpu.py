@@ -26,14 +26,9 @@ def env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def small_mmrs(tmp_path_factory, shared_data) -> Path:
+def small_mmrs(tmp_path_factory, shared_mmrs) -> Path:
     """Two train records and one val record of every dataset of the real MMRS build."""
-    full = tmp_path_factory.mktemp("mmrs_full")
-    subprocess.run(
-        [sys.executable, "-m", "earthgpt", "mmrs", "build", "--all-shared", str(shared_data),
-         "--out", str(full), "--no-progress"],
-        check=True, capture_output=True, env=env(EARTHGPT_DATA=str(shared_data)),
-    )  # fmt: skip
+    full = shared_mmrs
     small = tmp_path_factory.mktemp("mmrs_small")
     for split, per_dataset in (("train", 2), ("val", 1)):
         seen: collections.Counter[str] = collections.Counter()

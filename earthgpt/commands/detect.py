@@ -63,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512, help="answer length limit per window")
     parser.add_argument("--keep-repeats", action="store_true",
                         help="let a window's answer run on when it repeats itself (default: stop it at a "
-                             "repeated line, 2 lines in a row without a usable box, or a box sliding "
-                             "along a row or column)")
+                             "repeated line, 2 lines in a row without a usable box, or the 3rd box in "
+                             "a row marching along a row, column or diagonal)")
     add_quantization_arguments(parser)
     scene_archive.add_arguments(parser)
 

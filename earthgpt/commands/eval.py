@@ -69,8 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-stop-rule",
         action="store_true",
-        help="decode detection answers to the length limit (default: end one that repeats or slides "
-        "a box, as earthgpt detect and the app do; model mode)",
+        help="decode detection answers to the length limit (default: end one that repeats itself or "
+        "marches a box along, as earthgpt detect and the app do; model mode)",
     )
     add_quantization_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
