@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The numbers of MODEL_CARD.md: the nano model (default: the shipped one) and its baselines on the
 # MMRS val split built from $EARTHGPT_DATA (default ../shared/data). Reports go to reports/.
-#   bash scripts/evaluate_nano.sh [MODEL]       (about an hour on 2 CPU cores)
+#   bash scripts/evaluate_nano.sh [MODEL]       (about 1.5 hours on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export EARTHGPT_DATA=${EARTHGPT_DATA:-../shared/data}
@@ -12,5 +12,7 @@ general=(--tasks classification vqa caption region_caption grounding --limit 200
 detection=(--tasks detection_hbb detection_obb --limit 100)  # every val detection image
 $e eval --data mmrs --model "$model" "${general[@]}" --out reports/nano_val.json
 $e eval --data mmrs --model "$model" "${detection[@]}" --max-new-tokens 300 --out reports/nano_val_detection.json
+$e eval --data mmrs --model "$model" --tasks vqa --out reports/nano_val_vqa_all.json  # all 2,595 VQA turns
 $e baselines --data mmrs "${general[@]}" --probe --out reports/baselines_val.json
+$e baselines --data mmrs --tasks vqa --out reports/baselines_val_vqa_all.json
 $e baselines --data mmrs "${detection[@]}" --out reports/baselines_val_detection.json
