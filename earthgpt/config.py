@@ -34,6 +34,9 @@ from earthgpt.conversation import IMAGE_PLACEHOLDER
 # The projections of a LLaMA self-attention block. Stage 1 trains all of them (the paper: every
 # self-attention block); ``EarthGPTConfig.stage1_attention`` may keep fewer, e.g. to fit a size budget.
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+# The projections of a LLaMA MLP block; with ``EarthGPTConfig.stage2_lora_rank`` stage 2 may add
+# low-rank adapters to them (and to attention projections).
+MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -180,7 +183,10 @@ class EarthGPTConfig:
     makes stage 2 keep training what stage 1 trained (the projector, those projections and the
     RMSNorms) beside the scale/shift vectors: a deviation from the paper for a small LLM, where
     scale and shift alone are too little capacity (the delta checkpoint holds those tensors either
-    way, so it does not grow).
+    way, so it does not grow). ``stage2_lora_rank`` > 0 gives each of the ``stage2_lora_modules``
+    projections of every decoder layer a low-rank adapter in stage 2 (``tuning.ScaleShiftLinear``),
+    trained beside scale and shift: the other deviation the nano may take (its MLPs hold half its
+    weights and nothing else there learns); 0, the presets' value, is the paper's recipe.
     """
 
     name: str = "custom"
@@ -196,6 +202,8 @@ class EarthGPTConfig:
     image_std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     stage1_attention: list[str] = field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
     stage2_tunes_stage1: bool = False
+    stage2_lora_rank: int = 0
+    stage2_lora_modules: list[str] = field(default_factory=lambda: list(MLP_PROJECTIONS))
 
     def __post_init__(self) -> None:
         self.validate()
@@ -219,6 +227,16 @@ class EarthGPTConfig:
             raise ValueError(
                 f"stage1_attention {self.stage1_attention}: expected distinct names among "
                 f"{list(ATTENTION_PROJECTIONS)}"
+            )
+        if self.stage2_lora_rank < 0:
+            raise ValueError(
+                f"stage2_lora_rank must be 0 (no adapters) or positive, got {self.stage2_lora_rank}"
+            )
+        known = (*ATTENTION_PROJECTIONS, *MLP_PROJECTIONS)
+        lora = self.stage2_lora_modules
+        if not lora or any(p not in known for p in lora) or len(set(lora)) != len(lora):
+            raise ValueError(
+                f"stage2_lora_modules {lora}: expected distinct names among {list(known)}"
             )
 
     @property

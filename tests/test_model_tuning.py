@@ -193,3 +193,73 @@ def test_merge_refuses_quantized_layers_and_changes_nothing() -> None:
                                         r"test_model_tuning.PackedLinear"):
         merge_scale_shift(model)
     assert not any(layer.merged for layer in scale_shift_layers(model))
+
+
+def lora_tiny(rank: int = 4, modules: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")) -> EarthGPT:
+    from dataclasses import replace
+
+    config = replace(get_preset("tiny"), stage2_lora_rank=rank, stage2_lora_modules=list(modules))
+    return EarthGPT.from_config(config, pretrained=False)
+
+
+def test_stage2_low_rank_adapters_start_as_the_identity_and_train() -> None:
+    model = lora_tiny()
+    apply_stage(model, 1)
+    data = batch(model)
+    before = model(**data).logits
+    apply_stage(model, 2)
+    assert torch.equal(model(**data).logits, before)  # B is zero: nothing changes until it trains
+    mlp = ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    lora = {f"llm.model.layers.{i}.{part}.{m}" for i in range(2) for part in mlp
+            for m in ("lora_a", "lora_b")}
+    trained = set(trainable_parameter_names(model))
+    assert lora <= trained and not any("self_attn" in n and "lora" in n for n in trained)
+    cfg = model.config
+    d, inter = cfg.llm.hidden_size, cfg.llm.intermediate_size
+    size = 2 * 4 * 3 * (d + inter)  # two layers, rank 4, (in + out) of each of the three projections
+    assert parameter_report(model)["lora"] == {"trainable": size, "total": size}
+    model(**data).loss.backward()
+    with_grad = names_with_grad(model)
+    # the first step moves B only (A's gradient goes through B, which is zero)
+    assert {n for n in lora if n.endswith("lora_b")} <= with_grad
+    apply_stage(model, 2)  # idempotent: the adapters are not made again
+    assert set(trainable_parameter_names(model)) == trained
+    layer = model.llm.model.layers[0].mlp.up_proj
+    with pytest.raises(ValueError, match="rank-4 adapter; asked for rank 8"):
+        layer.add_low_rank(8)
+
+
+def test_low_rank_adapters_merge_unmerge_and_round_trip_a_delta(tmp_path) -> None:
+    from earthgpt.model.checkpoint import delta_state, load_pretrained, save_pretrained
+
+    model = lora_tiny(modules=("q_proj", "down_proj"))
+    apply_stage(model, 1)
+    apply_stage(model, 2)
+    perturb(model)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in scale_shift_layers(model):
+            if layer.lora_b is not None:
+                layer.lora_b.copy_(0.1 * torch.randn(layer.lora_b.shape, generator=generator))
+    data = batch(model)
+    wrapped = model(**data).logits
+    assert merge_scale_shift(model) == 15
+    torch.testing.assert_close(model(**data).logits, wrapped, atol=1e-5, rtol=1e-4)
+    unmerge_scale_shift(model)
+    torch.testing.assert_close(model(**data).logits, wrapped, atol=1e-5, rtol=1e-4)
+    in_delta = {n for n in delta_state(model) if "lora" in n}
+    assert in_delta == {f"llm.model.layers.{i}.{p}.{m}" for i in range(2)
+                        for p in ("self_attn.q_proj", "mlp.down_proj") for m in ("lora_a", "lora_b")}
+    save_pretrained(model, tmp_path / "ckpt")
+    loaded = load_pretrained(tmp_path / "ckpt")
+    assert loaded.config.stage2_lora_rank == 4
+    torch.testing.assert_close(loaded(**data).logits, wrapped)
+
+
+def test_low_rank_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="stage2_lora_rank must be 0"):
+        lora_tiny(rank=-1)
+    with pytest.raises(ValueError, match="stage2_lora_modules"):
+        lora_tiny(modules=("lm_head",))
+    with pytest.raises(ValueError, match="stage2_lora_modules"):
+        lora_tiny(modules=())

@@ -218,6 +218,30 @@ def test_stage2_may_add_the_2d_position_signal_to_an_export_without_it(generated
                                     other, "optim.max_steps=1")]) == 2
 
 
+def test_stage2_may_add_low_rank_adapters_to_an_export_without_them(generated_set, tmp_path):
+    """Stage 2 may add low-rank adapters (``stage2_lora_rank``) to an export trained without them:
+    they start at zero (B = 0), train, land in the delta and load; a continuation keeps them as
+    they are, and one that asks for another rank is refused."""
+    from earthgpt.model.checkpoint import read_meta
+
+    records, roots = generated_set
+    assert main([STAGE1, *overrides(records, roots, tmp_path / "s1", "optim.max_steps=1")]) == 0
+    final = tmp_path / "s1" / "final"
+    lora = "model.config={image_token_id: 259, stage2_lora_rank: 2}"
+    assert main([STAGE2, *overrides(records, roots, tmp_path / "s2", f"model.init_from={final}",
+                                    lora, "optim.max_steps=2")]) == 0
+    assert read_meta(tmp_path / "s2" / "final")["config"]["stage2_lora_rank"] == 2
+    saved = load_file(tmp_path / "s2" / "final" / "model.safetensors")
+    b = [name for name in saved if name.endswith(".lora_b")]
+    assert len(b) == 6 and any(saved[name].any() for name in b)  # two layers × three MLP projections
+    assert load_pretrained(tmp_path / "s2" / "final").config.stage2_lora_rank == 2
+    again = f"model.init_from={tmp_path / 's2' / 'final'}"
+    assert main([STAGE2, *overrides(records, roots, tmp_path / "s3", again, lora, "optim.max_steps=1")]) == 0
+    assert set(load_file(tmp_path / "s3" / "final" / "model.safetensors")) == set(saved)
+    other = "model.config={image_token_id: 259, stage2_lora_rank: 4}"
+    assert main([STAGE2, *overrides(records, roots, tmp_path / "s4", again, other, "optim.max_steps=1")]) == 2
+
+
 def test_stop_at_ends_early_on_the_full_schedule(generated_set, tmp_path):
     records, roots = generated_set
     common = ["optim.batch_size=2", "optim.warmup_steps=1", "run.save_every=100", "run.log_every=1"]

@@ -38,7 +38,14 @@ def test_overrides_are_typed_and_unknown_keys_are_named():
         load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "run.mixed_precision=fp8"])
     with pytest.raises(ValueError, match=r"set model\.init_from"):
         load_config(CONFIGS / "tiny_stage2.yaml", [SOURCE, "model.init_from=null"])
+    # a dotted key into a mapping-valued setting sets one entry; naming the setting replaces it whole
+    cfg = load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "model.config.stage2_lora_rank=8",
+                                                     "data.task_repeats={vqa: 2, caption: 1}",
+                                                     "data.task_repeats.vqa=3"])
+    assert cfg.model.config == {"image_token_id": 259, "stage2_lora_rank": 8}
+    assert cfg.data.task_repeats == {"vqa": 3, "caption": 1}
     cfg = load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "model.config={llm: {heads: 4}}"])
+    assert "image_token_id" not in cfg.model.config
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['model.config.llm.heads'\].*'num_heads'"):
         model_config(cfg)
 
@@ -229,3 +236,21 @@ def test_stage2_gives_stage1_parameters_their_own_learning_rate() -> None:
         by_rate.setdefault(kind, set()).add(r)
     assert by_rate == {"projector": {5e-4}, "vector": {3e-3}, "llm": {1e-4}}
     assert len(rates) == sum(1 for p in module.parameters() if p.requires_grad)
+
+
+def test_stage2_low_rank_adapters_get_lora_lr_else_lr() -> None:
+    from train.optimizer import make_optimizer
+    from train.training_module import TrainingModule
+
+    model = _tiny(0)  # after stage 1
+    model.config.stage2_lora_rank = 2
+    apply_stage(model, 2)
+    module = TrainingModule(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for extra, expected in (([], 3e-3), (["optim.lora_lr=2e-4"], 2e-4)):
+        cfg = load_config(CONFIGS / "tiny_stage2.yaml", [SOURCE, "optim.lr=3e-3", *extra])
+        rates = {id(p): g["lr"] for g in make_optimizer(module, cfg).param_groups for p in g["params"]}
+        lora = {r for i, r in rates.items() if ".lora_" in names[i]}
+        vectors = {r for i, r in rates.items() if names[i].endswith(("scale", "shift"))}
+        assert lora == {expected} and vectors == {3e-3}
+        assert len(rates) == sum(1 for p in module.parameters() if p.requires_grad)

@@ -92,7 +92,11 @@ def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
         )
     # Choices of stage 2, not of the base it starts from. The visual token grid is one: the projector
     # maps each token on its own, so no weight's shape depends on it (a finer grid for box tasks).
-    stage2_only = ("name", "stage2_tunes_stage1", "num_visual_tokens")
+    # The low-rank adapters are another (added at zero to an export without them; build_model
+    # refuses to change or drop an export's own).
+    stage2_only = (
+        "name", "stage2_tunes_stage1", "num_visual_tokens", "stage2_lora_rank", "stage2_lora_modules",
+    )
     expected = {k: v for k, v in model_config(cfg).to_dict().items() if k not in stage2_only}
     # through the config class, so that fields newer than the export read as their defaults
     exported = EarthGPTConfig.from_dict(meta["config"]).to_dict()
@@ -154,6 +158,7 @@ def build_model(cfg: TrainConfig, *, empty: bool = False) -> EarthGPT:
         if wanted.num_visual_tokens != model.config.num_visual_tokens:  # stage 2's own token grid
             model.config.num_visual_tokens = wanted.num_visual_tokens
             model.vision.grid = model.config.grid_size
+        _take_low_rank(model, wanted, folder)
         if wanted.projector.position != model.config.projector.position:  # checked: none → fourier2d
             model.projector = add_grid_position(model.projector, model.config.llm.hidden_size)
             model.config.projector.position = wanted.projector.position
@@ -163,6 +168,21 @@ def build_model(cfg: TrainConfig, *, empty: bool = False) -> EarthGPT:
             param.data = param.data.float()
     _set_attention(model, cfg.model.attn_implementation)
     return model
+
+
+def _take_low_rank(model: EarthGPT, wanted: EarthGPTConfig, folder: Path) -> None:
+    """Give stage 2 the low-rank adapters ``wanted`` asks for: added (at zero) to an export that has
+    none; an export's own adapters are continued as they are, never resized or dropped."""
+    have = (model.config.stage2_lora_rank, list(model.config.stage2_lora_modules))
+    want = (wanted.stage2_lora_rank, list(wanted.stage2_lora_modules))
+    if have == want or wanted.stage2_lora_rank == have[0] == 0:
+        return
+    if have[0]:
+        raise ValueError(
+            f"refusing stage 2: {folder} has rank-{have[0]} adapters on {have[1]}; this run asks for "
+            f"rank {want[0]} on {want[1]} (continue with the export's, or start from an export without)"
+        )
+    model.config.stage2_lora_rank, model.config.stage2_lora_modules = want
 
 
 def _empty_stage1_export(folder: Path) -> EarthGPT:

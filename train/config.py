@@ -90,12 +90,15 @@ class OptimSection:
     when the model config's ``stage2_tunes_stage1`` keeps them training. ``position_lr`` (default:
     the projector's rate) is the rate of the projector's 2-D position signal (``projector.position``),
     which starts at zero and so may need a higher rate than the projector it is added to.
+    ``lora_lr`` (default: ``lr``) is the rate of stage 2's low-rank adapters (the model config's
+    ``stage2_lora_rank``).
     """
 
     lr: float = 2e-4
     projector_lr: float | None = None
     position_lr: float | None = None
     stage1_lr: float | None = None
+    lora_lr: float | None = None
     min_lr_ratio: float = 0.0
     weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -251,5 +254,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
     data = _yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
-    merged = merge_dicts(data, parse_overrides(overrides or []), replace=VALUE_MAPPINGS)
-    return config_from_dict(merged)
+    for item in overrides or []:
+        data = merge_dicts(data, parse_overrides([item]), replace=_replaced_by(item))
+    return config_from_dict(data)
+
+
+def _replaced_by(item: str) -> tuple[str, ...]:
+    """The value mappings that the override ``item`` replaces whole: those it names as its key
+    (``model.config={…}``), not those its dotted key goes into (``model.config.stage2_lora_rank=16``
+    or ``data.task_repeats.vqa=3`` set one entry and keep the others)."""
+    inside = item.partition("=")[0].strip().split(".")[:-1]
+    return tuple(key for key in VALUE_MAPPINGS if key not in inside)

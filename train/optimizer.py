@@ -27,9 +27,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     projector at ``optim.projector_lr`` when set (it starts from random, the LLM parts do not); in
     stage 2, the LLM parameters other than scale/shift (trained when the model config's
     ``stage2_tunes_stage1`` is set) at ``optim.stage1_lr`` when set; the projector's 2-D position
-    signal at ``optim.position_lr`` when set."""
+    signal at ``optim.position_lr`` when set; stage 2's low-rank adapters at ``optim.lora_lr``
+    when set."""
     from earthgpt.model.projector import GridPosition2D
-    from earthgpt.model.tuning import scale_shift_layers
+    from earthgpt.model.tuning import low_rank_parameters, scale_shift_layers
 
     inner = getattr(model, "model", None)
     projector = getattr(inner, "projector", None)
@@ -41,8 +42,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     llm = getattr(inner, "llm", None)
     layers = scale_shift_layers(llm) if llm is not None else []
     scale_shift_ids = {id(p) for layer in layers for p in (layer.scale, layer.shift)}
+    lora_ids = {id(p) for p in low_rank_parameters(llm)} if llm is not None else set()
 
     def rate(param: nn.Parameter) -> float:
+        if id(param) in lora_ids:
+            return cfg.optim.lora_lr or cfg.optim.lr
         if id(param) in position_ids and cfg.optim.position_lr:
             return cfg.optim.position_lr
         if id(param) in projector_ids:

@@ -3,7 +3,8 @@
 A checkpoint folder holds ``config.json`` and ``model.safetensors``.
 
 - **delta** (default): only what training changed: the projector, and by stage the LLM's
-  attention and norm tensors (stage 1 and later) and the scale/shift vectors (stage 2). The
+  attention and norm tensors (stage 1 and later) and the scale/shift vectors and low-rank
+  adapters, if any (stage 2). The
   config records the identity of the base components (their names and weight hashes; for a random
   base the hash of its tensors and the seed that made it). Loading rebuilds that base, checks the
   identity, and loads the delta strictly: every expected tensor present, nothing unexpected.
@@ -47,6 +48,7 @@ from earthgpt.config import PRESETS, EarthGPTConfig, get_preset
 from earthgpt.identity import combine_base_identity, file_sha256, verify_identity
 from earthgpt.model.earthgpt import EarthGPT
 from earthgpt.model.tuning import (
+    inject_low_rank,
     inject_scale_shift,
     parameter_groups,
     scale_shift_layers,
@@ -61,7 +63,7 @@ WEIGHTS_SHA256 = "weights_sha256"
 """The config key holding the sha256 of ``model.safetensors``."""
 TOKENIZER_DIR = "tokenizer"
 STAGE_GROUPS = {0: ("projector",), 1: ("projector", "llm_attention", "llm_norms")}
-STAGE_GROUPS[2] = (*STAGE_GROUPS[1], "scale_shift")
+STAGE_GROUPS[2] = (*STAGE_GROUPS[1], "scale_shift", "lora")
 _DTYPES = {str(d): d for d in (torch.float32, torch.float16, torch.bfloat16)}
 
 
@@ -249,6 +251,7 @@ def _base_from_meta(meta: dict[str, Any], dtype: torch.dtype | None, **quantizat
     )
     if meta["stage"] >= 2:
         inject_scale_shift(model.llm)
+        inject_low_rank(model)
     model.stage = meta["stage"]
     return model
 
@@ -322,6 +325,7 @@ def _load_full(path: Path, meta: dict[str, Any], dtype: torch.dtype | None) -> E
     model = EarthGPT.from_config(config, pretrained=False, seed=seed, dtype=saved_dtype, empty=True)
     if meta["stage"] >= 2:
         inject_scale_shift(model.llm)
+        inject_low_rank(model)
     model.stage = meta["stage"]
     try:
         assign_weights(model, path / WEIGHTS_FILE, cast=True)

@@ -10,10 +10,16 @@
   ``Linear4bit`` works too. With ``config.stage2_tunes_stage1`` stage 2 also keeps training what
   stage 1 trained (a documented deviation for the 135 M nano, see MODEL_CARD.md).
 
-``merge_scale_shift`` folds the vectors into ``W`` and the bias (plain ``nn.Linear`` only) so that
-inference runs at plain-Linear cost; ``unmerge_scale_shift`` restores the wrapped form (equal up to
-floating-point rounding). The LLM must be a LLaMA-family transformers model: ``llm.model.layers[i]``
-with ``self_attn``, ``mlp``, ``input_layernorm``, ``post_attention_layernorm``, and ``llm.model.norm``.
+With ``config.stage2_lora_rank`` = r > 0 (the nano's other deviation), the projections named by
+``config.stage2_lora_modules`` also get a low-rank adapter trained in stage 2: ``y = scale ⊙ (W x +
+b + B A x) + shift`` with ``A`` (r × in, small random) and ``B`` (out × r, zero), so adding it
+changes nothing until it trains.
+
+``merge_scale_shift`` folds the vectors (and ``B A``) into ``W`` and the bias (plain ``nn.Linear``
+only) so that inference runs at plain-Linear cost; ``unmerge_scale_shift`` restores the wrapped
+form (equal up to floating-point rounding). The LLM must be a LLaMA-family transformers model:
+``llm.model.layers[i]`` with ``self_attn``, ``mlp``, ``input_layernorm``, ``post_attention_layernorm``,
+and ``llm.model.norm``.
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ if TYPE_CHECKING:
 
 GROUPS = (
     "vision_vit", "vision_cnn", "projector", "llm_attention", "llm_norms",
-    "llm_mlp", "llm_embeddings", "scale_shift", "other",
+    "llm_mlp", "llm_embeddings", "scale_shift", "lora", "other",
 )
 
 
 class ScaleShiftLinear(nn.Module):
-    """A frozen linear layer with a learnable per-output ``scale`` and ``shift`` (kept in float32)."""
+    """A frozen linear layer with a learnable per-output ``scale`` and ``shift`` (kept in float32),
+    and optionally a low-rank adapter ``lora_b @ lora_a`` added to its weight (``add_low_rank``)."""
 
     def __init__(self, base: nn.Linear) -> None:
         super().__init__()
@@ -45,6 +52,25 @@ class ScaleShiftLinear(nn.Module):
         self.merged = False
         self._had_bias = base.bias is not None
         self._tied_weight: torch.Tensor | None = None
+        self.lora_a: nn.Parameter | None = None
+        self.lora_b: nn.Parameter | None = None
+
+    def add_low_rank(self, rank: int) -> None:
+        """Give the layer a rank-``rank`` adapter: ``A`` drawn like a linear layer's weight
+        (uniform in ±1/√in), ``B`` zero, both float32; the layer's output is unchanged until it trains."""
+        if self.merged:
+            raise ValueError("cannot add a low-rank adapter to a merged layer; unmerge it first")
+        if self.lora_a is not None:
+            if self.lora_a.shape[0] != rank:
+                raise ValueError(
+                    f"the layer has a rank-{self.lora_a.shape[0]} adapter; asked for rank {rank}"
+                )
+            return
+        device = self.scale.device
+        bound = 1 / math.sqrt(self.in_features)
+        a = torch.empty(rank, self.in_features, device=device, dtype=torch.float32).uniform_(-bound, bound)
+        self.lora_a = nn.Parameter(a)
+        self.lora_b = nn.Parameter(torch.zeros(self.out_features, rank, device=device, dtype=torch.float32))
 
     @property
     def in_features(self) -> int:
@@ -62,11 +88,18 @@ class ScaleShiftLinear(nn.Module):
         return self.base.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``scale ⊙ base(x) + shift``, or ``base(x)`` once merged."""
+        """``scale ⊙ (base(x) + B A x) + shift``, or ``base(x)`` once merged."""
         y = self.base(x)
         if self.merged:
             return y
+        if self.lora_a is not None and self.lora_b is not None:
+            y = y + (x.to(self.lora_a.dtype) @ self.lora_a.T @ self.lora_b.T).to(y.dtype)
         return y * self.scale.to(y.dtype) + self.shift.to(y.dtype)
+
+    def _low_rank_weight(self) -> torch.Tensor | None:
+        if self.lora_a is None or self.lora_b is None:
+            return None
+        return self.lora_b.float() @ self.lora_a.float()
 
     def merge(self, *, tied: bool) -> None:
         """Fold scale/shift into the weight and bias. A weight ``tied`` to another parameter (tied
@@ -74,8 +107,12 @@ class ScaleShiftLinear(nn.Module):
         if self.merged:
             return
         weight, bias = self.base.weight, self.base.bias
+        low_rank = self._low_rank_weight()
+        if low_rank is not None and tied:
+            raise ValueError("cannot merge a low-rank adapter into a weight tied to another parameter")
         with torch.no_grad():
-            merged_w = (weight.float() * self.scale[:, None]).to(weight.dtype)
+            full = weight.float() if low_rank is None else weight.float() + low_rank
+            merged_w = (full * self.scale[:, None]).to(weight.dtype)
             old_b = bias.float() if bias is not None else torch.zeros_like(self.shift)
             merged_b = (self.scale * old_b + self.shift).to(weight.dtype)
             if tied:
@@ -101,7 +138,9 @@ class ScaleShiftLinear(nn.Module):
                 self.base.weight = self._tied_weight
                 self._tied_weight = None
             else:
-                weight.copy_((weight.float() / self.scale[:, None]).to(weight.dtype))
+                low_rank = self._low_rank_weight()
+                full = weight.float() / self.scale[:, None]
+                weight.copy_((full if low_rank is None else full - low_rank).to(weight.dtype))
             if self._had_bias:
                 bias.copy_(((bias.float() - self.shift) / self.scale).to(bias.dtype))
             else:
@@ -138,6 +177,33 @@ def inject_scale_shift(llm: nn.Module) -> int:
     return len(targets)
 
 
+def inject_low_rank(model: EarthGPT) -> int:
+    """Give the scale/shift layers of the projections ``config.stage2_lora_modules`` names in every
+    decoder layer a rank-``config.stage2_lora_rank`` adapter (none when the rank is 0); returns how
+    many layers have one. Call after ``inject_scale_shift``."""
+    rank = model.config.stage2_lora_rank
+    if rank == 0:
+        return 0
+    layers, _ = _decoder_parts(model.llm)
+    count = 0
+    for layer in layers:
+        for name in model.config.stage2_lora_modules:
+            block = layer.mlp if hasattr(layer.mlp, name) else layer.self_attn
+            target = getattr(block, name)
+            if not isinstance(target, ScaleShiftLinear):
+                raise ValueError(
+                    f"{name} has no scale/shift layer: inject_scale_shift before inject_low_rank"
+                )
+            target.add_low_rank(rank)
+            count += 1
+    return count
+
+
+def low_rank_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The adapters' ``A`` and ``B`` inside ``module``."""
+    return [p for layer in scale_shift_layers(module) for p in (layer.lora_a, layer.lora_b) if p is not None]
+
+
 def _stage1_modules(model: EarthGPT) -> list[nn.Module]:
     layers, norm = _decoder_parts(model.llm)
     modules: list[nn.Module] = [model.projector, norm]
@@ -172,6 +238,9 @@ def apply_stage(model: EarthGPT, stage: int) -> None:
                 raise ValueError("scale/shift layers are merged; unmerge_scale_shift before training")
             layer.scale.requires_grad_(True)
             layer.shift.requires_grad_(True)
+        inject_low_rank(model)
+        for param in low_rank_parameters(model.llm):
+            param.requires_grad_(True)
         if model.config.stage2_tunes_stage1:
             _unfreeze_stage1(model)
     model.stage = stage
@@ -212,8 +281,9 @@ def merge_scale_shift(model: EarthGPT) -> int:
     tied = _tied_parameter_ids(model.llm)
     for layer in layers:
         layer.merge(tied=id(layer.base.weight) in tied)
-        layer.scale.requires_grad_(False)
-        layer.shift.requires_grad_(False)
+        for param in (layer.scale, layer.shift, layer.lora_a, layer.lora_b):
+            if param is not None:
+                param.requires_grad_(False)
     return len(layers)
 
 
@@ -230,6 +300,8 @@ def parameter_groups(model: EarthGPT) -> dict[str, list[tuple[str, nn.Parameter]
     owner: dict[int, str] = {}
     for layer in scale_shift_layers(model.llm):
         owner[id(layer.scale)] = owner[id(layer.shift)] = "scale_shift"
+    for param in low_rank_parameters(model.llm):
+        owner[id(param)] = "lora"
     claims: list[tuple[nn.Module | None, str]] = [
         (model.vision.vit, "vision_vit"), (model.vision.cnn, "vision_cnn"), (model.projector, "projector"),
     ]
