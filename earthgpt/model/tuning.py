@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from earthgpt.config import MLP_PROJECTIONS
+
 if TYPE_CHECKING:
     from earthgpt.model.earthgpt import EarthGPT
 
@@ -188,7 +190,7 @@ def inject_low_rank(model: EarthGPT) -> int:
     count = 0
     for layer in layers:
         for name in model.config.stage2_lora_modules:
-            block = layer.mlp if hasattr(layer.mlp, name) else layer.self_attn
+            block = layer.mlp if name in MLP_PROJECTIONS else layer.self_attn
             target = getattr(block, name)
             if not isinstance(target, ScaleShiftLinear):
                 raise ValueError(
