@@ -99,3 +99,35 @@ def test_fractional_task_weights_keep_that_share_of_the_records_spread_over_the_
     for bad in (-1, True, "2"):
         with pytest.raises(ValueError, match="positive numbers"):
             make_examples(records, processor.tokenizer, **sizes, task_repeats={first: bad})
+
+
+VQA_STYLE = [
+    {"from": "human", "value": "<image>\nHow many cars?", "task": "vqa", "question_type": "count"},
+    {"from": "gpt", "value": "3"},
+    {"from": "human", "value": "Is there a person?", "task": "vqa", "question_type": "presence"},
+    {"from": "gpt", "value": "no"},
+    {"from": "human", "value": "How many people?", "task": "vqa", "question_type": "count"},
+    {"from": "gpt", "value": "0"},
+    {"from": "human", "value": "What is it?", "task": "classification"},
+    {"from": "gpt", "value": "parking"},
+]
+
+
+def test_a_question_type_key_packs_that_type_apart_and_weights_it_alone() -> None:
+    from earthgpt.data.torch_dataset import typed_key, wanted_turns
+
+    processor = tiny_processor()
+    records = [_record(f"r{i}", "train", VQA_STYLE) for i in range(4)]
+    assert [typed_key(t) for t in wanted_turns(records[0])] == [
+        "vqa/count", "vqa/presence", "vqa/count", "classification/"]
+    sizes = {"num_visual_tokens": 4, "max_length": 4096, "pack_by_task": True}
+    plain = make_examples(records, processor.tokenizer, **sizes, task_repeats={"vqa": 2})
+    assert [e.pairs for e in plain if e.record == 0] == [(0, 1, 2), (0, 1, 2), (3,)]
+    typed = make_examples(records, processor.tokenizer, **sizes, task_repeats={"vqa": 2, "vqa/count": 3})
+    # the count pairs (0 and 2) form their own example, three times; the presence pair keeps vqa's 2
+    assert [e.pairs for e in typed if e.record == 0] == [(0, 2)] * 3 + [(1,)] * 2 + [(3,)]
+    half = make_examples(records, processor.tokenizer, **sizes, task_repeats={"vqa/count": 0.5})
+    counted = [e.record for e in half if e.pairs == (0, 2)]
+    assert len(counted) == 2 and len([e for e in half if e.pairs == (1,)]) == 4
+    with pytest.raises(ValueError, match=r"'vqa/counts'.*\['vqa/count', 'vqa/presence'\]"):
+        make_examples(records, processor.tokenizer, **sizes, task_repeats={"vqa/counts": 2})

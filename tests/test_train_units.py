@@ -41,9 +41,10 @@ def test_overrides_are_typed_and_unknown_keys_are_named():
     # a dotted key into a mapping-valued setting sets one entry; naming the setting replaces it whole
     cfg = load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "model.config.stage2_lora_rank=8",
                                                      "data.task_repeats={vqa: 2, caption: 1}",
-                                                     "data.task_repeats.vqa=3"])
+                                                     "data.task_repeats.vqa=3",
+                                                     "data.task_repeats.vqa/count=2.5"])
     assert cfg.model.config == {"image_token_id": 259, "stage2_lora_rank": 8}
-    assert cfg.data.task_repeats == {"vqa": 3, "caption": 1}
+    assert cfg.data.task_repeats == {"vqa": 3, "caption": 1, "vqa/count": 2.5}
     cfg = load_config(CONFIGS / "tiny_stage1.yaml", [SOURCE, "model.config={llm: {heads: 4}}"])
     assert "image_token_id" not in cfg.model.config
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['model.config.llm.heads'\].*'num_heads'"):

@@ -70,6 +70,10 @@ def make_examples(
     example; a fraction keeps that share of the records' examples once more (or at all, below 1),
     the records picked by :func:`copies` (deterministic, spread evenly over the records), so
     ``0.5`` halves a bulky task and ``1.5`` lists half its records twice.
+
+    A key ``task/question_type`` (e.g. ``vqa/count``) weights one question type of a task: that
+    type's pairs are packed apart from the task's other pairs and take this weight instead of the
+    task's. A typed key no turn matches is an error that lists the types there are.
     """
     repeats = dict(task_repeats or {})
     if repeats and not pack_by_task:
@@ -82,6 +86,7 @@ def make_examples(
     if bad:
         raise ValueError(f"task_repeats must be positive numbers, got {bad}")
     per_record = [wanted_turns(record, tasks) for record in records]
+    _check_typed_keys(repeats, per_record)
     texts = [text for turns in per_record for turn in turns for text in (turn.question, turn.answer)]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     counts = iter(len(ids) for ids in encoded)
@@ -90,11 +95,37 @@ def make_examples(
         costs = [next(counts) + next(counts) + 2 * TURN_OVERHEAD_TOKENS for _ in turns]
         groups: dict[str, list[int]] = {}
         for pair_index, turn in enumerate(turns):
-            groups.setdefault(turn.task if pack_by_task else "", []).append(pair_index)
-        for task, pairs in groups.items():
+            groups.setdefault(_group(turn, repeats) if pack_by_task else "", []).append(pair_index)
+        for group, pairs in groups.items():
             packed = _pack(index, pairs, costs, num_visual_tokens, max_length, one_pair_per_example)
-            examples += packed * copies(repeats.get(task, 1), index)
+            examples += packed * copies(repeats.get(group, 1), index)
     return examples
+
+
+def typed_key(turn: RecordTurn) -> str:
+    """The ``task/question_type`` key of a turn (``task/`` when it has no question type)."""
+    return f"{turn.task}/{turn.question_type or ''}"
+
+
+def _group(turn: RecordTurn, repeats: Mapping[str, float]) -> str:
+    """The packing group of a turn: its ``task/question_type`` when that is weighted, else its task."""
+    key = typed_key(turn)
+    return key if key in repeats else str(turn.task)
+
+
+def _check_typed_keys(repeats: Mapping[str, float], per_record: Sequence[Sequence[RecordTurn]]) -> None:
+    typed = [key for key in repeats if "/" in key]
+    if not typed:
+        return
+    present = {typed_key(turn) for turns in per_record for turn in turns}
+    missing = [key for key in typed if key not in present]
+    if missing:
+        tasks = {key.split("/", 1)[0] for key in missing}
+        there = sorted(key for key in present if key.split("/", 1)[0] in tasks and not key.endswith("/"))
+        raise ValueError(
+            f"task_repeats keys {missing} match no turn of the data; "
+            f"the question types there are {there or 'none'}"
+        )
 
 
 def copies(weight: float, record: int) -> int:
