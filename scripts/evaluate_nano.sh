@@ -13,6 +13,7 @@ detection=(--tasks detection_hbb detection_obb --limit 100)  # every val detecti
 $e eval --data mmrs --model "$model" "${general[@]}" --out reports/nano_val.json
 $e eval --data mmrs --model "$model" "${detection[@]}" --max-new-tokens 300 --out reports/nano_val_detection.json
 $e eval --data mmrs --model "$model" --tasks vqa --out reports/nano_val_vqa_all.json  # all 2,595 VQA turns
+$e eval --data mmrs --model "$model" --tasks classification --out reports/nano_val_cls_all.json  # all 382 AID images
 $e baselines --data mmrs "${general[@]}" --probe --out reports/baselines_val.json
 $e baselines --data mmrs --tasks vqa --out reports/baselines_val_vqa_all.json
 $e baselines --data mmrs "${detection[@]}" --out reports/baselines_val_detection.json
