@@ -131,3 +131,24 @@ def test_a_question_type_key_packs_that_type_apart_and_weights_it_alone() -> Non
     assert len(counted) == 2 and len([e for e in half if e.pairs == (1,)]) == 4
     with pytest.raises(ValueError, match=r"'vqa/counts'.*\['vqa/count', 'vqa/presence'\]"):
         make_examples(records, processor.tokenizer, **sizes, task_repeats={"vqa/counts": 2})
+
+
+def test_the_mix_summary_counts_examples_and_pairs_per_packing_group() -> None:
+    from earthgpt.data.torch_dataset import describe_mix, mix_summary
+
+    processor = tiny_processor()
+    records = [_record(f"r{i}", "train", VQA_STYLE) for i in range(4)]
+    sizes = {"num_visual_tokens": 4, "max_length": 4096, "pack_by_task": True}
+    repeats = {"vqa": 2, "vqa/count": 3}
+    typed = make_examples(records, processor.tokenizer, **sizes, task_repeats=repeats)
+    summary = mix_summary(records, typed, task_repeats=repeats)
+    # per record: the two count pairs ×3, the presence pair ×2, the classification pair once
+    assert summary == {"vqa/count": (12, 24), "vqa": (8, 8), "classification": (4, 4)}
+    assert describe_mix(summary, len(typed)) == (
+        "mix: 24 examples an epoch: vqa/count 12 (50.0 %, 24 pairs), vqa 8 (33.3 %, 8 pairs), "
+        "classification 4 (16.7 %, 4 pairs)"
+    )
+    # without packing by task one example holds every pair, and counts under each of its groups
+    mixed = make_examples(records, processor.tokenizer, num_visual_tokens=4, max_length=4096)
+    assert mix_summary(records, mixed) == {"classification": (4, 4), "vqa": (4, 12)}
+    assert describe_mix({}, 0) == "mix: no examples"

@@ -4,6 +4,7 @@ repeated batch, resume after a kill (and after a half-written checkpoint), the s
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def test_stage1_then_stage2_on_aid_images(aid_set, tmp_path):
     assert scales and any(not torch.equal(s, torch.ones_like(s)) for s in scales)
 
 
-def test_loss_decreases_on_a_repeated_batch(generated_set, tmp_path):
+def test_loss_decreases_on_a_repeated_batch(generated_set, tmp_path, capsys):
     records, roots = generated_set
     two = write_records(tmp_path / "two", [json.loads(x) for x in records.read_text().splitlines()[:2]])
     assert (
@@ -93,6 +94,8 @@ def test_loss_decreases_on_a_repeated_batch(generated_set, tmp_path):
         )
         == 0
     )
+    # the run says what its epoch holds before it trains
+    assert re.search(r"^mix: [\d,]+ examples an epoch: \w+ [\d,]+ \(100\.0 %", capsys.readouterr().out, re.M)
     values = losses(tmp_path / "run")
     assert len(values) == 5 and all(torch.isfinite(torch.tensor(values)))
     assert values[-1] < values[0] - 0.05, values

@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 from torch import nn
 
-from earthgpt.data.torch_dataset import MMRSTorchDataset, make_examples
+from earthgpt.data.torch_dataset import MMRSTorchDataset, describe_mix, make_examples, mix_summary
 from earthgpt.model.earthgpt import EarthGPT
 from earthgpt.processor import EarthGPTProcessor
 from train import checkpoints
@@ -83,6 +83,8 @@ def _dataset(cfg: TrainConfig, model: EarthGPT, processor: EarthGPTProcessor, ac
         pack_by_task=cfg.data.pack_by_task,
         task_repeats=cfg.data.task_repeats,
     )
+    summary = mix_summary(records, examples, cfg.data.tasks, cfg.data.task_repeats)
+    accelerator.print(describe_mix(summary, len(examples)))
     dataset = MMRSTorchDataset(
         records,
         examples,

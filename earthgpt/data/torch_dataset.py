@@ -102,6 +102,42 @@ def make_examples(
     return examples
 
 
+def mix_summary(
+    records: Sequence[Mapping[str, Any]],
+    examples: Sequence[TrainingExample],
+    tasks: Sequence[str] = (),
+    task_repeats: Mapping[str, float] | None = None,
+) -> dict[str, tuple[int, int]]:
+    """What an epoch of ``examples`` holds, per packing group (a task, or ``task/question_type``
+    where ``task_repeats`` weights one): ``(examples, pairs)``, most examples first.
+
+    Weights count examples, not pairs: a question type packed apart forms more, shorter
+    examples, so its share of the draws can grow far beyond its weight while every other task's
+    shrinks. This is the line a run prints before it trains. An example that holds several groups
+    (no ``pack_by_task``) counts under each.
+    """
+    repeats = dict(task_repeats or {})
+    turns = [wanted_turns(record, tasks) for record in records]
+    counts: dict[str, list[int]] = {}
+    for example in examples:
+        groups = [_group(turns[example.record][pair], repeats) for pair in example.pairs]
+        for group in dict.fromkeys(groups):
+            entry = counts.setdefault(group, [0, 0])
+            entry[0] += 1
+            entry[1] += groups.count(group)
+    return {g: (n, pairs) for g, (n, pairs) in sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))}
+
+
+def describe_mix(summary: Mapping[str, tuple[int, int]], total: int) -> str:
+    """One line of :func:`mix_summary`: each group's examples, share of the ``total`` and pairs."""
+    if not total:
+        return "mix: no examples"
+    parts = [
+        f"{group} {n:,} ({100 * n / total:.1f} %, {pairs:,} pairs)" for group, (n, pairs) in summary.items()
+    ]
+    return f"mix: {total:,} examples an epoch: " + ", ".join(parts)
+
+
 def typed_key(turn: RecordTurn) -> str:
     """The ``task/question_type`` key of a turn (``task/`` when it has no question type)."""
     return f"{turn.task}/{turn.question_type or ''}"
