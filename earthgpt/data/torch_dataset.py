@@ -16,6 +16,7 @@ encoders, so no image is decoded). ``image_path`` is always present, for the fea
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,11 +121,11 @@ def mix_summary(
     turns = [wanted_turns(record, tasks) for record in records]
     counts: dict[str, list[int]] = {}
     for example in examples:
-        groups = [_group(turns[example.record][pair], repeats) for pair in example.pairs]
-        for group in dict.fromkeys(groups):
+        groups = Counter(_group(turns[example.record][pair], repeats) for pair in example.pairs)
+        for group, pairs in groups.items():
             entry = counts.setdefault(group, [0, 0])
             entry[0] += 1
-            entry[1] += groups.count(group)
+            entry[1] += pairs
     return {g: (n, pairs) for g, (n, pairs) in sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))}
 
 
