@@ -18,7 +18,14 @@ import earthgpt.batch_generate as batch_generate
 from app import handlers as H
 from app.scene import scene_steps
 from app.session_io import Session
-from earthgpt.batch_generate import answer_batch, encode_batch, greedy_batch, prompt_ids
+from earthgpt.batch_generate import (
+    BufferedKVCache,
+    answer_batch,
+    encode_batch,
+    greedy_batch,
+    prompt_ids,
+    shared_prefix,
+)
 from earthgpt.commands import detect as detect_cmd
 from earthgpt.inference import ChatSession, generate
 from earthgpt.scene_detection import DEFAULT_BATCH_SIZE, chat_answerer, detection_stop_rule
@@ -72,6 +79,80 @@ def test_batched_answers_equal_one_chat_per_window(chatty, guard) -> None:
         assert {"end", "length"} <= set(reasons)
     else:  # the rule ends rows at different steps
         assert "rule" in reasons and len(lengths) > 1
+
+
+@pytest.mark.parametrize("guard", ["none", "detection_stop_rule"])
+def test_one_question_for_every_window_shares_its_text_before_the_image(chatty, guard, monkeypatch) -> None:
+    """Detection asks every window the same question: the system prompt and turn header are
+    prefilled once (one row), and the answers are still those of one chat per window."""
+    model, processor, images = chatty
+    rule = detection_stop_rule() if guard != "none" else None
+    question = QUESTIONS[1]
+    ids = prompt_ids(processor, question, "sar")
+    assert shared_prefix([ids] * len(images), model.image_token_id) == ids.index(model.image_token_id) > 0
+    rows_fed = []
+    step = batch_generate._step
+
+    def counting_step(model, ids, *args):
+        rows_fed.append(tuple(ids.shape))
+        return step(model, ids, *args)
+
+    monkeypatch.setattr(batch_generate, "_step", counting_step)
+    expected = one_by_one(model, processor, images, [question] * len(images), rule)
+    batched = answer_batch(model, processor, images, [question] * len(images), sensor="sar",
+                           max_new_tokens=40, stop_rule=rule)
+    assert [(a.text, a.finish_reason, a.ids) for a in batched] == expected
+    shared = ids.index(model.image_token_id)
+    assert rows_fed[:2] == [(1, shared), (len(images), len(ids) - shared)]
+
+
+def test_shared_prefix_stops_at_the_image_and_at_padding() -> None:
+    image = 99
+    assert shared_prefix([[1, 2, image, 5], [1, 2, image, 6]], image) == 2
+    assert shared_prefix([[1, 2, 3, 5], [1, 2, 4, 5]], image) == 2  # where the texts part
+    assert shared_prefix([[1, 2, 3], [1, 2, 3]], image) == 2  # at least one id left to feed
+    assert shared_prefix([[1, 2, 3], [0, 1, 2, 3]], image) == 0  # left padding: columns differ
+    assert shared_prefix([[1, 2, 3]], image) == 0  # one row: nothing to share
+    assert shared_prefix([[image, 1], [image, 1]], image) == 0
+
+
+def test_buffered_cache_holds_what_a_dynamic_cache_holds() -> None:
+    """Keys and values after prefill, decode steps, dropping rows, repeating rows and a crop equal
+    a ``DynamicCache``'s; a decode step writes into the buffer instead of reallocating it."""
+    from transformers import DynamicCache
+
+    gen = torch.Generator().manual_seed(0)
+    buffered, plain = BufferedKVCache(), DynamicCache()
+
+    def feed(rows: int, tokens: int) -> None:
+        for layer in range(2):
+            k, v = (torch.randn(rows, 3, tokens, 4, generator=gen) for _ in range(2))
+            got, want = buffered.update(k, v, layer), plain.update(k, v, layer)
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+    def same() -> bool:
+        return buffered.get_seq_length() == plain.get_seq_length() and all(
+            torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+            for a, b in zip(buffered.layers, plain.layers, strict=True))
+
+    feed(1, 5)
+    buffered.batch_repeat_interleave(4)
+    plain.batch_repeat_interleave(4)
+    feed(4, 7)
+    storage = buffered.layers[0].keys.untyped_storage().data_ptr()
+    for _ in range(3):
+        feed(4, 1)
+    assert buffered.layers[0].keys.untyped_storage().data_ptr() == storage  # written in place
+    index = torch.tensor([0, 2, 3])
+    buffered.batch_select_indices(index)
+    plain.batch_select_indices(index)
+    feed(3, 1)
+    assert same()
+    buffered.crop(-2)
+    plain.crop(-2)
+    assert same() and buffered.get_seq_length() == 14
+    feed(3, 40)  # past the buffer's room: it grows and keeps what it held
+    assert same() and buffered.get_seq_length() == 54
 
 
 def test_greedy_batch_pads_prompts_of_different_lengths(chatty) -> None:
