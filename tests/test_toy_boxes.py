@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from earthgpt.geometry import grid_to_pixel
@@ -33,3 +34,16 @@ def test_each_answer_is_the_box_of_the_one_rectangle_and_the_set_is_deterministi
             assert not (pixels[outside] == COLOURS[colour]).all(axis=-1).any()  # and nothing else
             box = grid_to_pixel(parse_box(answer["value"]), 224, 224)
             assert np.allclose([box.x1, box.y1, box.x2, box.y2], [x1, y1, x2, y2], atol=0.112 + 1e-9)
+
+
+def test_sizes_set_the_rectangles_sides_and_the_default_set_is_unchanged(tmp_path) -> None:
+    assert main(["--out", str(tmp_path / "small"), "--train", "20", "--val", "0", "--sizes", "4", "12"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "small" / "train.jsonl").read_text().splitlines()]
+    boxes = [r["annotations"]["objects_hbb"][0]["xyxy_px"] for r in records]
+    sides = [(b[2] - b[0], b[3] - b[1]) for b in boxes]
+    assert all(4 <= w <= 12 and 4 <= h <= 12 for w, h in sides) and len(set(sides)) > 5
+    assert main(["--out", str(tmp_path / "a"), "--train", "3", "--val", "0"]) == 0
+    assert main(["--out", str(tmp_path / "b"), "--train", "3", "--val", "0", "--sizes", "16", "96"]) == 0
+    assert (tmp_path / "a" / "train.jsonl").read_text() == (tmp_path / "b" / "train.jsonl").read_text()
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "c"), "--sizes", "12", "4"])

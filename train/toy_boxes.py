@@ -30,14 +30,18 @@ COLOURS = {
 }
 SIDE = 224
 """Image side in pixels: the nano's input size, so no resize blurs the rectangle's edges."""
+SIZES = (16, 96)
+"""Shortest and longest rectangle side in pixels (``--sizes``)."""
 
 
-def toy_record(index: int, split: str, rng: np.random.Generator, folder: Path) -> dict:
-    """One image (written under ``folder/images``) and its grounding record."""
+def toy_record(index: int, split: str, rng: np.random.Generator, folder: Path,
+               sizes: tuple[int, int] = SIZES) -> dict:
+    """One image (written under ``folder/images``) and its grounding record; the rectangle's sides
+    are drawn from ``sizes`` (pixels, both ends included)."""
     background = rng.normal(40, 12, (SIDE // 8, SIDE // 8, 3)).clip(0, 255).astype(np.uint8)
     pixels = np.asarray(Image.fromarray(background).resize((SIDE, SIDE), Image.Resampling.BILINEAR)).copy()
     pixels = (pixels + rng.normal(0, 6, pixels.shape)).clip(0, 255).astype(np.uint8)
-    w, h = (int(v) for v in rng.integers(16, 97, 2))
+    w, h = (int(v) for v in rng.integers(sizes[0], sizes[1] + 1, 2))
     x1, y1 = int(rng.integers(0, SIDE - w + 1)), int(rng.integers(0, SIDE - h + 1))
     name = sorted(COLOURS)[int(rng.integers(len(COLOURS)))]
     pixels[y1 : y1 + h, x1 : x1 + w] = COLOURS[name]
@@ -60,13 +64,14 @@ def toy_record(index: int, split: str, rng: np.random.Generator, folder: Path) -
     }
 
 
-def write_toy_set(folder: Path, train: int, val: int, seed: int = 0) -> dict[str, Path]:
+def write_toy_set(folder: Path, train: int, val: int, seed: int = 0,
+                  sizes: tuple[int, int] = SIZES) -> dict[str, Path]:
     """Write the set into ``folder``; returns the record file of each split."""
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = {}
     for split, count in (("train", train), ("val", val)):
-        records = [toy_record(i, split, rng, folder) for i in range(count)]
+        records = [toy_record(i, split, rng, folder, sizes) for i in range(count)]
         paths[split] = folder / f"{split}.jsonl"
         paths[split].write_text("".join(json.dumps(r) + "\n" for r in records))
     return paths
@@ -78,10 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train", type=int, default=2000, help="train images (default 2000)")
     parser.add_argument("--val", type=int, default=100, help="val images (default 100)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sizes", type=int, nargs=2, default=list(SIZES), metavar=("MIN", "MAX"),
+                        help=f"rectangle sides in pixels, both included (default {SIZES[0]} {SIZES[1]}; "
+                        "a HIT-UAV person at 224 px is about 7 x 4)")
     args = parser.parse_args(argv)
     if args.train < 0 or args.val < 0:
         parser.error("--train and --val must not be negative")
-    paths = write_toy_set(args.out, args.train, args.val, args.seed)
+    if not 1 <= args.sizes[0] <= args.sizes[1] <= SIDE:
+        parser.error(f"--sizes must be 1 <= MIN <= MAX <= {SIDE}")
+    paths = write_toy_set(args.out, args.train, args.val, args.seed, tuple(args.sizes))
     print(" ".join(str(p) for p in paths.values()))
     return 0
 
