@@ -4,8 +4,10 @@ The model only ever sees one window (:class:`earthgpt.raster.Tile`, from
 :func:`earthgpt.raster.tile_grid`). Its answer is text with boxes on the 0–1000 grid over that
 window; :func:`tile_to_raster` places each box back into *full-raster pixels* (x = column,
 y = row, pixel corners at integer coordinates, the convention of rasterio's affine transforms).
-Objects cut by a window border are found twice in overlapping windows; :func:`merge_detections`
-keeps one per object with per-class NMS. :mod:`earthgpt.vector_export` writes the result.
+Objects cut by a window border are found twice in overlapping windows: :func:`join_cut_boxes`
+drops a piece that another window sees whole, or joins the pieces when no window does (matched
+where both windows see the same pixels), and :func:`merge_detections` keeps one per object with
+per-class NMS. :mod:`earthgpt.vector_export` writes the result.
 
 This module reads no files itself: the caller passes a ``read_tile`` function (rasterio window
 reads in the CLI and the app) and an ``answer`` function (the model), so it is tested with
@@ -20,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import shapely
 
 from earthgpt.answer_stream import LineRule, repeats_a_line
 from earthgpt.box_spaces import grid_to_raster
-from earthgpt.geometry import Box, Detection, box_corners, nms
+from earthgpt.geometry import HBB, Box, Detection, box_corners, nms, obb_from_corners
 from earthgpt.raster import Tile
 from earthgpt.textbox import parse_detections
 
@@ -56,6 +59,96 @@ def edge_margin(box: Box, tile: Tile, raster_width: int, raster_height: int) -> 
     if tile.row_off + tile.height < raster_height:
         gaps.append(tile.row_off + tile.height - max(ys))
     return max(0.0, min(gaps)) if gaps else float(max(tile.width, tile.height))
+
+
+CUT_FRACTION = 0.01
+"""A box within this fraction of its window's side (at least 2 px) of an inner window border counts
+as cut by it (:func:`join_cut_boxes`): the grid has 1,000 steps a side, so a box the model ends at
+the border lands within a pixel of it, and a little more is allowed for its imprecision."""
+
+
+def join_cut_boxes(
+    dets: Sequence[Detection], tiles: Sequence[Tile], margins: Sequence[float], overlap: float = 0.5,
+) -> tuple[list[Detection], list[float]]:
+    """One detection per object cut by a window border, before :func:`merge_detections`.
+
+    A box cut by an inner border of its window (``margins[i]``, its :func:`edge_margin`, within
+    :data:`CUT_FRACTION` of the window) is matched with the boxes of the same class from every
+    other window that overlaps its own, on the pixels both windows see: the two boxes clipped to
+    that shared strip must overlap with IoU ≥ ``overlap``. Plain IoU cannot tell a piece from its
+    whole when less than half of the object shows in one window. Of each set of matched boxes, the
+    cut ones are dropped when any is whole (a window saw the object entire); when all are cut (no
+    window holds the object), they are joined into one box: the enclosing HBB of the pieces, or
+    for oriented boxes the smallest rotated rectangle around them, ranked as a whole box. Returns
+    the detections and their merge priorities, in input order with each joined box at its first
+    piece's place.
+    """
+    if not len(dets) == len(tiles) == len(margins):
+        raise ValueError(
+            f"expected one tile and margin per detection: {len(dets)}, {len(tiles)}, {len(margins)}"
+        )
+    cut = [m <= max(2.0, CUT_FRACTION * max(t.width, t.height)) for m, t in zip(margins, tiles, strict=True)]
+    parent = list(range(len(dets)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    bounds = np.array([_extent(d.box) for d in dets], dtype=float).reshape(-1, 4)
+    frames = np.array([(t.col_off, t.row_off, t.col_off + t.width, t.row_off + t.height) for t in tiles],
+                      dtype=float).reshape(-1, 4)
+    labels = [d.label.strip().lower() for d in dets]
+    for i in (k for k, is_cut in enumerate(cut) if is_cut):
+        shared = np.concatenate([np.maximum(frames[i, :2], frames[:, :2]),
+                                 np.minimum(frames[i, 2:], frames[:, 2:])], axis=1)
+        near = np.flatnonzero(
+            (shared[:, 0] < shared[:, 2]) & (shared[:, 1] < shared[:, 3])
+            & (bounds[:, 0] < shared[:, 2]) & (bounds[:, 2] > shared[:, 0])
+            & (bounds[:, 1] < shared[:, 3]) & (bounds[:, 3] > shared[:, 1])
+            & (bounds[i, 0] < shared[:, 2]) & (bounds[i, 2] > shared[:, 0])
+            & (bounds[i, 1] < shared[:, 3]) & (bounds[i, 3] > shared[:, 1])
+        )
+        for j in near:
+            same = tiles[j] != tiles[i] and labels[j] == labels[i] and root(i) != root(j)
+            if same and _clipped_iou(dets[i].box, dets[j].box, shared[j]) >= overlap:
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(dets)):
+        groups.setdefault(root(i), []).append(i)
+    out: dict[int, tuple[Detection, float]] = {}
+    for members in groups.values():
+        whole = [i for i in members if not cut[i]]
+        if len(members) == 1 or whole:
+            out.update((i, (dets[i], margins[i])) for i in (whole or members))
+            continue
+        joined = _enclosing(dets[i].box for i in members)
+        scores = [dets[i].score for i in members if dets[i].score is not None]
+        side = max(max(tiles[i].width, tiles[i].height) for i in members)
+        score = max(scores) if scores else None
+        out[members[0]] = (Detection(dets[members[0]].label, joined, score), float(side))
+    order = sorted(out)
+    return [out[i][0] for i in order], [out[i][1] for i in order]
+
+
+def _clipped_iou(a: Box, b: Box, region: np.ndarray) -> float:
+    """IoU of two boxes clipped to the xyxy ``region``."""
+    frame = shapely.box(*region)
+    pa, pb = (shapely.intersection(shapely.Polygon(box_corners(x)).buffer(0), frame) for x in (a, b))
+    union = shapely.area(shapely.union(pa, pb))
+    return float(shapely.area(shapely.intersection(pa, pb)) / union) if union > 0 else 0.0
+
+
+def _enclosing(boxes: Iterator[Box]) -> Box:
+    """The enclosing HBB of HBBs; the smallest rotated rectangle around anything else."""
+    boxes = list(boxes)
+    if all(isinstance(b, HBB) for b in boxes):
+        x1, y1, x2, y2 = zip(*(_extent(b) for b in boxes), strict=True)
+        return HBB(min(x1), min(y1), max(x2), max(y2))
+    points = shapely.MultiPoint([p for b in boxes for p in box_corners(b)])
+    rectangle = shapely.minimum_rotated_rectangle(points)
+    return obb_from_corners(list(rectangle.exterior.coords)[:4])
 
 
 def merge_detections(
@@ -186,6 +279,7 @@ def iter_detect_scene(
         raise ValueError(f"batch must be >= 1, got {batch}")
     found: list[Detection] = []
     margins: list[float] = []
+    owners: list[Tile] = []
     result = SceneResult(detections=[], tiles=len(tiles))
     groups = list(_batches(tiles, batch))
     result.answering = len(groups[0]) if groups else 0
@@ -203,8 +297,10 @@ def iter_detect_scene(
             raise RuntimeError(f"answer() returned {len(texts)} texts for {len(ready)} images")
         for (tile, _), text in zip(ready, texts, strict=True):
             _add_answer(result, tile, text, classes, found, margins, raster_size)
+            owners.extend([tile] * (len(found) - len(owners)))
         result.tiles_done += len(group)
-        result.detections = merge_detections(found, iou_threshold, margins)
+        joined, ranks = join_cut_boxes(found, owners, margins)
+        result.detections = merge_detections(joined, iou_threshold, ranks)
         result.answering = len(groups[k + 1]) if k + 1 < len(groups) else 0
         if k + 1 == len(groups) and cancelled is not None and cancelled():
             result.cancelled = True  # the last batch's answers were cut: say so, not "done"

@@ -13,14 +13,23 @@ import pyogrio
 import pytest
 import rasterio
 from rasterio.transform import from_origin
+from shapely import box as shapely_box
 
 from app import handlers as H
 from app.scene import run_scene_detection
 from app.session_io import Session
+from earthgpt.box_spaces import raster_to_grid
 from earthgpt.commands import detect as detect_cmd
-from earthgpt.geometry import HBB, Detection, obb_from_cxcywha
+from earthgpt.geometry import HBB, Detection, iou, obb_from_corners, obb_from_cxcywha
 from earthgpt.raster import Tile, tile_grid
-from earthgpt.scene_detection import detect_scene, edge_margin, merge_detections, tile_to_raster
+from earthgpt.scene_detection import (
+    detect_scene,
+    edge_margin,
+    join_cut_boxes,
+    merge_detections,
+    tile_to_raster,
+)
+from earthgpt.textbox import format_box
 
 
 def test_tile_grid_covers_the_raster_with_overlap() -> None:
@@ -55,6 +64,68 @@ def test_merge_prefers_the_tile_that_sees_the_object_whole() -> None:
     assert margins[1] == 0
     kept = merge_detections([cut, whole, other], 0.5, [margins[1], margins[0], margins[2]])
     assert kept == [whole, other]
+
+
+def _visible_parts(objects: list[HBB], tiles: list[Tile]) -> list[str]:
+    """A perfect model's answers: the part of each object its window shows (more than 4 px a side)."""
+    answers = []
+    for tile in tiles:
+        lines = []
+        for box in objects:
+            x1, y1 = max(box.x1, tile.col_off), max(box.y1, tile.row_off)
+            x2, y2 = min(box.x2, tile.col_off + tile.width), min(box.y2, tile.row_off + tile.height)
+            if x2 - x1 > 4 and y2 - y1 > 4:
+                lines.append(f"plane {format_box(raster_to_grid(HBB(x1, y1, x2, y2), tile))}")
+        answers.append("\n".join(lines))
+    return answers
+
+
+def test_an_object_cut_by_window_borders_is_one_box() -> None:
+    """Review of 2026-12-04: a plane whose top 12 px show in one window and all of it in the next
+    came out twice (the piece's IoU with the whole is 0.2, under NMS's 0.5). Pieces a window sees
+    whole are dropped; pieces no window sees whole (wider than the overlap, or at a corner of four
+    windows) are joined; two planes side by side across a border stay two."""
+    width, height = 1100, 1100
+    tiles = tile_grid(width, height, 512, 64)  # starts 0, 448, 588 on both axes
+    objects = [
+        HBB(430, 500, 500, 560),  # 12 px in the top row of windows, whole in the second
+        HBB(300, 700, 700, 760),  # 400 px wide: no window sees it whole
+        HBB(400, 400, 560, 560),  # over the corner of four windows
+        HBB(40, 470, 70, 530), HBB(40, 531, 70, 580),  # two planes touching across a border
+    ]
+    answers = iter(_visible_parts(objects, tiles))
+    result = detect_scene(tiles, lambda t: np.zeros((4, 4, 3), np.uint8),
+                          lambda images: [next(answers) for _ in images], raster_size=(width, height),
+                          batch=4)
+    found = [d.box for d in result.detections]
+    assert len(found) == len(objects), found
+    for truth in objects:
+        assert max(iou(truth, box) for box in found) > 0.97, (truth, found)
+
+
+def test_join_cut_boxes_keeps_whole_boxes_and_joins_oriented_pieces() -> None:
+    left, right = Tile(0, 0, 512, 512), Tile(448, 0, 512, 512)
+    # one oriented plane at 15°, centre on the shared strip, cut by both windows' inner borders
+    plane = obb_from_cxcywha(480, 200, 300, 60, 15).polygon()
+    pieces = []
+    for tile in (left, right):
+        part = plane.intersection(shapely_box(tile.col_off, 0, tile.col_off + tile.width, 512))
+        corners = list(part.minimum_rotated_rectangle.exterior.coords)[:4]
+        pieces.append(Detection("plane", obb_from_corners(corners)))
+    margins = [edge_margin(d.box, t, 960, 512) for d, t in zip(pieces, (left, right), strict=True)]
+    assert max(margins) < 1
+    joined, ranks = join_cut_boxes(pieces, [left, right], margins)
+    assert len(joined) == 1 and ranks == [512.0]
+    assert joined[0].box.polygon().symmetric_difference(plane).area < 0.02 * plane.area
+    # a box of the same class elsewhere in the other window, or of another class, is left alone
+    other = [pieces[0], Detection("plane", HBB(600, 400, 640, 440)), Detection("car", pieces[1].box)]
+    kept, _ = join_cut_boxes(other, [left, right, right], [0.0, 80.0, 0.0])
+    assert kept == other
+    # two boxes of one window never join, however they overlap
+    same = [Detection("plane", HBB(480, 10, 512, 40)), Detection("plane", HBB(470, 12, 512, 42))]
+    assert join_cut_boxes(same, [left, left], [0.0, 0.0])[0] == same
+    with pytest.raises(ValueError, match="one tile and margin"):
+        join_cut_boxes(same, [left], [0.0, 0.0])
 
 
 def test_detect_scene_batches_skips_nodata_and_filters_classes() -> None:
