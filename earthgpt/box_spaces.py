@@ -215,6 +215,66 @@ def lonlat_to_raster(transform: Any, crs: Any) -> PointsFn:
     return convert
 
 
+BEND_TOLERANCE = 0.005
+"""How far (as a share of the edge's length, both in degrees of arc: a degree of longitude counts
+cos(latitude)) the true middle of a box edge may lie from the straight lon/lat line between its
+ends before :func:`lonlat_ring` adds a vertex there."""
+
+
+def lonlat_ring(points: Points, to_lonlat: PointsFn, *, max_rounds: int = 8) -> Points:
+    """A ring (its vertices, not closed, in any space ``to_lonlat`` takes) as lon/lat vertices that
+    draw the same shape on the globe when read as straight lon/lat lines (RFC 7946's reading).
+
+    - An edge whose middle the mapping bends away from the straight lon/lat line (by more than
+      :data:`BEND_TOLERANCE` of its length; near a pole) gets vertices added, halving it up to
+      ``max_rounds`` times; so does one whose longitude changes by more than 90°, so that a box
+      wider than 180° keeps its width.
+    - Longitudes run continuously (179.9 then 180.1 rather than -179.9), so a ring across the
+      antimeridian stays one ring; :func:`earthgpt.vector_export.rfc7946_geometry` cuts it.
+    - A ring around a pole (its longitudes turn once round the globe) is closed through the pole.
+
+    Raises :class:`GeoreferenceError` for a vertex beyond a pole."""
+    source = [tuple(map(float, p)) for p in points]
+    mapped = _checked_lonlat(to_lonlat(source))
+    for _ in range(max_rounds):
+        after = source[1:] + source[:1]
+        middles = [((a[0] + b[0]) / 2, (a[1] + b[1]) / 2) for a, b in zip(source, after, strict=True)]
+        true = _checked_lonlat(to_lonlat(middles))
+        ends = mapped[1:] + mapped[:1]
+        split = []
+        for (lon0, lat0), (lon1, lat1), (lon, lat) in zip(mapped, ends, true, strict=True):
+            lon1 = lon0 + _wrap(lon1 - lon0)
+            lon = lon0 + _wrap(lon - lon0)
+            east = max(np.cos(np.radians((lat0 + lat1) / 2)), 1e-9)  # a degree of longitude, in arc
+            length = max(np.hypot(east * (lon1 - lon0), lat1 - lat0), 1e-12)
+            bend = np.hypot(east * (lon - (lon0 + lon1) / 2), lat - (lat0 + lat1) / 2)
+            split.append(abs(lon1 - lon0) > 90.0 or bend > BEND_TOLERANCE * length)
+        if not any(split):
+            break
+        source = [q for k, p in enumerate(source) for q in ([p, middles[k]] if split[k] else [p])]
+        mapped = [q for k, p in enumerate(mapped) for q in ([p, true[k]] if split[k] else [p])]
+    ring = [mapped[0]]
+    for lon, lat in mapped[1:]:
+        ring.append((ring[-1][0] + _wrap(lon - ring[-1][0]), lat))
+    turn = ring[-1][0] + _wrap(ring[0][0] - ring[-1][0]) - ring[0][0]
+    if abs(turn) > 180.0:  # once round the globe: the ring holds a pole; go over it
+        pole = 90.0 if sum(lat for _, lat in ring) > 0 else -90.0
+        ring += [(ring[0][0] + turn, ring[0][1]), (ring[0][0] + turn, pole), (ring[0][0], pole)]
+    return ring
+
+
+def _wrap(delta: float) -> float:
+    """``delta`` degrees of longitude as the shorter turn, in [-180, 180)."""
+    return (delta + 180.0) % 360.0 - 180.0
+
+
+def _checked_lonlat(points: Points) -> Points:
+    out = [(float(lon), float(lat)) for lon, lat in points]
+    if any(abs(lat) > 90.0 + 1e-9 for _, lat in out):  # a pole itself, give or take rounding, is on the globe
+        raise GeoreferenceError("a box has corners past the pole (latitude beyond ±90°)")
+    return out
+
+
 def box_polygon(box: Box, to_space: PointsFn | None = None) -> shapely.Polygon:
     """A box's four corners taken through ``to_space`` (e.g. :func:`raster_to_lonlat`; None: the
     box's own space) as a valid polygon (a self-crossing ring becomes its convex hull) whose

@@ -2,7 +2,9 @@
 ``scene`` column: the merged file of an archive run (:mod:`earthgpt.scene_archive`).
 
 The scenes may be in different CRSs: the merged layer ``detections`` keeps the CRS they all share,
-else it is EPSG:4326 (each polygon's vertices reprojected). Scenes in pixel space (no CRS) cannot
+else it is EPSG:4326 (each polygon reprojected as :func:`earthgpt.box_spaces.lonlat_ring` draws
+it: vertices added where the map bends its edges, one polygon whose longitudes run on past 180
+across the antimeridian, closed through a pole it holds). Scenes in pixel space (no CRS) cannot
 share a map layer, so they go to a second layer, :data:`PIXEL_LAYER`, written only when there are any.
 """
 
@@ -52,16 +54,34 @@ def common_crs(crses: Sequence[str]) -> str:
 
 
 def reproject(polygons: list[shapely.Polygon], source: str | None, target: str) -> list[shapely.Polygon]:
-    """``polygons`` from CRS ``source`` (None: left as they are) to ``target``, vertex by vertex
-    (x = east / lon first)."""
+    """``polygons`` from CRS ``source`` (None: left as they are) to ``target`` (x = east / lon
+    first): into a geographic ``target`` through :func:`earthgpt.box_spaces.lonlat_ring` (each
+    exterior counter-clockwise), else vertex by vertex."""
     from pyproj import CRS, Transformer
+    from shapely.geometry.polygon import orient
+
+    from earthgpt.box_spaces import GeoreferenceError, lonlat_ring
 
     if not polygons or source is None or CRS.from_user_input(source) == CRS.from_user_input(target):
         return polygons
     move = Transformer.from_crs(source, target, always_xy=True).transform
-    moved = shapely.transform(np.array(polygons, dtype=object),
-                              lambda xy: np.column_stack(move(xy[:, 0], xy[:, 1])))
-    return list(moved)
+    moved = list(shapely.transform(np.array(polygons, dtype=object),
+                                   lambda xy: np.column_stack(move(xy[:, 0], xy[:, 1]))))
+    if not CRS.from_user_input(target).is_geographic:
+        return moved
+
+    def to_lonlat(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        xs, ys = move(np.array([p[0] for p in points]), np.array([p[1] for p in points]))
+        return list(zip(np.atleast_1d(xs).tolist(), np.atleast_1d(ys).tolist(), strict=True))
+
+    for k, polygon in enumerate(polygons):
+        try:
+            ring = shapely.Polygon(lonlat_ring(list(polygon.exterior.coords)[:-1], to_lonlat))
+        except GeoreferenceError:  # off the globe: as the vertices fall
+            continue
+        if ring.is_valid and ring.area > 0:
+            moved[k] = orient(ring, sign=1.0)
+    return moved
 
 
 def _write_layer(path: Path, layers: Sequence[SceneLayer], crs: str | None, layer: str) -> None:

@@ -42,7 +42,7 @@ import shapely.affinity
 from shapely.geometry.polygon import orient
 
 from earthgpt.box_checks import box_problem
-from earthgpt.box_spaces import GeoreferenceError, Points, PointsFn, box_polygon, crs_text
+from earthgpt.box_spaces import GeoreferenceError, PointsFn, box_polygon, crs_text, lonlat_ring
 from earthgpt.geometry import Detection, box_angle, box_kind
 
 Skipped = dict[str, str]
@@ -102,21 +102,11 @@ WORLD = shapely.box(-180.0, -90.0, 180.0, 90.0)
 
 
 def _on_the_globe(to_lonlat: PointsFn) -> PointsFn:
-    """``to_lonlat`` for one box's corners, made continuous: each longitude within 180° of the one
-    before (179.9, then 180.1 rather than -179.9), so a box across the antimeridian stays one
-    polygon; :class:`GeoreferenceError` for corners past a pole."""
-
-    def convert(points: Points) -> Points:
-        lonlat: Points = []
-        for lon, lat in to_lonlat(points):
-            if abs(lat) > 90.0 + 1e-9:  # a pole itself, give or take rounding, is on the globe
-                raise GeoreferenceError("a box has corners past the pole (latitude beyond ±90°)")
-            if lonlat:
-                lon -= 360.0 * round((lon - lonlat[-1][0]) / 360.0)
-            lonlat.append((lon, lat))
-        return lonlat
-
-    return convert
+    """``to_lonlat`` for one box's corners as :func:`earthgpt.box_spaces.lonlat_ring` draws them:
+    densified where the map bends them, continuous across the antimeridian (one polygon whose
+    longitudes may pass ±180), closed through a pole the box holds; :class:`GeoreferenceError` for
+    corners past a pole."""
+    return lambda points: lonlat_ring(points, to_lonlat)
 
 
 def _ring(polygon: shapely.Polygon) -> list[list[float]]:

@@ -1,7 +1,8 @@
 """GeoJSON exports across the antimeridian and near the poles (RFC 7946 §3.1.9): every longitude
 written lies in [-180, 180], a box across 180° is cut in two at it (never one polygon wrapping the
-globe), a box past a pole is left out and listed; in memory (the app's map) a box stays one polygon
-whose longitudes run on past 180."""
+globe), a box past a pole is left out and listed, a box around a pole is closed through it, a box
+wider than a hemisphere keeps its width, and edges the map bends get vertices; in memory (the app's
+map) a box stays one polygon whose longitudes run on past 180."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from typing import Any
 
 import pytest
 import shapely
+from pyproj import Transformer
 from rasterio.crs import CRS
-from rasterio.transform import from_origin
+from rasterio.transform import Affine, from_origin
 
 from earthgpt.box_spaces import raster_to_lonlat
 from earthgpt.geometry import HBB, Detection, obb_from_cxcywha
@@ -91,3 +93,53 @@ def test_a_polygon_far_past_180_is_moved_by_whole_turns() -> None:
     geometry = rfc7946_geometry({"type": "Polygon", "coordinates": [square]})
     assert geometry["type"] == "Polygon"
     assert _polygons(geometry)[0].bounds == (170, 0, 175, 5)
+
+
+def _back_on_the_map(geometry: dict[str, Any], crs: str) -> shapely.Geometry:
+    """The written lon/lat parts taken vertex by vertex into ``crs`` and joined."""
+    move = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform
+    return shapely.union_all([shapely.Polygon([move(x, y) for x, y in part.exterior.coords]).buffer(0)
+                              for part in _polygons(geometry)])
+
+
+@pytest.mark.parametrize(("crs", "pixel", "pole"), [("EPSG:3413", 1000, 90), ("EPSG:3031", 250, -90)])
+def test_a_box_around_a_pole_is_closed_through_it(tmp_path: Path, crs: str, pixel: int, pole: int) -> None:
+    """Review of 2026-12-04: its four corners lie 90° of longitude apart at one latitude, so the
+    four-vertex lon/lat ring had no area and the box was left out of the export and the map."""
+    transform = Affine(pixel, 0, -100 * pixel, 0, -pixel, 100 * pixel)  # 200 × 200 px, the pole in the middle
+    box = HBB(50, 50, 150, 150)
+    written = _written(tmp_path, (transform, CRS.from_string(crs)), [Detection("ice", box)])
+    assert "skipped" not in written
+    (feature,) = written["features"]
+    parts = _polygons(feature["geometry"])
+    assert all(p.is_valid and p.exterior.is_ccw for p in parts)
+    assert max(abs(y) for p in parts for _, y in p.exterior.coords) == 90
+    assert {y for p in parts for _, y in p.exterior.coords if abs(y) == 90} == {pole}
+    truth = shapely.Polygon([transform @ corner for corner in box.corners()])
+    drawn = _back_on_the_map(feature["geometry"], crs)
+    assert drawn.symmetric_difference(truth).area < 0.01 * truth.area
+
+
+def test_a_box_wider_than_a_hemisphere_keeps_its_width(tmp_path: Path) -> None:
+    """Review of 2026-12-04: a box from -180° to 28.8° on a global raster came out as its
+    complement, since each corner was put within 180° of the one before."""
+    world = (from_origin(-180.0, 90.0, 0.36, 0.36), CRS.from_epsg(4326))  # 1000 × 500 px
+    written = _written(tmp_path, world, [Detection("storm", HBB(0, 200, 580, 240)),
+                                         Detection("band", HBB(0, 300, 1000, 310))])
+    assert "skipped" not in written
+    storm, band = (shapely.union_all(_polygons(f["geometry"])) for f in written["features"])
+    assert storm.bounds == pytest.approx((-180, 3.6, 28.8, 18.0))
+    assert storm.area == pytest.approx(208.8 * 14.4)
+    assert band.bounds == pytest.approx((-180, -21.6, 180, -18.0)) and band.area == pytest.approx(360 * 3.6)
+
+
+def test_edges_get_vertices_only_where_the_map_bends(tmp_path: Path) -> None:
+    utm = (from_origin(500_000, 5_000_000, 10, 10), CRS.from_epsg(32633))
+    (flat,) = _written(tmp_path, utm, [Detection("car", HBB(100, 100, 140, 120))])["features"]
+    assert len(flat["geometry"]["coordinates"][0]) == 5  # four corners, closed: files stay small
+    polar = Affine(1000, 0, -100_000, 0, -1000, 100_000)  # EPSG:3413, 200 × 200 km around the pole
+    box = HBB(95, 60, 140, 98)  # 45 × 38 km beside the pole (not around it)
+    (bent,) = _written(tmp_path, (polar, CRS.from_epsg(3413)), [Detection("ice", box)])["features"]
+    truth = shapely.Polygon([polar @ corner for corner in box.corners()])
+    drawn = _back_on_the_map(bent["geometry"], "EPSG:3413")
+    assert drawn.symmetric_difference(truth).area < 0.01 * truth.area  # four vertices gave IoU 0.43

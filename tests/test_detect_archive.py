@@ -203,3 +203,38 @@ def test_bad_archive_input_exits_2_with_one_line(tmp_path: Path, monkeypatch: py
     assert PixelChat.calls == 0
     assert detect_cmd.run(_args([str(tmp_path / "empty" / "*.tif")], tmp_path / "out")) == 2
     assert "no scenes found" in capsys.readouterr().err
+
+
+def test_merged_lonlat_layer_keeps_boxes_across_the_antimeridian_and_around_a_pole(tmp_path: Path) -> None:
+    """Review of 2026-12-04: scenes in other CRSs were taken to EPSG:4326 vertex by vertex, so a
+    box across 180° became 359° wide and a box around the North Pole had no area."""
+    import shapely
+    from pyproj import Transformer
+
+    from earthgpt.geometry import HBB, Detection
+    from earthgpt.gpkg_merge import merge_gpkgs
+    from earthgpt.vector_export import write_gpkg
+
+    scenes = {  # name: (CRS, transform origin and pixel, box in pixels)
+        "dateline": ("EPSG:32660", (620_000, 7_000_000), 100, HBB(50, 50, 450, 350)),  # 63°N, 179.5°E–179.7°W
+        "pole": ("EPSG:3413", (-100_000, 100_000), 1000, HBB(50, 50, 150, 150)),
+    }
+    parts = []
+    for name, (crs, origin, pixel, box) in scenes.items():
+        transform = from_origin(*origin, pixel, pixel)
+        path = tmp_path / f"{name}.gpkg"
+        write_gpkg(str(path), [Detection("ice", box)], [{}], crs=crs,
+                   to_map=lambda pts, t=transform: [t @ p for p in pts])
+        parts.append((name, path))
+    assert merge_gpkgs(tmp_path / "merged.gpkg", parts)["crs"] == "EPSG:4326"
+    meta, _, wkb, columns = pyogrio.raw.read(tmp_path / "merged.gpkg", layer="detections")
+    merged = dict(zip(columns[list(meta["fields"]).index("scene")], shapely.from_wkb(wkb), strict=True))
+    for name, (crs, origin, pixel, box) in scenes.items():
+        polygon = merged[name]
+        assert polygon.is_valid and polygon.exterior.is_ccw
+        back = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform
+        drawn = shapely.Polygon([back(x, y) for x, y in polygon.exterior.coords]).buffer(0)
+        truth = shapely.Polygon([from_origin(*origin, pixel, pixel) @ p for p in box.corners()])
+        assert drawn.symmetric_difference(truth).area < 0.01 * truth.area, name
+    assert merged["dateline"].bounds[2] - merged["dateline"].bounds[0] < 1  # not 359°
+    assert merged["pole"].bounds[3] == 90
