@@ -123,20 +123,59 @@ def _detections_layer(collection: dict[str, Any]) -> Any:
     return layer
 
 
+ACROSS_180 = "+proj=longlat +datum=WGS84 +lon_wrap=180 +type=crs"
+"""Lon/lat on WGS 84 with longitudes in [0, 360): the map's frame for a raster across the antimeridian."""
+
+
+def _lonlat_frame(transform: Any, crs: str, width: int, height: int) -> str:
+    """EPSG:4326, or :data:`ACROSS_180` when the raster's outline crosses the antimeridian (in
+    EPSG:4326 its overlay would be warped into a strip round the whole globe). A raster around a
+    pole keeps EPSG:4326."""
+    from earthgpt.box_spaces import GeoreferenceError, lonlat_ring, raster_to_lonlat
+
+    to_lonlat = raster_to_lonlat(transform, crs)
+    try:
+        ring = lonlat_ring([(0, 0), (width, 0), (width, height), (0, height)], to_lonlat) if to_lonlat else []
+    except (GeoreferenceError, ValueError):
+        return "EPSG:4326"
+    if not ring or any(abs(lat) >= 90 for _, lat in ring):
+        return "EPSG:4326"
+    lons = [lon for lon, _ in ring]
+    return ACROSS_180 if min(lons) < -180 or max(lons) > 180 else "EPSG:4326"
+
+
+def _into_frame(collection: dict[str, Any], centre: float) -> dict[str, Any]:
+    """Lon/lat features moved by whole turns to lie within 180° of longitude ``centre`` (the
+    overlay's), so that a map in :data:`ACROSS_180` draws them over the image."""
+    features = []
+    for feature in collection["features"]:
+        if feature["geometry"]["type"] != "Polygon":
+            features.append(feature)
+            continue
+        rings = feature["geometry"]["coordinates"]
+        lons = [x for ring in rings for x, _ in ring]
+        turns = round((sum(lons) / max(len(lons), 1) - centre) / 360.0)
+        moved = [[[x - 360.0 * turns, y] for x, y in ring] for ring in rings]
+        features.append({**feature, "geometry": {**feature["geometry"], "coordinates": moved}})
+    return {**collection, "features": features}
+
+
 def _reproject_to_lonlat(rgb: np.ndarray, transform: Any, crs: str) -> tuple[np.ndarray, list[list[float]]]:
-    """An RGB image in its CRS → RGBA in EPSG:4326 (transparent outside) and its [[S, W], [N, E]]."""
+    """An RGB image in its CRS → RGBA in lon/lat (transparent outside) and its [[S, W], [N, E]]:
+    EPSG:4326, or longitudes in [0, 360) for a raster across the antimeridian (:func:`_lonlat_frame`)."""
     from rasterio.transform import array_bounds
     from rasterio.warp import Resampling, calculate_default_transform, reproject
 
     height, width = rgb.shape[:2]
     west, south, east, north = array_bounds(height, width, transform)
-    dst_transform, dst_w, dst_h = calculate_default_transform(crs, "EPSG:4326", width, height,
+    frame = _lonlat_frame(transform, crs, width, height)
+    dst_transform, dst_w, dst_h = calculate_default_transform(crs, frame, width, height,
                                                               left=west, bottom=south, right=east, top=north)
     alpha = np.where(rgb.any(axis=-1), 255, 0).astype(np.uint8)[np.newaxis]  # nodata is drawn black
     source = np.concatenate([np.moveaxis(rgb, -1, 0), alpha])
     out = np.zeros((4, dst_h, dst_w), np.uint8)
     reproject(source, out, src_transform=transform, src_crs=crs, dst_transform=dst_transform,
-              dst_crs="EPSG:4326", resampling=Resampling.nearest, dst_nodata=0)
+              dst_crs=frame, resampling=Resampling.nearest, dst_nodata=0)
     w, s, e, n = array_bounds(dst_h, dst_w, dst_transform)
     return np.moveaxis(out, 0, -1), [[s, w], [n, e]]
 
@@ -164,7 +203,7 @@ def build_map(
         fmap = _offline_map(tiles="OpenStreetMap" if basemap else None, control_scale=True)
         overlay = folium.raster_layers.ImageOverlay(image, bounds=bounds, name="Image", mercator_project=True)
         overlay.add_to(fmap)
-        _detections_layer(detections).add_to(fmap)
+        _detections_layer(_into_frame(detections, (bounds[0][1] + bounds[1][1]) / 2)).add_to(fmap)
     else:
         width, height = raster_size or (overview.shape[1], overview.shape[0])
         bounds = [[-height, 0], [0, width]]

@@ -128,3 +128,34 @@ def test_map_of_a_gcp_raster_draws_boxes_in_its_pixel_space(fixtures_dir: Path) 
     assert len(rings) == 1
     points = json.loads(rings[0])
     assert sorted({tuple(p) for p in points}) == [(11, -19), (11, -7), (23, -19), (23, -7)]  # y flipped
+
+
+def test_map_of_a_raster_across_the_antimeridian_draws_it_and_its_boxes_together() -> None:
+    """Review of 2026-12-04: in EPSG:4326 a UTM 60N raster from 179.4°E to 179.6°W was warped into
+    a strip one pixel tall round the whole globe, and its boxes (at -179.8°) were drawn 360° away."""
+    import numpy as np
+    from rasterio.transform import Affine
+
+    from app.maps import _into_frame, _reproject_to_lonlat
+    from earthgpt.box_spaces import raster_to_lonlat
+    from earthgpt.vector_export import feature_collection
+
+    transform = Affine(100, 0, 620_000, 0, -100, 7_000_000)  # 500 × 400 px of 100 m, near 63°N
+    image, [[south, west], [north, east]] = _reproject_to_lonlat(np.full((400, 500, 3), 200, np.uint8),
+                                                                transform, "EPSG:32660")
+    assert 179.3 < west < 180 < east < 180.4 and 62.7 < south < north < 63.2
+    assert (image[..., 3] > 0).mean() > 0.8  # the raster itself, not a sliver of it
+    boxes = feature_collection([Detection("ship", HBB(400, 150, 450, 250))], [{}],
+                               to_lonlat=raster_to_lonlat(transform, "EPSG:32660"))
+    (ring,) = boxes["features"][0]["geometry"]["coordinates"]
+    assert max(x for x, _ in ring) < -179
+    (moved,) = _into_frame(boxes, (west + east) / 2)["features"][0]["geometry"]["coordinates"]
+    assert [(x - 360, y) for x, y in moved] == [tuple(p) for p in ring]  # the same place, one turn on
+    assert all(west < x < east and south < y < north for x, y in moved)
+    # a raster away from 180° keeps EPSG:4326 and its boxes stay as they are
+    utm33 = Affine(10, 0, 500_000, 0, -10, 5_000_000)
+    _, [[_, w33], [_, e33]] = _reproject_to_lonlat(np.full((40, 50, 3), 9, np.uint8), utm33, "EPSG:32633")
+    assert 14 < w33 < e33 < 16
+    near = feature_collection([Detection("car", HBB(1, 1, 9, 9))], [{}],
+                              to_lonlat=raster_to_lonlat(utm33, "EPSG:32633"))
+    assert _into_frame(near, (w33 + e33) / 2) == near
