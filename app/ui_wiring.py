@@ -28,6 +28,13 @@ from earthgpt.tasks import Task
 PRIVATE = {"api_visibility": "private"}
 """For events only the page triggers (a click on the overview, a drag, a tab opened): not part of the
 app's API (docs/APP_API.md lists the named endpoints)."""
+CHAT_TURNS = "chat-turns"
+"""The one concurrency group of every event that adds a turn to a conversation (Send, Enter, the
+quick tasks): with the queue's limit of 1 they run one after another, and a second one clicked while
+an answer streams waits and then reads the session the first one left (Gradio reads a ``gr.State``
+when the event starts). Two events in separate groups both took the session as it was before either
+answered, and the one that ended last wrote its session back without the other's turn (review of
+2026-12-04). The answers come from one model on the same cores, so this costs no throughput."""
 QUICK_TASKS = (
     ("Classify", Task.classification), ("Caption", Task.caption), ("Detect HBB", Task.detection_hbb),
     ("Detect OBB", Task.detection_obb), ("Ask (VQA)", Task.vqa), ("Find (grounding)", Task.grounding),
@@ -212,11 +219,12 @@ def _wire_chat(c: SimpleNamespace, engine: H.Engine) -> None:
         return go
 
     ask_out = [*c.views[:-1], c.prompt, c.status]
-    c.send.click(guarded_stream(ask, n + 1), [c.state, c.prompt], ask_out, api_name="ask")
-    c.prompt.submit(guarded_stream(ask, n + 1), [c.state, c.prompt], ask_out, **PRIVATE)
+    one_turn = {"concurrency_id": CHAT_TURNS}
+    c.send.click(guarded_stream(ask, n + 1), [c.state, c.prompt], ask_out, api_name="ask", **one_turn)
+    c.prompt.submit(guarded_stream(ask, n + 1), [c.state, c.prompt], ask_out, **PRIVATE, **one_turn)
     for button, (_, task) in zip(c.quick, QUICK_TASKS, strict=True):
         button.click(guarded_stream(run_task(task.value), n), [c.state, c.prompt, c.classes], c.views,
-                     api_name=f"task_{task.value}")
+                     api_name=f"task_{task.value}", **one_turn)
 
 
 def _wire_map(c: SimpleNamespace, engine: H.Engine) -> None:

@@ -108,3 +108,49 @@ def test_a_script_cancels_a_whole_scene_run_and_keeps_what_is_done(slow_url: str
     assert f"Cancelled after {done[1]} of 12 windows" in progress and f"in {done[1]} of 12 windows" in counts
     cleared = client.predict(api_name="/clear_detections")[-1]
     assert cleared.startswith(f"{done[2]} detections cleared")  # the kept detections were the session's
+
+
+class TurnTakingChat:
+    """Streams slowly and, like ``ChatSession``, refuses a question while an answer is streaming."""
+
+    def __init__(self) -> None:
+        self.streaming = False
+
+    def set_image(self, rgb: object) -> None:
+        pass
+
+    def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object):
+        if self.streaming:
+            raise ValueError("turns must alternate")
+        self.streaming = True
+
+        def pieces() -> Iterator[str]:
+            try:
+                for word in f"answer to {text[:20]}".split():
+                    time.sleep(0.3)
+                    yield word + " "
+            finally:
+                self.streaming = False
+
+        return pieces()
+
+    def restore(self, exchanges: list[tuple[str, str]]) -> None:
+        pass
+
+
+def test_a_second_turn_asked_while_one_streams_waits_for_it(tmp_path: Path) -> None:
+    """Review of 2026-12-04: Detect HBB, then Send within a second, lost the Send turn (or showed the
+    model's 'turns must alternate' error): both events read the session as it was before either."""
+    with running_app(lambda sensor: TurnTakingChat(), "scripted") as url:
+        client = _client(url, tmp_path)
+        client.predict("optical-landsat", api_name="/open_demo")
+        first = client.submit("", "", api_name="/task_detection_hbb")
+        time.sleep(0.5)  # the detection answer is streaming
+        second = client.submit("Is there a road?", api_name="/ask")
+        second_out = second.result(timeout=60)
+        first_out = first.result(timeout=60)
+    assert not first_out[-1].startswith("⚠") and second_out[-1].startswith("Answered")
+    texts = [m["content"][0]["text"] for m in second_out[2]]
+    assert "Detect all objects" in texts[-4] and texts[-3].startswith("answer to This is")  # the first turn
+    assert texts[-2] == "Is there a road?" and texts[-1].startswith("answer to Is there")  # then the second
+    assert not any("model error" in t for t in texts)
