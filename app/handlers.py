@@ -22,6 +22,7 @@ from app.session_io import Window as WindowTuple
 from earthgpt import raster
 from earthgpt.box_checks import box_problem
 from earthgpt.box_spaces import grid_to_raster, image_to_raster, raster_to_grid, raster_to_lonlat
+from earthgpt.conversation import PromptTooLongError
 from earthgpt.geometry import HBB, box_kind
 from earthgpt.raster import Tile
 from earthgpt.scene_detection import detection_stop_rule, tile_to_raster
@@ -286,6 +287,8 @@ def ask(session: Session, engine: Engine, prompt: str, task: str = "ask") -> Ite
             answer += piece
             session = dataclasses.replace(session, turns=[*earlier, dataclasses.replace(turn, answer=answer)])
             yield session
+    except PromptTooLongError as err:  # before any answer: nothing of the turn is kept, the chat stays
+        raise _fail(str(err)) from err
     except Exception as err:  # the model failing must not lose the session
         answer += f"\n{MODEL_ERROR} {type(err).__name__}: {err}]"
         session.chat = None

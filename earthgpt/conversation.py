@@ -241,3 +241,8 @@ def _check_placeholder_count(ids: Sequence[int], image_id: int, conversation: Co
             f"expected {expected} image placeholder token(s) {conversation.image_token!r} in the rendered "
             f"conversation, found {found}"
         )
+
+
+class PromptTooLongError(ValueError):
+    """The question, with the conversation before it and the image, does not fit the model's context
+    (raised by :meth:`earthgpt.inference.ChatSession.ask` before any of it is run)."""

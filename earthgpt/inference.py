@@ -27,7 +27,7 @@ import torch
 from transformers import DynamicCache
 
 from earthgpt.answer_stream import IncrementalDecoder, LineGate, LineRule
-from earthgpt.conversation import Conversation
+from earthgpt.conversation import Conversation, PromptTooLongError
 from earthgpt.processor import EarthGPTProcessor
 
 
@@ -179,6 +179,17 @@ def generate(
 # ----------------------------------------------------------------------------- chat
 
 
+MIN_ANSWER_TOKENS = 16
+"""Room a question must leave in the model's context for its answer (:class:`PromptTooLongError`)."""
+
+
+def context_length(model: Any) -> int | None:
+    """How many positions the model's LLM reads (``max_position_embeddings``), or None if it says not."""
+    config = getattr(getattr(model, "llm", None), "config", None)
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 class ChatSession:
     """A multi-turn chat about one image with the image features and the KV prefix cached.
 
@@ -273,6 +284,16 @@ class ChatSession:
         candidate = Conversation(list(self.conversation.turns), self.conversation.system,
                                  self.conversation.image_token)
         ids = self.processor.tokenize(candidate.add_human(content))["input_ids"]  # raises on bad input
+        limit = context_length(self.model)
+        if limit is not None:
+            if len(ids) + MIN_ANSWER_TOKENS > limit:
+                earlier = "" if not self.conversation.turns else " with the conversation so far"
+                raise PromptTooLongError(
+                    f"the question{earlier} is {len(ids):,} tokens (the image included); the model reads at "
+                    f"most {limit:,} with its answer: shorten the question"
+                    + (" or start a new conversation" if earlier else "")
+                )
+            max_new_tokens = min(max_new_tokens, limit - len(ids))  # the answer may end at the context's end
         pieces = self._stream(question, content, ids, len(self.conversation.turns),
                               max_new_tokens, temperature, top_p, seed, LineGate(stop_rule))
         return pieces if stream else "".join(pieces)

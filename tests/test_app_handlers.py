@@ -140,6 +140,25 @@ def test_empty_prompt_is_refused(landsat: Path) -> None:
         run(H.ask(Session(), engine, "hello"))
 
 
+def test_a_question_too_long_for_the_model_is_refused_and_the_chat_kept(landsat: Path) -> None:
+    """Review of 2026-12-04: a 153,000-character question ran for 14 minutes (8 GB) with no word."""
+    from earthgpt.conversation import PromptTooLongError
+
+    class Bounded(ScriptedChat):
+        def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object):
+            if len(text) > 100:
+                raise PromptTooLongError("the question is 9,000 tokens; the model reads at most 8,192")
+            return super().ask(text, max_new_tokens, stream, **options)
+
+    chats: list[Bounded] = []
+    engine = H.Engine("scripted", lambda sensor: chats.append(Bounded("A field.")) or chats[-1])
+    session = run(H.ask(H.load_image(Session(), landsat), engine, "What is this?"))
+    with pytest.raises(H.UserError, match="at most 8,192"):
+        run(H.ask(session, engine, "word " * 100))
+    after = run(H.ask(session, engine, "And now?"))
+    assert [t.prompt for t in after.turns] == ["What is this?", "And now?"] and len(chats) == 1
+
+
 def test_model_error_keeps_the_session(landsat: Path) -> None:
     class Broken(ScriptedChat):
         def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object):

@@ -8,7 +8,7 @@ import torch
 from test_conversation import tiny_tokenizer
 from test_processor import tiny_processor
 
-from earthgpt.conversation import Conversation
+from earthgpt.conversation import Conversation, PromptTooLongError
 from earthgpt.inference import ChatSession, IncrementalDecoder, generate, sample_token
 from earthgpt.model.earthgpt import EarthGPT
 
@@ -255,6 +255,31 @@ def test_model_and_processor_must_agree_on_the_image_token(parts):
         ChatSession(Other(), processor)
 
 
+def test_a_question_longer_than_the_context_is_refused_before_it_runs(parts):
+    """Review of 2026-12-04: a question of 35k tokens to an 8k model ran its prefill for 14 minutes."""
+    model, processor, image = parts
+    chat = ChatSession(model, processor)
+    chat.set_image(image)
+    limit = model.llm.config.max_position_embeddings
+    with pytest.raises(PromptTooLongError, match=f"at most {limit:,} with its answer: shorten the question$"):
+        chat.ask("word " * limit)
+    assert not chat.conversation.turns and chat.fed_tokens == 0  # nothing ran, nothing was kept
+    chat.ask("What is this?", max_new_tokens=2)
+    with pytest.raises(PromptTooLongError, match=r"conversation so far .* or start a new conversation"):
+        chat.ask("word " * limit)
+    assert len(chat.conversation.turns) == 2
+
+
+def test_an_answer_ends_where_the_context_ends(parts, loud_model, monkeypatch):
+    _, processor, image = parts
+    chat = ChatSession(loud_model, processor)
+    chat.set_image(image)
+    prompt = len(processor.tokenize(Conversation().add_human(chat._with_sensor("Describe.")))["input_ids"])
+    monkeypatch.setattr(loud_model.llm.config, "max_position_embeddings", prompt + 20)
+    chat.ask("Describe.", max_new_tokens=200)
+    assert len(chat.answer_ids) <= 20
+
+
 # ----------------------------------------------------------------------------- the chat command
 
 
@@ -392,3 +417,11 @@ def test_a_stream_resumed_on_other_threads_builds_no_graph(parts):
     assert len(seen) >= 2 and all(not grad and inference for grad, inference in seen)
     assert not any(leaked)  # no thread is left in inference mode by a suspended stream
     assert all(not t.requires_grad for layer in session._cache.layers for t in (layer.keys, layer.values))
+
+
+def test_chat_command_refuses_a_question_too_long_in_one_line(tiny_chat, png, capsys):
+    from earthgpt.cli import main
+
+    assert main(["chat", str(png), "word " * 3000, "--model", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and err[-1].endswith("shorten the question"), err

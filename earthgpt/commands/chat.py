@@ -61,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Answer the prompt; returns the exit status (2 for bad input)."""
     from earthgpt.answer_stream import repeats_a_line
+    from earthgpt.conversation import PromptTooLongError
     from earthgpt.inference import UNTRAINED_WARNING, ChatSession, is_untrained_start, load_model
 
     try:
@@ -80,14 +81,19 @@ def run(args: argparse.Namespace) -> int:
     session = ChatSession(model, processor, sensor=sensor)
     session.set_image(rgb)
     stop_rule = None if args.keep_repeats else repeats_a_line  # a looping answer ends at its first repeat
+    try:
+        answer = session.ask(prompt, max_new_tokens=args.max_new_tokens, stream=not args.json,
+                             stop_rule=stop_rule)
+    except PromptTooLongError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.json:
-        answer = session.ask(prompt, max_new_tokens=args.max_new_tokens, stop_rule=stop_rule)
         report = json_report(
             answer, size, model=args.model, image=str(args.image), sensor=sensor, warning=warning
         )
         print(json.dumps(report, indent=2, ensure_ascii=False))
         return 0
-    for piece in session.ask(prompt, max_new_tokens=args.max_new_tokens, stream=True, stop_rule=stop_rule):
+    for piece in answer:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
