@@ -28,7 +28,7 @@ from earthgpt.raster import Tile
 from earthgpt.scene_detection import detection_stop_rule, tile_to_raster
 from earthgpt.sensors import Sensor, colormap_display
 from earthgpt.tasks import Task, instruction
-from earthgpt.textbox import InvalidBox, parse_detections, read_box
+from earthgpt.textbox import InvalidBox, format_box, parse_detections, read_box
 
 VIEW_SIZE = 1024
 """Longest side, in pixels, of the window image shown and given to the model."""
@@ -217,19 +217,25 @@ def type_region(session: Session, text: str) -> Session:
     return dataclasses.replace(session, region=grid_to_raster(box, Tile(*session.window)))
 
 
+REGION_QUESTION = "About the region {box} in the image: {question}"
+"""A typed question while a region is drawn: the region enters the prompt on the window's 0–1000
+grid, in the words of the region-caption instruction."""
+
+
 def build_prompt(session: Session, task: str, text: str = "", classes: str = "") -> str:
-    """The instruction for a quick task; ``ask`` sends the typed text as it is."""
+    """The instruction for a quick task; ``ask`` sends the typed text as it is, about the drawn
+    region when there is one (:data:`REGION_QUESTION`; VQA too)."""
     sensor = session.sensor
     task_text = (text or "").strip()
     if task == "ask":
         if not task_text:
             raise _fail("the prompt is empty: type a question first")
-        return task_text
+        return _about_region(session, task_text)
     names = [c.strip() for c in (classes or "").split(",") if c.strip()] or None
     if task == Task.vqa:
         if not task_text:
             raise _fail("type the question to ask first")
-        return instruction(Task.vqa, sensor, question=task_text)
+        return instruction(Task.vqa, sensor, question=_about_region(session, task_text))
     if task == Task.grounding:
         if not task_text:
             raise _fail("type what to find (e.g. 'the large ship on the left') first")
@@ -242,6 +248,18 @@ def build_prompt(session: Session, task: str, text: str = "", classes: str = "")
     if task in (Task.detection_hbb, Task.detection_obb):
         return instruction(task, sensor, classes=names)
     return instruction(Task(task), sensor)
+
+
+def _about_region(session: Session, question: str) -> str:
+    """``question`` about the drawn region (:data:`REGION_QUESTION`), or as it is when no region
+    is drawn, the question already holds a box, or the region lies outside the window."""
+    if session.region is None or session.window is None or read_box(question) is not None:
+        return question
+    try:
+        box = format_box(raster_to_grid(session.region, Tile(*session.window)))
+    except ValueError:
+        return question
+    return REGION_QUESTION.format(box=box, question=question)
 
 
 def _ensure_chat(session: Session, engine: Engine) -> Any:

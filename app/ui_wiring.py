@@ -210,7 +210,7 @@ def _wire_chat(c: SimpleNamespace, engine: H.Engine) -> None:
     n = len(c.views)
 
     def ask(session: Session, text: str) -> Iterator[tuple]:
-        for out in V.stream(H.ask(session, engine, text)):
+        for out in V.stream(H.ask(session, engine, H.build_prompt(session, "ask", text) if text else text)):
             yield (*out[:-1], "", out[-1])  # the prompt box empties once the question is sent
 
     def run_task(task: str) -> Callable[..., Iterator[tuple]]:

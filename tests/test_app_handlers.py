@@ -94,6 +94,14 @@ def test_region_enters_prompt_as_grid_box(landsat: Path) -> None:
     assert "[100, 250, 500, 750]" in chats[0].questions[0]
     typed = H.type_region(session, "[100, 250, 500, 750]")
     assert typed.region == HBB(40, 100, 200, 300)
+    # a typed question (and a VQA one) is about the region too (review of 2026-12-04: it was sent bare)
+    assert H.build_prompt(session, "ask", "What is here?") == (
+        "About the region [100, 250, 500, 750] in the image: What is here?")
+    assert "About the region [100, 250, 500, 750] in the image: Is there a road?" in H.build_prompt(
+        session, "vqa", "Is there a road?")
+    assert H.build_prompt(session, "ask", "Is [0, 0, 10, 10] a ship?") == "Is [0, 0, 10, 10] a ship?"
+    cleared = H.draw_region(session, [])
+    assert H.build_prompt(cleared, "ask", "What is here?") == "What is here?"
 
 
 def test_obb_answer_and_overlays(landsat: Path) -> None:
