@@ -338,6 +338,14 @@ def clear_detections(session: Session) -> Session:
     return dataclasses.replace(session, found=kept)
 
 
+def clear_conversation(session: Session) -> Session:
+    """Forget the conversation: the turns go and the model starts afresh about the window (the
+    chat's clear button). Detections stay, the chat's ones no longer tied to a turn number (the
+    next turns count from 1 again); the image, window and region stay."""
+    found = [dataclasses.replace(f, turn=None) if f.source == "chat" else f for f in session.found]
+    return dataclasses.replace(session, turns=[], chat=None, found=found)
+
+
 # ----------------------------------------------------------------------------- what the UI shows
 
 

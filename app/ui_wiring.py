@@ -170,6 +170,16 @@ def _wire_clear_detections(c: SimpleNamespace) -> None:
 
     c.clear_found_btn.click(guarded(clear, len(c.views)), [c.state], c.views, api_name="clear_detections")
 
+    def forget(session: Session) -> tuple:
+        after = H.clear_conversation(session)
+        kept = sum(f.source == "chat" for f in after.found)
+        note = f"; its {kept} detection{'s' if kept != 1 else ''} stay" if kept else ""
+        return V.everything(after, f"Conversation cleared: the model starts afresh about this window{note}.")
+
+    # the chat's own clear (trash) button: the conversation goes, not only its display (review of
+    # 2026-12-04: the turns came back with the next answer, and the model still had them)
+    c.chatbot.clear(guarded(forget, len(c.views)), [c.state], c.views, concurrency_id=CHAT_TURNS, **PRIVATE)
+
 
 def _region_outputs(session: Session, where: str) -> tuple:
     """``views`` and the typed-region box after the region changed (``where``: how it was drawn)."""

@@ -167,6 +167,28 @@ def test_a_question_too_long_for_the_model_is_refused_and_the_chat_kept(landsat:
     assert [t.prompt for t in after.turns] == ["What is this?", "And now?"] and len(chats) == 1
 
 
+def test_clearing_the_conversation_starts_the_model_afresh_and_keeps_detections(landsat: Path) -> None:
+    engine, chats = scripted_engine("ship [100, 100, 200, 200]")
+    session = H.load_image(Session(), landsat)
+    session = run(H.ask(run(H.ask(session, engine, "Find ships.")), engine, "And again?"))
+    assert len(session.turns) == 2 and [f.turn for f in session.found] == [1, 2]
+    cleared = H.clear_conversation(session)
+    assert cleared.turns == [] and cleared.chat is None and cleared.window == session.window
+    assert [f.turn for f in cleared.found] == [None, None] and len(cleared.found) == 2
+    after = run(H.ask(cleared, engine, "Anything else?"))
+    assert len(chats) == 2 and not getattr(chats[1], "restored", [])  # a new chat, told nothing earlier
+    assert [t.prompt for t in after.turns] == ["Anything else?"] and after.found[-1].turn == 1
+
+
+def test_the_chat_clear_button_is_wired_to_the_conversation() -> None:
+    from app.ui import build
+
+    demo = build(H.Engine("scripted", lambda sensor: ScriptedChat("x")))
+    chatbot = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "chatbot")
+    triggers = {tuple(target) for fn in demo.fns.values() for target in fn.targets}
+    assert (chatbot._id, "clear") in triggers
+
+
 def test_model_error_keeps_the_session(landsat: Path) -> None:
     class Broken(ScriptedChat):
         def ask(self, text: str, max_new_tokens: int = 256, stream: bool = False, **options: object):
