@@ -47,6 +47,7 @@ def build(engine: H.Engine) -> gr.Blocks:
     with gr.Blocks(title="EarthGPT analyst", fill_width=True, delete_cache=(3600, 86400)) as demo:
         c.state = gr.State(Session())
         c.map_shown = gr.State("")  # app.maps.map_key of the map on screen
+        c.panels_for = gr.State("")  # the image the typed region and the download panel belong to
         c.overview_timer = gr.Timer(2.0, active=False)  # on while a quick preview awaits the full overview
         with gr.Row(elem_id="topbar", equal_height=True):
             gr.HTML(f"<h2>EarthGPT analyst · model <code>{html.escape(engine.name)}</code></h2>",

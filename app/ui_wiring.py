@@ -54,6 +54,16 @@ def wire(c: SimpleNamespace, engine: H.Engine, demos: dict) -> None:
     _wire_outputs(c, engine)
 
 
+def panels_after_open(session: Session, panels_for: str) -> tuple:
+    """After an image opens (or a session reopens): the image the panels now belong to, the typed
+    region (the session's own, or empty), and the download panel emptied; all unchanged when the
+    image is the one they belong to (a failed open, a sensor change). Review of 2026-12-04: *Use
+    typed box* applied the previous image's box to the new one, and its export stayed offered."""
+    if session.path == panels_for:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return session.path or "", region_grid_text(session) if session.region else "", None, ""
+
+
 def _wire_image(c: SimpleNamespace, demos: dict) -> None:
     n = len(c.views)
     unchanged = (gr.skip(),) * (n - 1)
@@ -101,7 +111,13 @@ def _wire_image(c: SimpleNamespace, demos: dict) -> None:
 
     grid_out = ([c.state, c.size], [c.grid, c.overview_timer, c.status])
     refresh_grid = guarded(lambda s, z: (V.grid_choices(s, z), _refining(s), gr.skip()), 3)
-    then_grid = {"fn": refresh_grid, "inputs": grid_out[0], "outputs": grid_out[1], **PRIVATE}
+    panels = [c.panels_for, c.typed, c.out_file, c.export_note]
+
+    def then_both(session: Session, size: str, panels_for: str) -> tuple:
+        return (*refresh_grid(session, size), *panels_after_open(session, panels_for))
+
+    then_grid = {"fn": then_both, "inputs": [*grid_out[0], c.panels_for], "outputs": [*grid_out[1], *panels],
+                 **PRIVATE}
     upload_out = [*c.views[:-1], c.upload, c.status]
     c.upload.upload(guarded(open_upload, n + 1), [c.state, c.upload, c.sensor, c.bands], upload_out,
                     api_name="open_image").then(**then_grid)

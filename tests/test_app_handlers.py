@@ -312,3 +312,19 @@ def test_malformed_session_file_names_the_key(tmp_path: Path, change, named: str
     path.write_text(json.dumps(data))
     with pytest.raises(H.UserError, match=re.escape(named)):
         open_session_file(path)
+
+
+def test_opening_another_image_empties_the_typed_region_and_download(landsat: Path, tmp_path: Path) -> None:
+    import gradio as gr
+    from PIL import Image
+
+    from app.ui_wiring import panels_after_open
+
+    session = H.draw_region(H.set_window(H.load_image(Session(), landsat), 0, 0, 400, 400),
+                            [{"xmin": 40, "ymin": 100, "xmax": 200, "ymax": 300}])
+    assert panels_after_open(session, session.path) == (gr.skip(),) * 4  # same image: a failed open
+    png = tmp_path / "frame.png"
+    Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(png)
+    other = H.load_image(session, png)
+    assert panels_after_open(other, session.path) == (other.path, "", None, "")
+    assert panels_after_open(session, "")[1] == "[100, 250, 500, 750]"  # a reopened session's own region
