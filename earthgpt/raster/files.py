@@ -136,7 +136,7 @@ def _reading(path: str | Path) -> Iterator[None]:
         yield
     except RasterioError as err:
         name = Path(path).name
-        why = err.__cause__ or err  # rasterio's own message only points at the GDAL error it wraps
+        why = str(err.__cause__ or err).rstrip(".")  # rasterio's own message only points at GDAL's
         raise RasterError(f"could not read the pixels of {name} (truncated or corrupt?): {why}") from err
 
 
@@ -147,10 +147,16 @@ def inspect(path: str | Path, max_bands: int = MAX_BANDS) -> RasterInfo:
             raise RasterError(
                 f"{Path(path).name} is empty: {src.width}×{src.height} pixels, {src.count} bands"
             )
-        if src.width > MAX_SIDE or src.height > MAX_SIDE or src.width * src.height > MAX_PIXELS:
+        if src.width > MAX_SIDE or src.height > MAX_SIDE:
             raise RasterError(
-                f"{Path(path).name} is {src.width}×{src.height} pixels; at most {MAX_SIDE} per side and "
-                f"{MAX_PIXELS:.0e} in all are supported"
+                f"{Path(path).name} is {src.width:,}×{src.height:,} pixels; at most {MAX_SIDE:,} per side "
+                "are supported"
+            )
+        if src.width * src.height > MAX_PIXELS:
+            total = src.width * src.height / 1e9
+            raise RasterError(
+                f"{Path(path).name} is {src.width:,}×{src.height:,} pixels, {total:,.1f} billion in all; "
+                f"at most {MAX_PIXELS / 1e9:,.0f} billion are supported"
             )
         if src.count > max_bands:
             raise RasterError(
