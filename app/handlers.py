@@ -427,12 +427,14 @@ def info_markdown(session: Session) -> str:
     info = session.info
     if info is None:
         return "No image loaded."
-    crs = info.crs or ("GCPs in " + info.gcps_crs if info.gcps_crs else "none: pixel coordinates only")
+    crs = (_crs_name(info.crs) if info.crs else
+           "GCPs in " + _crs_name(info.gcps_crs) if info.gcps_crs else "none: pixel coordinates only")
     bands = ",".join(map(str, session.bands)) if session.bands else "automatic"
     region = _box_text(session.region) + " px" if session.region else "none (draw a box on the image)"
     return "\n".join([
         f"**{session.name}** · {info.width}×{info.height} px · {info.count} band(s) {info.dtypes[0]}",
         f"- CRS: {crs}", f"- Sensor: **{session.sensor}** ({session.sensor_reason}) · bands: {bands}",
+        *([f"- {hint}"] if (hint := _sar_pair_hint(session)) else []),
         f"- Window: {_window_text(session.window)} · model image {session.model_image.shape[1]}×"
         f"{session.model_image.shape[0]} px" if session.model_image is not None else "- Window: none",
         f"- Region: {region}", f"- Detections: {len(session.found)}",
@@ -440,6 +442,33 @@ def info_markdown(session: Session) -> str:
         *(["- Overview: a quick preview from a sample of the blocks; the full one is being built"]
           if session.overview_builds else []),
     ])
+
+
+def _crs_name(crs: str) -> str:
+    """A CRS as the info panel shows it: ``EPSG:32618`` as it is, a long WKT or PROJ text by its
+    name (review of 2026-12-04: GOES's whole WKT filled the sidebar)."""
+    if len(crs) <= 40:
+        return crs
+    try:
+        from pyproj import CRS
+
+        parsed = CRS.from_user_input(crs)
+        operation = parsed.coordinate_operation
+        name = parsed.name if parsed.name != "unnamed" or operation is None else operation.method_name
+        return f"{name} (custom)"
+    except Exception:  # a text pyproj cannot read: its start
+        return crs[:37] + "…"
+
+
+def _sar_pair_hint(session: Session) -> str:
+    """For a one-band VV (HH) SAR file opened without its VH (HV) beside it: how to get the composite."""
+    if session.sensor != Sensor.sar or session.info is None or session.info.count != 1 or not session.path:
+        return ""
+    partner = raster.cross_pol_name(Path(session.path).name)
+    if partner is None or raster.find_sar_pair(session.path) is not None:
+        return ""
+    return (f"One polarisation: upload {partner} first, then this file again, for the VV/VH composite "
+            "(the model was trained on it)")
 
 
 def export_file(session: Session, out_dir: str | Path, model_name: str, kind: str) -> tuple[Path, str]:

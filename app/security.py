@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import glob
 import hashlib
 import hmac
 import os
@@ -279,10 +280,27 @@ def take_upload(path: str | Path, session_hash: str | None) -> Path:
         check_image_content(path)
         kept = file_in(new_folder(session_hash, "uploads"), path.name)
         place_file(path, kept)
+        _join_sar_partner(kept, session_hash)
     finally:  # kept or refused, Gradio's copy of an upload is not needed any more
         if is_within(path, [get_upload_folder()]):
             path.unlink(missing_ok=True)
     return kept
+
+
+def _join_sar_partner(kept: Path, session_hash: str | None) -> None:
+    """A co-polarised SAR upload (``…_VV.tif``) gets the cross-polarised file of its name
+    (``…_VH.tif``) beside it when this session uploaded that before, so that it opens as the VV/VH
+    composite (each upload has a folder of its own: review of 2026-12-04, uploads were always one
+    band). The latest such upload is taken."""
+    from earthgpt.raster import cross_pol_name
+
+    partner = cross_pol_name(kept.name)
+    if partner is None:
+        return
+    earlier = [p for p in (session_folder(session_hash) / "uploads").glob(f"*/{glob.escape(partner)}")
+               if p.is_file() and not p.is_symlink() and p.parent != kept.parent]
+    if earlier:
+        place_file(max(earlier, key=lambda p: p.stat().st_mtime), kept.parent / partner)
 
 
 def readable_roots(session_hash: str | None) -> tuple[Path, ...]:

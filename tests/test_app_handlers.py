@@ -328,3 +328,10 @@ def test_opening_another_image_empties_the_typed_region_and_download(landsat: Pa
     other = H.load_image(session, png)
     assert panels_after_open(other, session.path) == (other.path, "", None, "")
     assert panels_after_open(session, "")[1] == "[100, 250, 500, 750]"  # a reopened session's own region
+
+
+def test_info_names_a_custom_crs_instead_of_its_whole_text(shared_data: Path) -> None:
+    """Review of 2026-12-04: GOES's whole WKT filled the sidebar."""
+    session = H.load_image(Session(), shared_data / "geotiff" / "optical" / "goes.tif")
+    assert len(session.info.crs) > 200
+    assert "- CRS: Geostationary Satellite (Sweep X) (custom)" in H.info_markdown(session).splitlines()

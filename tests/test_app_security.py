@@ -336,3 +336,31 @@ def test_the_served_app_asks_for_a_login(guarded_app: str, tmp_path: Path) -> No
     while ours.exists() and time.monotonic() < deadline:  # Gradio's unload: the client is gone
         time.sleep(0.1)
     assert not ours.exists()
+
+
+def test_a_vv_upload_finds_the_vh_uploaded_before_it(tmp_path: Path) -> None:
+    """Review of 2026-12-04: every upload has a folder of its own, so a VV file never had its VH
+    beside it and always opened as one grey band, never the VV/VH composite."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(4)
+    files = {}
+    for pol, scale in (("VV", 0.2), ("VH", 0.03)):
+        path = tmp_path / pol / f"S1A_IW_20250102_{pol}.tif"
+        path.parent.mkdir()
+        with rasterio.open(path, "w", driver="GTiff", width=64, height=48, count=1, dtype="float32",
+                           crs="EPSG:32611", transform=from_origin(500_000, 4_000_000, 30, 30)) as dst:
+            dst.write(rng.gamma(2.0, scale, (1, 48, 64)).astype("float32"))
+        files[pol] = path
+    alone = H.load_image(Session(), S.take_upload(files["VV"], "tab-sar"), sensor="sar")
+    assert np.array_equal(alone.model_image[..., 0], alone.model_image[..., 1])  # one band, grey
+    assert "One polarisation: upload S1A_IW_20250102_VH.tif first" in H.info_markdown(alone)
+    S.take_upload(files["VH"], "tab-sar")
+    kept = S.take_upload(files["VV"], "tab-sar")
+    assert (kept.parent / "S1A_IW_20250102_VH.tif").read_bytes() == files["VH"].read_bytes()
+    paired = H.load_image(Session(), kept, sensor="sar")
+    assert not np.array_equal(paired.model_image[..., 0], paired.model_image[..., 1])  # VV, VH, ratio
+    assert "One polarisation" not in H.info_markdown(paired)
+    other = S.take_upload(files["VV"], "tab-else")  # another session's VH is never taken
+    assert not (other.parent / "S1A_IW_20250102_VH.tif").exists()

@@ -16,6 +16,7 @@ from earthgpt.raster.model_input import (
     WHOLE_IMAGE_SIDE,
     ModelSource,
     NodataWindowError,
+    cross_pol_name,
     find_sar_pair,
     load_for_model,
     model_image,
@@ -29,7 +30,8 @@ from earthgpt.raster.tiling import Tile, tile_grid
 
 __all__ = [
     "MAX_BANDS", "WHOLE_IMAGE_SIDE", "ModelSource", "NodataWindowError", "Overview", "RasterError",
-    "RasterInfo", "Tile", "find_sar_pair", "inspect", "load_for_model", "model_image", "model_source",
+    "RasterInfo", "Tile", "cross_pol_name", "find_sar_pair", "inspect", "load_for_model", "model_image",
+    "model_source",
     "open_raster", "overview_shape", "parse_band_numbers", "plan_bands", "quick_overview", "read_overview",
     "read_window", "tile_grid", "window_reader",
 ]

@@ -57,12 +57,21 @@ def find_sar_pair(path: str | Path) -> Path | None:
     ``s1a-iw-grd-vv-….tiff`` → ``…-vh-…``); the last such token is swapped.
     """
     path = Path(path)
-    matches = list(_POL_TOKEN.finditer(path.name))
+    name = cross_pol_name(path.name)
+    if name is None:
+        return None
+    sibling = path.with_name(name)
+    return sibling if sibling.is_file() else None
+
+
+def cross_pol_name(name: str) -> str | None:
+    """The file name of a co-polarised SAR file's cross-polarised sibling (``…_VV.tif`` →
+    ``…_VH.tif``, the last polarisation token swapped), or None when the name holds no VV/HH token."""
+    matches = list(_POL_TOKEN.finditer(name))
     if not matches:
         return None
     last = matches[-1]
-    sibling = path.with_name(path.name[: last.start()] + _cross_pol(last.group(1)) + path.name[last.end() :])
-    return sibling if sibling.is_file() else None
+    return name[: last.start()] + _cross_pol(last.group(1)) + name[last.end() :]
 
 
 def parse_band_numbers(text: str | None) -> tuple[int, ...] | None:
