@@ -32,7 +32,7 @@ from earthgpt.tasks import GROUNDING_PROMPT, Task
 from earthgpt.textbox import InvalidBox, parse_box, read_box
 
 ANALYST = "analyst"
-COLUMNS = ("#", "status", "class", "description", "kind", "grid box", "angle", "from")
+COLUMNS = ("#", "status", "class", "note", "kind", "grid box", "angle", "from")
 """The review table's columns (:func:`review_rows`)."""
 _REFERRING = re.compile(
     re.escape(GROUNDING_PROMPT).replace(re.escape("{referring}"), "(?P<phrase>.+?)") + "$")

@@ -43,7 +43,7 @@ one when none is (the annotator itself picks its tool only once, when it first a
 EDITOR_MIN_SIDE = 480
 """A window image smaller than this is enlarged in the box editor (as in the chat view)."""
 EDITOR_COLOUR = (255, 255, 0)
-COLUMN_WIDTHS = ("4%", "15%", "14%", "13%", "8%", "20%", "9%", "17%")
+COLUMN_WIDTHS = ("5%", "16%", "13%", "10%", "9%", "18%", "10%", "19%")
 """Widths of the review table's :data:`app.annotations.COLUMNS`."""
 
 
