@@ -100,19 +100,22 @@ def join_cut_boxes(
     frames = np.array([(t.col_off, t.row_off, t.col_off + t.width, t.row_off + t.height) for t in tiles],
                       dtype=float).reshape(-1, 4)
     labels = [d.label.strip().lower() for d in dets]
+    neighbours = _boxes_of_overlapping_windows(tiles, frames)
     for i in (k for k, is_cut in enumerate(cut) if is_cut):
-        shared = np.concatenate([np.maximum(frames[i, :2], frames[:, :2]),
-                                 np.minimum(frames[i, 2:], frames[:, 2:])], axis=1)
+        others = neighbours(tiles[i])
+        shared = np.concatenate([np.maximum(frames[i, :2], frames[others, :2]),
+                                 np.minimum(frames[i, 2:], frames[others, 2:])], axis=1)
+        box, own = bounds[others], bounds[i]
         near = np.flatnonzero(
-            (shared[:, 0] < shared[:, 2]) & (shared[:, 1] < shared[:, 3])
-            & (bounds[:, 0] < shared[:, 2]) & (bounds[:, 2] > shared[:, 0])
-            & (bounds[:, 1] < shared[:, 3]) & (bounds[:, 3] > shared[:, 1])
-            & (bounds[i, 0] < shared[:, 2]) & (bounds[i, 2] > shared[:, 0])
-            & (bounds[i, 1] < shared[:, 3]) & (bounds[i, 3] > shared[:, 1])
+            (box[:, 0] < shared[:, 2]) & (box[:, 2] > shared[:, 0])
+            & (box[:, 1] < shared[:, 3]) & (box[:, 3] > shared[:, 1])
+            & (own[0] < shared[:, 2]) & (own[2] > shared[:, 0])
+            & (own[1] < shared[:, 3]) & (own[3] > shared[:, 1])
         )
-        for j in near:
-            same = tiles[j] != tiles[i] and labels[j] == labels[i] and root(i) != root(j)
-            if same and _clipped_iou(dets[i].box, dets[j].box, shared[j]) >= overlap:
+        for k in near:
+            j = int(others[k])
+            if labels[j] == labels[i] and root(i) != root(j) and \
+                    _clipped_iou(dets[i].box, dets[j].box, shared[k]) >= overlap:
                 parent[root(j)] = root(i)
     groups: dict[int, list[int]] = {}
     for i in range(len(dets)):
@@ -132,8 +135,42 @@ def join_cut_boxes(
     return [out[i][0] for i in order], [out[i][1] for i in order]
 
 
+def _boxes_of_overlapping_windows(tiles: Sequence[Tile], frames: np.ndarray) -> Callable[[Tile], np.ndarray]:
+    """``neighbours(tile)``: the indices of the boxes found in the other windows that overlap
+    ``tile`` (``frames``: each box's window as xyxy), so that a cut box is compared with a few
+    dozen boxes, not with every box of the scene."""
+    distinct = list(dict.fromkeys(tiles))
+    place = {tile: k for k, tile in enumerate(distinct)}
+    owner = np.array([place[tile] for tile in tiles], dtype=int)
+    first = {}
+    for i, k in enumerate(owner.tolist()):
+        first.setdefault(k, i)
+    edges = frames[[first[k] for k in range(len(distinct))]].reshape(-1, 4)
+    touching = ((edges[:, None, 0] < edges[None, :, 2]) & (edges[:, None, 2] > edges[None, :, 0])
+                & (edges[:, None, 1] < edges[None, :, 3]) & (edges[:, None, 3] > edges[None, :, 1]))
+    np.fill_diagonal(touching, False)
+    found: dict[int, np.ndarray] = {}
+
+    def neighbours(tile: Tile) -> np.ndarray:
+        k = place[tile]
+        if k not in found:
+            found[k] = np.flatnonzero(touching[k][owner])
+        return found[k]
+
+    return neighbours
+
+
 def _clipped_iou(a: Box, b: Box, region: np.ndarray) -> float:
     """IoU of two boxes clipped to the xyxy ``region``."""
+    if isinstance(a, HBB) and isinstance(b, HBB):  # box arithmetic: most boxes, and fast
+        x1, y1, x2, y2 = region
+        ca = (max(a.x1, x1), max(a.y1, y1), min(a.x2, x2), min(a.y2, y2))
+        cb = (max(b.x1, x1), max(b.y1, y1), min(b.x2, x2), min(b.y2, y2))
+        iw = max(0.0, min(ca[2], cb[2]) - max(ca[0], cb[0]))
+        ih = max(0.0, min(ca[3], cb[3]) - max(ca[1], cb[1]))
+        area = [max(0.0, c[2] - c[0]) * max(0.0, c[3] - c[1]) for c in (ca, cb)]
+        union = area[0] + area[1] - iw * ih
+        return float(iw * ih / union) if union > 0 else 0.0
     frame = shapely.box(*region)
     pa, pb = (shapely.intersection(shapely.Polygon(box_corners(x)).buffer(0), frame) for x in (a, b))
     union = shapely.area(shapely.union(pa, pb))

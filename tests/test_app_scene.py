@@ -277,3 +277,19 @@ def test_cli_warns_when_answers_hit_the_limit(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(earthgpt.inference, "ChatSession", lambda *a, **k: LimitedChat(9999, []))
     assert detect_cmd.run(_args(_scene(tmp_path), tmp_path / "out.geojson", **{"max-new-tokens": 64})) == 0
     assert "6 of 6 window answers stopped at the answer length limit" in capsys.readouterr().err
+
+
+def test_clipped_iou_of_horizontal_boxes_equals_the_polygon_one() -> None:
+    import shapely
+
+    from earthgpt.scene_detection import _clipped_iou
+
+    rng = np.random.default_rng(5)
+    region = np.array([20.0, 10.0, 80.0, 90.0])
+    frame = shapely.box(*region)
+    for _ in range(300):
+        (ax1, ax2), (ay1, ay2), (bx1, bx2), (by1, by2) = np.sort(rng.uniform(0, 100, (4, 2)), axis=1)
+        a, b = HBB(ax1, ay1, ax2, ay2), HBB(bx1, by1, bx2, by2)
+        pa, pb = (shapely.box(*box.as_list()).intersection(frame) for box in (a, b))
+        union = pa.union(pb).area
+        assert _clipped_iou(a, b, region) == pytest.approx(pa.intersection(pb).area / union if union else 0.0)
