@@ -200,12 +200,15 @@ def test_cli_build_with_options_and_errors(shared_data: Path, tmp_path: Path, ca
     assert [p.name for p in sorted(out.iterdir())] == [
         "card.json",
         "card.md",
+        "image_roots.json",
         "test.jsonl",
         "train.jsonl",
         "val.jsonl",
     ]
     turns = [t for r in read_records(out, "test") for t in record_turns(r) if t.task == "vqa"]
     assert len(turns) == 5005
+    roots = json.loads((out / "image_roots.json").read_text())  # where eval and training find the images
+    assert (out / roots["rsvqa_lr"]).resolve() == (shared_data / "rsvqa_lr").resolve()
     card = json.loads((out / "card.json").read_text())
     assert card["by_split"]["test"]["records"] == 50 and card["sources"][0]["options"] == {
         "ext": ".png",

@@ -75,10 +75,19 @@ def test_resolver_names_every_path_tried(tmp_path: Path, monkeypatch: pytest.Mon
     assert resolver.candidates(record) == tried
     with pytest.raises(FileNotFoundError) as error:
         resolver(record)
-    assert str(error.value) == f"image of record 'r' not found; tried {', '.join(map(str, tried))}"
+    assert str(error.value) == (
+        f"image of record 'r' not found; tried {', '.join(map(str, tried))}; map image root 'AID' to a "
+        "folder (--image-root NAME=DIR, data.image_roots) or set EARTHGPT_DATA to the folder that holds it")
     monkeypatch.delenv("EARTHGPT_DATA")
-    with pytest.raises(FileNotFoundError, match="no folder to look in for image root 'AID'"):
+    with pytest.raises(FileNotFoundError, match="no folder to look in: map image root 'AID' to a folder"):
         ImageResolver()(record)
+    # the folder `earthgpt mmrs build` recorded beside the set (review of 2026-12-04: eval and
+    # training found no image of a set built as the README says, without EARTHGPT_DATA)
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "image_roots.json").write_text('{"AID": "../datasets/aid"}')
+    (tmp_path / "datasets" / "aid").mkdir(parents=True)
+    (tmp_path / "datasets" / "aid" / "r.png").write_bytes(b"png")
+    assert resolver(record) == tmp_path / "set" / ".." / "datasets" / "aid" / "r.png"
     with pytest.raises(DataError, match="has no 'image' path"):
         resolver({"id": "x"})
 

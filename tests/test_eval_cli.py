@@ -295,3 +295,17 @@ def test_cli_model_mode_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(fake, "load_model", no_bitsandbytes)
     assert main(_model_args(tmp_path, records, "--load-4bit")) == 2
     assert "error: bitsandbytes is not installed" in capsys.readouterr().err
+
+
+def test_cli_run_that_scores_nothing_fails_and_counts_only_the_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Review of 2026-12-04: with no image found, eval scored nothing and exited 0; and a --limit
+    run called every other turn of the set 'unanswered'."""
+    records = _write_set(tmp_path / "mmrs")
+    _fake_inference(monkeypatch)
+    assert main(_model_args(tmp_path, records, "--limit", "1")) == 2  # no images written
+    err = capsys.readouterr().err
+    assert "error: no turn was scored" in err and "set EARTHGPT_DATA" in err
+    _write_images(tmp_path / "images", records)
+    assert main(_model_args(tmp_path, records, "--limit", "1")) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["summary"]["turns_unanswered"] == 0

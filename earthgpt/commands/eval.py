@@ -113,6 +113,9 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_summary(report))
     print(f"report written to {args.out} and {markdown}", file=sys.stderr)
     _notes(report["summary"])
+    if report["summary"]["turns_scored"] == 0:  # e.g. every image missing: nothing was measured
+        print("error: no turn was scored (see the notes above); the report holds no score", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 

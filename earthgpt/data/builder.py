@@ -164,4 +164,26 @@ def build(specs: Sequence[SourceSpec], out_dir: Path, progress: bool = True) -> 
         files.append(f"{split}.jsonl")
     card = build_card(records, sources, log, files, SCHEMA_VERSION)
     write_card(card, out_dir)
+    write_image_roots(sources, out_dir)
     return card
+
+
+IMAGE_ROOTS_FILE = "image_roots.json"
+"""Written beside the splits: each ``image_root`` name → the source folder its images are under
+(relative to the set's folder when it can be), read by :class:`earthgpt.data.image_resolver.ImageResolver`
+so that ``earthgpt eval`` and training find the images of a set with no ``EARTHGPT_DATA`` set."""
+
+
+def write_image_roots(sources: Sequence[Any], out_dir: Path) -> None:
+    """``out_dir/image_roots.json`` for ``sources`` (see :data:`IMAGE_ROOTS_FILE`)."""
+    import os
+
+    roots = {}
+    for source in sources:
+        folder = Path(source.root_dir).resolve()
+        try:
+            roots[source.root_name] = os.path.relpath(folder, out_dir.resolve())
+        except ValueError:  # another drive (Windows)
+            roots[source.root_name] = str(folder)
+    text = json.dumps(roots, indent=2, sort_keys=True) + "\n"
+    (out_dir / IMAGE_ROOTS_FILE).write_text(text, encoding="utf-8")

@@ -6,7 +6,9 @@ it is relative to. The file is looked up, in this order:
 1. under the folder mapped to its ``image_root`` (``--image-root NAME=DIR`` in ``earthgpt eval``,
    ``data.image_roots`` or the converted source's own folder in training);
 2. under each data folder (the folder of the MMRS set), then under ``<data folder>/<image_root>``;
-3. under ``$EARTHGPT_DATA/<image_root>``.
+3. under the folder ``earthgpt mmrs build`` recorded for it in ``<data folder>/image_roots.json``
+   (relative to the data folder), so a built set finds its images with nothing set;
+4. under ``$EARTHGPT_DATA/<image_root>``.
 
 The first existing file wins; when none exists the error names every path tried.
 """
@@ -41,6 +43,10 @@ class ImageResolver:
             bases.append(self.roots[root])
         for folder in self.data_dirs:
             bases += [folder, folder / root] if root else [folder]
+        for folder in self.data_dirs:
+            recorded = _recorded_roots(folder).get(root) if root else None
+            if recorded:
+                bases.append(folder / recorded)
         env = os.environ.get("EARTHGPT_DATA")
         if env and root:
             bases.append(Path(env) / root)
@@ -52,8 +58,20 @@ class ImageResolver:
         for path in tried:
             if path.is_file():
                 return path
-        where = f"tried {', '.join(str(p) for p in tried)}" if tried else (
-            f"no folder to look in for image root {record.get('image_root')!r}: map it to a folder "
-            "(--image-root NAME=DIR, data.image_roots) or set EARTHGPT_DATA"
-        )
+        hint = (f"map image root {record.get('image_root')!r} to a folder (--image-root NAME=DIR, "
+                "data.image_roots) or set EARTHGPT_DATA to the folder that holds it")
+        where = (f"tried {', '.join(str(p) for p in tried)}; {hint}" if tried
+                 else f"no folder to look in: {hint}")
         raise FileNotFoundError(f"image of record {record.get('id')!r} not found; {where}")
+
+
+def _recorded_roots(folder: Path) -> dict[str, str]:
+    """``folder/image_roots.json`` (written by ``earthgpt mmrs build``), or {} when there is none."""
+    import json
+
+    path = folder / "image_roots.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}

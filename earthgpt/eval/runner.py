@@ -183,7 +183,7 @@ def evaluate(
             report_tasks[task] = score_task(task, cases.by_task[task])
             if task in cases.parse:
                 report_tasks[task]["parse"] = cases.parse[task].as_dict()
-    wanted = select_turns(records, tasks=tasks)
+    wanted = select_turns(records, tasks=tasks, limit=limit)  # the turns this run was meant to score
     unanswered = sum((t.record_id, t.turn) not in answers for t in wanted)
     summary = {
         "records": len(records),
