@@ -118,8 +118,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"{totals['records']} records, {totals['turns']} turns "
         f"({totals['generated_turns']} template-generated), "
         f"{totals['skipped']} skipped. Files: {', '.join(card['files'])}. Image roots: "
-        f"{', '.join(card['image_roots'])} (each resolves to a folder of that name under $EARTHGPT_DATA "
-        "unless mapped otherwise). Schema: docs/MMRS.md.",
+        f"{', '.join(card['image_roots'])} (each found in the folder image_roots.json records for it, "
+        "else under $EARTHGPT_DATA, unless mapped otherwise). Schema: docs/MMRS.md.",
         "",
         *_md_table("Records and turns by task", card["by_task"], cols),
         *_md_table("Turns by task and sensor", card["turns_by_task_and_sensor"], sensors),
