@@ -83,8 +83,10 @@ def build(engine: H.Engine) -> gr.Blocks:
 
 
 def _image_panel(c: SimpleNamespace, demos: dict) -> None:
-    c.upload = gr.File(label="Open a GeoTIFF, PNG or JPEG", type="filepath", height=150,
-                       file_types=[".tif", ".tiff", ".png", ".jpg", ".jpeg"], elem_id="upload")
+    # no file_types: an upload is judged by its content (app/security.py), so a JPEG 2000 opens and
+    # a wrong file gets a one-line warning instead of Gradio's refusal by name (review of 2026-12-04)
+    c.upload = gr.File(label="Open a GeoTIFF, JPEG 2000, PNG or JPEG", type="filepath", height=150,
+                       elem_id="upload")
     with gr.Row():
         c.demo_pick = gr.Dropdown(list(demos), value=next(iter(demos)), label="Demo tile", scale=3,
                                   elem_id="demo-pick")
@@ -150,5 +152,4 @@ def _export_panel(c: SimpleNamespace) -> None:
     c.session_file = gr.File(label="Reopen a saved session (.json)", file_types=[".json"], type="filepath",
                              elem_id="session-file")
     c.repoint_file = gr.File(label="Session image moved? Pick the image here to reopen the session with it",
-                             file_types=[".tif", ".tiff", ".png", ".jpg", ".jpeg"], type="filepath",
-                             elem_id="repoint")
+                             type="filepath", elem_id="repoint")

@@ -154,3 +154,21 @@ def test_a_second_turn_asked_while_one_streams_waits_for_it(tmp_path: Path) -> N
     assert "Detect all objects" in texts[-4] and texts[-3].startswith("answer to This is")  # the first turn
     assert texts[-2] == "Is there a road?" and texts[-1].startswith("answer to Is there")  # then the second
     assert not any("model error" in t for t in texts)
+
+
+def test_uploads_are_judged_by_content_not_name(app_url: str, tmp_path: Path) -> None:
+    """Review of 2026-12-04: a JPEG 2000, and any file not named .tif/.png/.jpg, was refused by
+    Gradio's file-type filter with an exception, never reaching the content check."""
+    import numpy as np
+    import rasterio
+
+    jp2 = tmp_path / "scene.jp2"
+    with rasterio.open(jp2, "w", driver="JP2OpenJPEG", width=64, height=48, count=3, dtype="uint8") as dst:
+        dst.write(np.random.default_rng(0).integers(0, 255, (3, 48, 64), dtype=np.uint8))
+    client = _client(app_url, tmp_path)
+    *_, status = client.predict(gradio_client.handle_file(str(jp2)), "auto", "", api_name="/open_image")
+    assert status.startswith("Opened scene.jp2")
+    notes = tmp_path / "notes.md"
+    notes.write_text("# not an image\n")
+    *_, status = client.predict(gradio_client.handle_file(str(notes)), "auto", "", api_name="/open_image")
+    assert status.startswith("⚠") and "scene.jp2 is still loaded" in status
