@@ -56,8 +56,10 @@ def counts_markdown(result: SceneResult) -> str:
 def _status(result: SceneResult) -> str:
     found = f"{len(result.detections)} object{'s' if len(result.detections) != 1 else ''}"
     if result.cancelled:
+        # the windows counted include the batch whose answers the cancel cut short (review of
+        # 2026-12-04: "after 16 of 16 windows" read as a finished run)
         return (f"Whole-scene detection cancelled after {result.tiles_done} of {result.tiles} windows: "
-                f"{found} kept.")
+                f"{found} kept; the answers being written when it stopped were cut short.")
     if result.tiles_done >= result.tiles:
         return f"Whole-scene detection done: {found} in {result.tiles} windows."
     return f"Whole scene: window {result.tiles_done + 1} of {result.tiles}…"

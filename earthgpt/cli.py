@@ -24,7 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="earthgpt", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="earthgpt", description="EarthGPT: chat with, detect in, and evaluate on remote-sensing images.",
+        epilog="`earthgpt COMMAND --help` gives a command's options; README.md has examples.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)

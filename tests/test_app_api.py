@@ -105,6 +105,7 @@ def test_a_script_cancels_a_whole_scene_run_and_keeps_what_is_done(slow_url: str
     assert seen[0] == "Whole scene: window 1 of 12…"
     done = re.match(r"Whole-scene detection cancelled after (\d+) of 12 windows: (\d+) objects kept", status)
     assert done and int(done[1]) in (3, 4)  # the window being answered is cut, and counts as done
+    assert status.endswith("the answers being written when it stopped were cut short.")
     assert f"Cancelled after {done[1]} of 12 windows" in progress and f"in {done[1]} of 12 windows" in counts
     cleared = client.predict(api_name="/clear_detections")[-1]
     assert cleared.startswith(f"{done[2]} detections cleared")  # the kept detections were the session's

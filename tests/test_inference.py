@@ -425,3 +425,22 @@ def test_chat_command_refuses_a_question_too_long_in_one_line(tiny_chat, png, ca
     assert main(["chat", str(png), "word " * 3000, "--model", "tiny"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error:") and err[-1].endswith("shorten the question"), err
+
+
+def test_chat_command_ends_marching_boxes_as_detect_does(tiny_chat, png, monkeypatch, capsys):
+    """Review of 2026-12-04: `earthgpt chat` stopped only at a repeated line, so a detection answer
+    ran on along a row to the token limit and was cut mid-box."""
+    from earthgpt.answer_stream import LineGate
+    from earthgpt.cli import main
+    from earthgpt.inference import ChatSession
+
+    rules = []
+    monkeypatch.setattr(ChatSession, "ask",
+                        lambda self, text, **options: rules.append(options["stop_rule"]) or "")
+    assert main(["chat", str(png), "Detect all objects.", "--json", "--model", "tiny"]) == 0
+    gate = LineGate(rules[0])
+    gate.push("".join(f"car [{x}, 10, {x + 10}, 20]\n" for x in range(0, 200, 10)))
+    gate.close()
+    assert len(gate.lines) == 3  # 20 boxes along a row: it ends at the third that marches on
+    assert main(["chat", str(png), "Detect.", "--json", "--model", "tiny", "--keep-repeats"]) == 0
+    assert rules[1] is None

@@ -54,15 +54,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print answer and parsed boxes as JSON")
     parser.add_argument("--max-new-tokens", type=_positive_int, default=256, help="answer length limit")
     parser.add_argument("--keep-repeats", action="store_true",
-                        help="let the answer run on when it repeats a line (default: stop there)")
+                        help="let the answer run on when it repeats a line or its boxes march along a row, "
+                             "column or diagonal (default: stop there, as earthgpt detect and the app do)")
     add_quantization_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Answer the prompt; returns the exit status (2 for bad input)."""
-    from earthgpt.answer_stream import repeats_a_line
     from earthgpt.conversation import PromptTooLongError
     from earthgpt.inference import UNTRAINED_WARNING, ChatSession, is_untrained_start, load_model
+    from earthgpt.scene_detection import detection_stop_rule
 
     try:
         prompt = _check_prompt(args.prompt)
@@ -80,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"WARNING: {warning}", file=sys.stderr)
     session = ChatSession(model, processor, sensor=sensor)
     session.set_image(rgb)
-    stop_rule = None if args.keep_repeats else repeats_a_line  # a looping answer ends at its first repeat
+    # a looping answer ends at its first repeated line, or at the third box marching on from the
+    # one before, as in `earthgpt detect` and the app (review of 2026-12-04)
+    stop_rule = None if args.keep_repeats else detection_stop_rule()
     try:
         answer = session.ask(prompt, max_new_tokens=args.max_new_tokens, stream=not args.json,
                              stop_rule=stop_rule)
