@@ -91,11 +91,18 @@ def delete(session: Session, number: int) -> Session:
 def relabel(session: Session, number: int, label: str, note: str = "") -> Session:
     """Give an annotation a class and a description; it becomes accepted (and edited if it changed)."""
     item = _item(session, number)
-    label, note = clean_label(label), " ".join((note or "").split())
+    label, note = clean_label(label), clean_note(note)
     changed = label != item.detection.label or note != description(session, item)
     detection = dataclasses.replace(item.detection, label=label)
     return _replaced(session, number, dataclasses.replace(
         item, detection=detection, note=note, status="accepted", edited=item.edited or changed))
+
+
+def clean_note(note: str | None) -> str:
+    """A description as one line; one with no words (``"..."``, ``" . "``) is no description (it
+    would have made the whole MMRS export fail: review of 2026-12-04)."""
+    text = " ".join((note or "").split())
+    return text if text.strip(" .") else ""
 
 
 def set_box(session: Session, number: int, text: str, angle: float = 0.0) -> Session:
@@ -104,8 +111,9 @@ def set_box(session: Session, number: int, text: str, angle: float = 0.0) -> Ses
     box = box_from_text(session, text, angle)
     changed = box != item.detection.box
     detection = dataclasses.replace(item.detection, box=box)
+    window = session.window if changed else item.window  # typed on this window: it belongs to it now
     return _replaced(session, number, dataclasses.replace(
-        item, detection=detection, status="accepted", edited=item.edited or changed))
+        item, detection=detection, status="accepted", edited=item.edited or changed, window=window))
 
 
 def apply(session: Session, number: int, label: str, note: str, text: str, angle: float = 0.0) -> Session:
@@ -126,7 +134,7 @@ def add_box(session: Session, label: str, text: str, angle: float = 0.0, note: s
     """The analyst's own box, typed on the current window's grid: accepted, source ``analyst``."""
     label = clean_label(label)
     box = box_from_text(session, text, angle)
-    item = Found(Detection(label, box), "", None, ANALYST, "accepted", note=" ".join((note or "").split()),
+    item = Found(Detection(label, box), "", None, ANALYST, "accepted", note=clean_note(note),
                  window=session.window)
     return dataclasses.replace(session, found=[*session.found, item])
 
@@ -228,10 +236,12 @@ def description(session: Session, item: Found) -> str:
 
 
 def provenance(item: Found, model_name: str = "") -> str:
-    """``analyst``, ``<model> · turn 3`` or ``<model> · whole scene``, plus ``· edited``."""
+    """``analyst``, ``<model> · turn 3``, ``<model> · chat`` (its conversation cleared) or
+    ``<model> · whole scene``, plus ``· edited``."""
     if item.source == ANALYST:
         return ANALYST
-    where = f"turn {item.turn}" if item.turn is not None else "whole scene"
+    where = (f"turn {item.turn}" if item.turn is not None
+             else "chat" if item.source == "chat" else "whole scene")
     text = f"{found_model(item, model_name) or 'model'} · {where}"
     return text + " · edited" if item.edited else text
 

@@ -341,9 +341,20 @@ def clear_detections(session: Session) -> Session:
 def clear_conversation(session: Session) -> Session:
     """Forget the conversation: the turns go and the model starts afresh about the window (the
     chat's clear button). Detections stay, the chat's ones no longer tied to a turn number (the
-    next turns count from 1 again); the image, window and region stay."""
-    found = [dataclasses.replace(f, turn=None) if f.source == "chat" else f for f in session.found]
-    return dataclasses.replace(session, turns=[], chat=None, found=found)
+    next turns count from 1 again) but keeping what the turn told about them: its window and, for
+    a grounding turn, its referring expression (as the note), so their review and their MMRS
+    export are what they were; the image, window and region stay."""
+    from app.annotations import description
+
+    def freed(item: Found) -> Found:
+        if item.source != "chat" or item.turn is None:
+            return item
+        window = item.window
+        if window is None and 1 <= item.turn <= len(session.turns):
+            window = session.turns[item.turn - 1].window
+        return dataclasses.replace(item, turn=None, window=window, note=description(session, item))
+
+    return dataclasses.replace(session, turns=[], chat=None, found=[freed(f) for f in session.found])
 
 
 # ----------------------------------------------------------------------------- what the UI shows

@@ -92,10 +92,12 @@ def _objects(session: Session, items: list[Found], window: WindowTuple, size: tu
     """The ``annotations`` of one window's record (crop pixels) and each object's provenance."""
     tile = Tile(*window)
     hbbs, obbs, referring, origins = [], [], [], []
+    oriented = False
     for item in items:
         clipped = clip_to_window(item.detection.box, window)
         if clipped is None:
             continue
+        oriented = oriented or isinstance(item.detection.box, OBB)
         box = raster_to_image(clipped, tile, size)
         label = item.detection.label
         hbbs.append(hbb_entry(label, box if isinstance(box, HBB) else box.to_hbb()))
@@ -108,7 +110,7 @@ def _objects(session: Session, items: list[Found], window: WindowTuple, size: tu
         origins.append({"label": label, **{k: origin[k] for k in ("source_kind", "origin", "model", "turn",
                                                                   "edited")}})
     annotations: dict[str, Any] = {"objects_hbb": hbbs} if hbbs else {}
-    if any(isinstance(item.detection.box, OBB) for item in items) and obbs:
+    if oriented and obbs:  # this window's own boxes hold an oriented one (not some other window's)
         annotations["objects_obb"] = obbs
     if referring:
         annotations["referring"] = referring
@@ -204,6 +206,10 @@ def export_mmrs(session: Session, out_dir: str | Path, model_name: str) -> tuple
     (folder / "images").mkdir(parents=True)
     windows = _windows(session, accepted)
     records = [r for w in windows if (r := _record(session, w, accepted, folder, model_name)) is not None]
+    if not records:  # nothing to train on: no archive of an empty set (review of 2026-12-04)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UserError(f"none of the {len(accepted)} accepted box(es) lies in this window or in a window "
+                        "they were found or typed in: open a window on them and export again")
     written = write_jsonl(records, folder / "records.jsonl")
     placed = {i for i, f in enumerate(accepted) for w in windows if clip_to_window(f.detection.box, w)}
     archive = Path(shutil.make_archive(str(folder), "zip", folder.parent, folder.name))

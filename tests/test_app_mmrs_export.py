@@ -125,3 +125,37 @@ def test_mmrs_source_kind_counts_bad_records(tmp_path: Path) -> None:
     assert record["sensor"] == "sar" and record["conversations"][1]["value"] == "A ship."
     skipped = {row["reason"]: row["count"] for row in json.loads((out / "card.json").read_text())["skipped"]}
     assert skipped == {"record without image": 1, "record with a bad width or height": 1}
+
+
+def test_reviewed_boxes_keep_their_window_and_description(tmp_path: Path) -> None:
+    """Review of 2026-12-04: a box moved in another window, or a chat box after the conversation
+    was cleared, lost its window (and its referring expression) and left the export; an oriented
+    box in one window made every window's record an OBB one; an export with nothing placeable
+    wrote an empty set; a description of full stops made the whole export fail."""
+    from test_app_handlers import run, scripted_engine
+
+    engine, _ = scripted_engine("[100, 100, 300, 300]")
+    a, b = (0, 0, 400, 400), (391, 318, 400, 400)
+    session = H.set_window(H.load_image(Session(), DEMO_DIR / "RGB.byte.tif"), *a)
+    session = run(H.quick_task(session, engine, "grounding", "the big field"))
+    session = A.relabel(session, 1, "field", "")  # accepted; its description is the referring phrase
+    session = H.clear_conversation(H.set_window(session, *b))
+    row = A.review_rows(session)[0]
+    assert row[3] == "the big field" and row[-1].endswith("· chat · edited")
+    (record,) = _records(export_mmrs(session, tmp_path / "cleared", "nano")[0])
+    assert record["id"].endswith("/0_0_400x400") and record["annotations"]["referring"][0]["expression"] == (
+        "the big field")
+    session = A.add_box(H.set_window(session, *a), "car", "[600, 600, 700, 700]")
+    session = A.set_box(H.set_window(session, *b), 2, "[100, 100, 200, 200]")  # moved, typed in window b
+    session = A.add_box(session, "ship", "[500, 500, 700, 600]", angle=30, note="...")
+    exported = _records(export_mmrs(session, tmp_path / "moved", "nano")[0])
+    records = {r["id"].rsplit("/", 1)[1]: r for r in exported}
+    assert set(records) == {"0_0_400x400", "391_318_400x400"}
+    assert [o["label"] for o in records["391_318_400x400"]["annotations"]["objects_hbb"]] == ["car", "ship"]
+    assert "objects_obb" not in records["0_0_400x400"]["annotations"]  # only window b has a rotated box
+    assert "objects_obb" in records["391_318_400x400"]["annotations"]
+    assert A.review_rows(session)[2][3] == ""  # "..." is no description
+    lost = Found(Detection("car", HBB(5, 5, 9, 9)), "Detect all objects.", None, "scene", "accepted")
+    alone = Session(**{**session.__dict__, "found": [lost], "window": b})
+    with pytest.raises(H.UserError, match="none of the 1 accepted box"):
+        export_mmrs(alone, tmp_path / "empty", "nano")
