@@ -65,23 +65,25 @@ def reproject(polygons: list[shapely.Polygon], source: str | None, target: str) 
     if not polygons or source is None or CRS.from_user_input(source) == CRS.from_user_input(target):
         return polygons
     move = Transformer.from_crs(source, target, always_xy=True).transform
-    moved = list(shapely.transform(np.array(polygons, dtype=object),
-                                   lambda xy: np.column_stack(move(xy[:, 0], xy[:, 1]))))
+
+    def by_vertex(polygon: shapely.Polygon) -> shapely.Polygon:
+        return shapely.transform(polygon, lambda xy: np.column_stack(move(xy[:, 0], xy[:, 1])))
+
     if not CRS.from_user_input(target).is_geographic:
-        return moved
+        return [by_vertex(polygon) for polygon in polygons]
 
     def to_lonlat(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
         xs, ys = move(np.array([p[0] for p in points]), np.array([p[1] for p in points]))
         return list(zip(np.atleast_1d(xs).tolist(), np.atleast_1d(ys).tolist(), strict=True))
 
-    for k, polygon in enumerate(polygons):
+    def on_the_globe(polygon: shapely.Polygon) -> shapely.Polygon:
         try:
             ring = shapely.Polygon(lonlat_ring(list(polygon.exterior.coords)[:-1], to_lonlat))
         except GeoreferenceError:  # off the globe: as the vertices fall
-            continue
-        if ring.is_valid and ring.area > 0:
-            moved[k] = orient(ring, sign=1.0)
-    return moved
+            return by_vertex(polygon)
+        return orient(ring, sign=1.0) if ring.is_valid and ring.area > 0 else by_vertex(polygon)
+
+    return [on_the_globe(polygon) for polygon in polygons]
 
 
 def _write_layer(path: Path, layers: Sequence[SceneLayer], crs: str | None, layer: str) -> None:

@@ -168,15 +168,12 @@ def build(specs: Sequence[SourceSpec], out_dir: Path, progress: bool = True) -> 
     return card
 
 
-IMAGE_ROOTS_FILE = "image_roots.json"
-"""Written beside the splits: each ``image_root`` name → the source folder its images are under
-(relative to the set's folder when it can be), read by :class:`earthgpt.data.image_resolver.ImageResolver`
-so that ``earthgpt eval`` and training find the images of a set with no ``EARTHGPT_DATA`` set."""
-
-
 def write_image_roots(sources: Sequence[Any], out_dir: Path) -> None:
-    """``out_dir/image_roots.json`` for ``sources`` (see :data:`IMAGE_ROOTS_FILE`)."""
+    """``out_dir/image_roots.json`` for ``sources`` (see
+    :data:`earthgpt.data.image_resolver.IMAGE_ROOTS_FILE`), read by its ``ImageResolver``."""
     import os
+
+    from earthgpt.data.image_resolver import IMAGE_ROOTS_FILE
 
     roots = {}
     for source in sources:

@@ -15,12 +15,18 @@ The first existing file wins; when none exists the error names every path tried.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from earthgpt.data.mmrs_reader import DataError
+
+IMAGE_ROOTS_FILE = "image_roots.json"
+"""Written by ``earthgpt mmrs build`` beside the splits: each ``image_root`` name → the source
+folder its images are under (relative to the set's folder when it can be), so that ``earthgpt eval``
+and training find a built set's images with no ``EARTHGPT_DATA`` set."""
 
 
 class ImageResolver:
@@ -44,9 +50,9 @@ class ImageResolver:
         for folder in self.data_dirs:
             bases += [folder, folder / root] if root else [folder]
         for folder in self.data_dirs:
-            recorded = _recorded_roots(folder).get(root) if root else None
-            if recorded:
-                bases.append(folder / recorded)
+            recorded = _recorded_roots(folder) if root else {}
+            if root in recorded:
+                bases.append(folder / recorded[root])
         env = os.environ.get("EARTHGPT_DATA")
         if env and root:
             bases.append(Path(env) / root)
@@ -66,12 +72,22 @@ class ImageResolver:
 
 
 def _recorded_roots(folder: Path) -> dict[str, str]:
-    """``folder/image_roots.json`` (written by ``earthgpt mmrs build``), or {} when there is none."""
+    """``folder/image_roots.json`` (written by ``earthgpt mmrs build``), or {} when there is none;
+    parsed once per version of the file, not once per record."""
+    path = folder / IMAGE_ROOTS_FILE
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return {}
+    return _parsed_roots(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_roots(path: str, stamp: int) -> dict[str, str]:
     import json
 
-    path = folder / "image_roots.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return {str(k): str(v) for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
