@@ -136,11 +136,17 @@ class ProjectorConfig:
     ``position`` is ``"none"`` or ``"fourier2d"``: a learned map of each token's (x, y) centre on
     the grid, through fixed sines and cosines, added to the projected token (zero at
     initialisation), so that the LLM reads where a token lies in 2-D instead of working it out from
-    its 1-D place in the sequence. Its input is the normalised centre, so it holds for any grid."""
+    its 1-D place in the sequence. Its input is the normalised centre, so it holds for any grid.
+
+    ``context`` is ``"none"`` or ``"mean"``: a learned linear map of the image's mean token (after
+    the input norm) added to every projected token (zero at initialisation), so that each token
+    carries what the whole image shows, the summary a linear probe classifies scenes from, instead
+    of the LLM having to gather it over all the tokens. ``in_dim × out_dim`` more weights."""
 
     type: str = "mlp2x_gelu"
     input_norm: str = "none"
     position: str = "none"
+    context: str = "none"
 
 
 @dataclass

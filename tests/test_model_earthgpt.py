@@ -8,7 +8,15 @@ import torch.nn.functional as F
 
 from earthgpt.config import ProjectorConfig, get_preset, shrink_for_test
 from earthgpt.model.earthgpt import EarthGPT
-from earthgpt.model.projector import GridPosition2D, GroupLayerNorm, add_grid_position, build_projector
+from earthgpt.model.projector import (
+    ContextProjector,
+    GlobalContext,
+    GridPosition2D,
+    GroupLayerNorm,
+    add_global_context,
+    add_grid_position,
+    build_projector,
+)
 
 
 def tiny_model(seed: int = 0) -> EarthGPT:
@@ -66,6 +74,35 @@ def test_grid_position_starts_at_zero_and_keeps_the_projectors_names() -> None:
     assert appended is without and isinstance(appended[-1], GridPosition2D)
     wrapped = add_grid_position(torch.nn.Linear(8, 4), 4)  # a bare Linear is wrapped, not mutated
     assert isinstance(wrapped, torch.nn.Sequential) and wrapped(torch.randn(1, 4, 8)).shape == (1, 4, 4)
+
+
+def test_global_context_starts_at_zero_keeps_the_names_and_adds_the_images_normed_mean() -> None:
+    """The global context adds nothing at initialisation and leaves the projector's own parameter
+    names as they were (with and without the input norm and the position signal), so a projector
+    trained without it loads. Trained, it adds one vector per image to each of its tokens: the
+    linear map of the mean of the tokens as the input norm leaves them."""
+    for cfg in (ProjectorConfig(), ProjectorConfig(input_norm="group_layernorm", position="fourier2d")):
+        without = build_projector(cfg, 8, 4, [3, 5])
+        with_context = build_projector(ProjectorConfig(**{**vars(cfg), "context": "mean"}), 8, 4, [3, 5])
+        assert isinstance(with_context, ContextProjector) and isinstance(with_context[-1], GlobalContext)
+        last = len(with_context) - 1
+        names = {n for n, _ in with_context.named_parameters()} - {n for n, _ in without.named_parameters()}
+        assert names == {f"{last}.linear.weight", f"{last}.linear.bias"}
+        own = {k: v for k, v in with_context.state_dict().items() if not k.startswith(f"{last}.")}
+        without.load_state_dict(own)
+        x = torch.randn(2, 16, 8)
+        assert torch.equal(with_context(x), without(x))
+    torch.nn.init.normal_(with_context[-1].linear.weight)
+    added = with_context(x) - without(x)
+    normed_mean = with_context[0](x).mean(dim=1)  # the group LayerNorm's output, averaged over tokens
+    expected = with_context[-1].linear(normed_mean)
+    for image in range(2):
+        assert torch.allclose(added[image], expected[image].expand(16, 4), atol=1e-5)
+    assert not torch.allclose(added[0, 0], added[1, 0])
+    appended = add_global_context(torch.nn.Linear(8, 4), 8, 4)  # a bare Linear is wrapped
+    assert isinstance(appended, ContextProjector) and appended(torch.randn(1, 4, 8)).shape == (1, 4, 4)
+    with pytest.raises(ValueError, match="unknown projector context"):
+        build_projector(ProjectorConfig(context="max"), 8, 4)
 
 
 def test_grid_position_reads_cell_centres_row_major_on_any_grid() -> None:

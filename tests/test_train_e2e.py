@@ -190,23 +190,28 @@ def test_stage2_may_use_another_visual_grid_than_stage1(generated_set, tmp_path)
     assert model.vision(torch.zeros(1, 3, size, size)).shape[1] == 4
 
 
-def test_stage2_may_add_the_2d_position_signal_to_an_export_without_it(generated_set, tmp_path):
-    """Stage 2 may add the projector's 2-D position signal to an export trained without it: the
-    export's projector is continued (at learning rate 0 it stays as it was and the signal stays
-    zero), the new export holds the signal's tensors and loads with it. Another projector change is
-    still refused."""
+@pytest.mark.parametrize(("key", "value", "module"), [
+    ("position", "fourier2d", "GridPosition2D"), ("context", "mean", "GlobalContext"),
+])
+def test_stage2_may_add_a_position_signal_or_global_context_to_an_export_without_it(
+    generated_set, tmp_path, key, value, module
+):
+    """Stage 2 may add the projector's 2-D position signal, or its global context, to an export
+    trained without it: the export's projector is continued (at learning rate 0 it stays as it was
+    and the addition stays zero), the new export holds the addition's tensors and loads with it.
+    Another projector change is still refused."""
+    from earthgpt.model import projector as projectors
     from earthgpt.model.checkpoint import load_pretrained, read_meta
-    from earthgpt.model.projector import GridPosition2D
 
     records, roots = generated_set
     assert main([STAGE1, *overrides(records, roots, tmp_path / "s1", "optim.max_steps=1")]) == 0
     final = tmp_path / "s1" / "final"
     start = load_file(final / "model.safetensors")
-    pos = "model.config={image_token_id: 259, projector: {position: fourier2d}}"
+    pos = f"model.config={{image_token_id: 259, projector: {{{key}: {value}}}}}"
     frozen = ["optim.lr=0", "optim.projector_lr=0", "optim.stage1_lr=0", "optim.max_steps=1"]
     assert main([STAGE2, *overrides(records, roots, tmp_path / "s2", f"model.init_from={final}",
                                     pos, *frozen)]) == 0
-    assert read_meta(tmp_path / "s2" / "final")["config"]["projector"]["position"] == "fourier2d"
+    assert read_meta(tmp_path / "s2" / "final")["config"]["projector"][key] == value
     saved = load_file(tmp_path / "s2" / "final" / "model.safetensors")
     added = sorted(name for name in saved if name.startswith("projector.") and name not in start)
     assert [name.split(".", 2)[2] for name in added] == ["linear.bias", "linear.weight"]
@@ -215,7 +220,7 @@ def test_stage2_may_add_the_2d_position_signal_to_an_export_without_it(generated
         if name.startswith("projector."):
             assert torch.equal(saved[name], start[name]), name
     model = load_pretrained(tmp_path / "s2" / "final")
-    assert isinstance(model.projector[-1], GridPosition2D)
+    assert isinstance(model.projector[-1], getattr(projectors, module))
     other = "model.config={image_token_id: 259, projector: {type: linear}}"
     assert main([STAGE2, *overrides(records, roots, tmp_path / "s3", f"model.init_from={final}",
                                     other, "optim.max_steps=1")]) == 2

@@ -199,17 +199,24 @@ def test_projector_gets_its_own_learning_rate():
     assert len(rates) == sum(1 for p in module.parameters() if p.requires_grad)
 
 
-def test_position_signal_gets_position_lr_else_the_projectors() -> None:
-    from earthgpt.model.projector import add_grid_position
+@pytest.mark.parametrize("addition", ["position", "context"])
+def test_position_signal_and_context_get_their_own_lr_else_the_projectors(addition) -> None:
+    from earthgpt.model.projector import add_global_context, add_grid_position
     from train.optimizer import make_optimizer
     from train.training_module import TrainingModule
 
     module = TrainingModule(_tiny(0))
-    module.model.projector = add_grid_position(module.model.projector, module.model.config.llm.hidden_size)
-    position = {id(p) for p in module.model.projector[-1].parameters()}
-    projector = {id(p) for p in module.model.projector.parameters()} - position
+    model = module.model
+    width = model.config.llm.hidden_size
+    if addition == "position":
+        model.projector = add_grid_position(model.projector, width)
+    else:
+        model.projector = add_global_context(model.projector, model.vision.out_channels, width)
+    position = {id(p) for p in model.projector[-1].parameters()}
+    projector = {id(p) for p in model.projector.parameters()} - position
     common = [SOURCE, "optim.lr=1e-4", "optim.projector_lr=1e-3"]
-    for extra, expected in (([], 1e-3), (["optim.position_lr=3e-2"], 3e-2)):
+    own = {"position": 3e-2, "context": 2e-2}[addition]
+    for extra, expected in (([], 1e-3), (["optim.position_lr=3e-2", "optim.context_lr=2e-2"], own)):
         optimizer = make_optimizer(module, load_config(CONFIGS / "tiny_stage1.yaml", [*common, *extra]))
         rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
         assert {rates[i] for i in position} == {expected}

@@ -23,7 +23,7 @@ from earthgpt.config import EarthGPTConfig, get_preset
 from earthgpt.config_dicts import merge_dicts
 from earthgpt.conversation import IMAGE_PLACEHOLDER
 from earthgpt.model.earthgpt import EarthGPT
-from earthgpt.model.projector import add_grid_position
+from earthgpt.model.projector import add_global_context, add_grid_position
 from earthgpt.model.tuning import apply_stage
 from train.config import TrainConfig
 
@@ -104,7 +104,7 @@ def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
     diffs = [
         f"model config differs at {path}: export {a!r}, this run {b!r}"
         for path, a, b in _diff(found, expected)
-        if not _adds_grid_position(path, a)
+        if not _adds_projector_part(path, a)
     ]
     if bool(meta.get("pretrained_base")) != cfg.model.pretrained:
         diffs.append(
@@ -116,10 +116,11 @@ def check_stage2_base(cfg: TrainConfig, folder: Path) -> None:
         raise ValueError(f"refusing stage 2: {folder} was trained on another base: " + "; ".join(diffs))
 
 
-def _adds_grid_position(path: str, export: Any) -> bool:
-    """Whether a config difference is stage 2 adding the 2-D position signal to a projector that
-    has none (it starts at zero, so the export's projector is continued unchanged)."""
-    return path == "projector.position" and export == "none"
+def _adds_projector_part(path: str, export: Any) -> bool:
+    """Whether a config difference is stage 2 adding the 2-D position signal or the global context
+    to a projector that has none (each starts at zero, so the export's projector is continued
+    unchanged)."""
+    return path in ("projector.position", "projector.context") and export == "none"
 
 
 def _diff(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
@@ -162,6 +163,11 @@ def build_model(cfg: TrainConfig, *, empty: bool = False) -> EarthGPT:
         if wanted.projector.position != model.config.projector.position:  # checked: none → fourier2d
             model.projector = add_grid_position(model.projector, model.config.llm.hidden_size)
             model.config.projector.position = wanted.projector.position
+        if wanted.projector.context != model.config.projector.context:  # checked: none → mean
+            model.projector = add_global_context(
+                model.projector, model.vision.out_channels, model.config.llm.hidden_size
+            )
+            model.config.projector.context = wanted.projector.context
     apply_stage(model, cfg.stage)
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:

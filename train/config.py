@@ -90,14 +90,16 @@ class OptimSection:
     ``stage1_lr`` (default: ``lr``) is the rate, in stage 2, of the LLM parameters stage 1 trained
     when the model config's ``stage2_tunes_stage1`` keeps them training. ``position_lr`` (default:
     the projector's rate) is the rate of the projector's 2-D position signal (``projector.position``),
-    which starts at zero and so may need a higher rate than the projector it is added to.
-    ``lora_lr`` (default: ``lr``) is the rate of stage 2's low-rank adapters (the model config's
-    ``stage2_lora_rank``).
+    which starts at zero and so may need a higher rate than the projector it is added to;
+    ``context_lr`` (default: the projector's rate) likewise for its global context
+    (``projector.context``). ``lora_lr`` (default: ``lr``) is the rate of stage 2's low-rank
+    adapters (the model config's ``stage2_lora_rank``).
     """
 
     lr: float = 2e-4
     projector_lr: float | None = None
     position_lr: float | None = None
+    context_lr: float | None = None
     stage1_lr: float | None = None
     lora_lr: float | None = None
     min_lr_ratio: float = 0.0

@@ -27,9 +27,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     projector at ``optim.projector_lr`` when set (it starts from random, the LLM parts do not); in
     stage 2, the LLM parameters other than scale/shift (trained when the model config's
     ``stage2_tunes_stage1`` is set) at ``optim.stage1_lr`` when set; the projector's 2-D position
-    signal at ``optim.position_lr`` when set; stage 2's low-rank adapters at ``optim.lora_lr``
-    when set."""
-    from earthgpt.model.projector import GridPosition2D
+    signal at ``optim.position_lr`` and its global context at ``optim.context_lr`` when set; stage
+    2's low-rank adapters at ``optim.lora_lr`` when set."""
+    from earthgpt.model.projector import GlobalContext, GridPosition2D
     from earthgpt.model.tuning import low_rank_parameters, scale_shift_layers
 
     inner = getattr(model, "model", None)
@@ -38,6 +38,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     position_ids = {
         id(p) for m in (projector.modules() if projector is not None else ())
         if isinstance(m, GridPosition2D) for p in m.parameters()
+    }
+    context_ids = {
+        id(p) for m in (projector.modules() if projector is not None else ())
+        if isinstance(m, GlobalContext) for p in m.parameters()
     }
     llm = getattr(inner, "llm", None)
     layers = scale_shift_layers(llm) if llm is not None else []
@@ -49,6 +53,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
             return cfg.optim.lora_lr or cfg.optim.lr
         if id(param) in position_ids and cfg.optim.position_lr:
             return cfg.optim.position_lr
+        if id(param) in context_ids and cfg.optim.context_lr:
+            return cfg.optim.context_lr
         if id(param) in projector_ids:
             return cfg.optim.projector_lr or cfg.optim.lr
         if scale_shift_ids and id(param) not in scale_shift_ids:

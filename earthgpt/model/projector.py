@@ -8,6 +8,10 @@ source (each ViT layer, each CNN stage), since the sources' scales differ by ord
 
 With ``position="fourier2d"`` a :class:`GridPosition2D` comes last: it adds to each token a learned
 function of where the token's cell lies on the image (``ProjectorConfig``).
+
+With ``context="mean"`` a :class:`GlobalContext` adds to every token a learned linear map of the
+image's mean token (after the input norm), so that each token carries what the whole image shows
+(``ProjectorConfig``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ PROJECTORS: dict[str, Callable[[int, int], nn.Module]] = {
 
 INPUT_NORMS = ("none", "group_layernorm")
 POSITIONS = ("none", "fourier2d")
+CONTEXTS = ("none", "mean")
 
 
 class GroupLayerNorm(nn.Module):
@@ -105,6 +110,56 @@ def add_grid_position(projector: nn.Module, dim: int) -> nn.Sequential:
     return nn.Sequential(projector, position)
 
 
+class GlobalContext(nn.Module):
+    """``linear(mean of the image's tokens)``, the same vector for every token of an image; the
+    linear map starts at zero, so adding this module to a trained projector leaves its output
+    unchanged until it trains. It reads the projector's input after the input norm (see
+    :class:`ContextProjector`)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        # skip_init: no draw from the global RNG, so adding the module leaves a run's random stream as is
+        self.linear = nn.utils.skip_init(nn.Linear, in_dim, out_dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(..., N, in_dim)`` → ``(..., 1, out_dim)``."""
+        return self.linear(tokens.mean(dim=-2, keepdim=True))
+
+
+class ContextProjector(nn.Sequential):
+    """A projector ``Sequential`` whose :class:`GlobalContext` members are added to its output
+    instead of being chained: each reads the tokens as the leading :class:`GroupLayerNorm` leaves
+    them (or the input, without one). The other members run in order as in a ``Sequential``, so
+    their parameter names are those of the projector without the context."""
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        members = list(self)
+        normed = tokens
+        if isinstance(members[0], GroupLayerNorm):
+            normed, members = members[0](tokens), members[1:]
+        out = normed
+        for member in members:
+            if not isinstance(member, GlobalContext):
+                out = member(out)
+        for member in members:
+            if isinstance(member, GlobalContext):
+                out = out + member(normed).to(out.dtype)
+        return out
+
+
+def add_global_context(projector: nn.Module, in_dim: int, out_dim: int) -> ContextProjector:
+    """``projector`` with a fresh :class:`GlobalContext` appended, as a :class:`ContextProjector`
+    whose other members keep their names (a trained projector's weights load into the result)."""
+    context = GlobalContext(in_dim, out_dim)
+    first = next(projector.parameters(), None)
+    if first is not None:
+        context.to(device=first.device, dtype=first.dtype)
+    members = list(projector) if isinstance(projector, nn.Sequential) else [projector]
+    return ContextProjector(*members, context)
+
+
 def build_projector(
     cfg: ProjectorConfig, in_dim: int, out_dim: int, groups: Sequence[int] | None = None
 ) -> nn.Module:
@@ -116,6 +171,8 @@ def build_projector(
         raise ValueError(f"unknown projector input_norm {cfg.input_norm!r}; known: {', '.join(INPUT_NORMS)}")
     if cfg.position not in POSITIONS:
         raise ValueError(f"unknown projector position {cfg.position!r}; known: {', '.join(POSITIONS)}")
+    if cfg.context not in CONTEXTS:
+        raise ValueError(f"unknown projector context {cfg.context!r}; known: {', '.join(CONTEXTS)}")
     if in_dim < 1 or out_dim < 1:
         raise ValueError(f"projector dimensions must be positive, got in_dim={in_dim}, out_dim={out_dim}")
     projector = PROJECTORS[cfg.type](in_dim, out_dim)
@@ -125,4 +182,6 @@ def build_projector(
         projector = nn.Sequential(GroupLayerNorm(groups), projector)
     if cfg.position == "fourier2d":
         projector = add_grid_position(projector, out_dim)
+    if cfg.context == "mean":
+        projector = add_global_context(projector, in_dim, out_dim)
     return projector
