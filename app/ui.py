@@ -53,7 +53,7 @@ def build(engine: H.Engine) -> gr.Blocks:
             gr.HTML(f"<h2>EarthGPT analyst · model <code>{html.escape(engine.name)}</code></h2>",
                     head=page_head(), js_on_load=page_script(), elem_id="title", scale=0, min_width=240)
             c.status = gr.Textbox("Open an image or a demo tile (left panel) to begin.", show_label=False,
-                                  interactive=False, container=False, lines=1, max_lines=3, elem_id="status",
+                                  interactive=False, container=False, lines=2, max_lines=2, elem_id="status",
                                   scale=1)
         if engine.warning:
             gr.Markdown(H.engine_banner(engine), elem_id="untrained-warning")
