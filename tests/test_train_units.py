@@ -212,14 +212,14 @@ def test_position_signal_and_context_get_their_own_lr_else_the_projectors(additi
         model.projector = add_grid_position(model.projector, width)
     else:
         model.projector = add_global_context(model.projector, model.vision.out_channels, width)
-    position = {id(p) for p in model.projector[-1].parameters()}
-    projector = {id(p) for p in model.projector.parameters()} - position
+    added = {id(p) for p in model.projector[-1].parameters()}
+    projector = {id(p) for p in model.projector.parameters()} - added
     common = [SOURCE, "optim.lr=1e-4", "optim.projector_lr=1e-3"]
     own = {"position": 3e-2, "context": 2e-2}[addition]
     for extra, expected in (([], 1e-3), (["optim.position_lr=3e-2", "optim.context_lr=2e-2"], own)):
         optimizer = make_optimizer(module, load_config(CONFIGS / "tiny_stage1.yaml", [*common, *extra]))
         rates = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
-        assert {rates[i] for i in position} == {expected}
+        assert {rates[i] for i in added} == {expected}
         assert {rates[i] for i in projector} == {1e-3}
 
 

@@ -35,14 +35,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     inner = getattr(model, "model", None)
     projector = getattr(inner, "projector", None)
     projector_ids = {id(p) for p in projector.parameters()} if projector is not None else set()
-    position_ids = {
-        id(p) for m in (projector.modules() if projector is not None else ())
-        if isinstance(m, GridPosition2D) for p in m.parameters()
-    }
-    context_ids = {
-        id(p) for m in (projector.modules() if projector is not None else ())
-        if isinstance(m, GlobalContext) for p in m.parameters()
-    }
+    projector_parts = list(projector.modules()) if projector is not None else []
+
+    def ids_of(kind: type) -> set[int]:
+        return {id(p) for m in projector_parts if isinstance(m, kind) for p in m.parameters()}
+
+    position_ids, context_ids = ids_of(GridPosition2D), ids_of(GlobalContext)
     llm = getattr(inner, "llm", None)
     layers = scale_shift_layers(llm) if llm is not None else []
     scale_shift_ids = {id(p) for layer in layers for p in (layer.scale, layer.shift)}

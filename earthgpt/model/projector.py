@@ -44,6 +44,15 @@ POSITIONS = ("none", "fourier2d")
 CONTEXTS = ("none", "mean")
 
 
+def _zero_linear(in_dim: int, out_dim: int) -> nn.Linear:
+    """A ``Linear`` whose weight and bias start at zero. ``skip_init``: no draw from the global RNG,
+    so adding a module built on it leaves a run's random stream as is."""
+    linear = nn.utils.skip_init(nn.Linear, in_dim, out_dim)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
 class GroupLayerNorm(nn.Module):
     """A LayerNorm over each consecutive group of channels on its own, each with its own affine."""
 
@@ -69,10 +78,7 @@ class GridPosition2D(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        # skip_init: no draw from the global RNG, so adding the module leaves a run's random stream as is
-        self.linear = nn.utils.skip_init(nn.Linear, 2 + 4 * len(self.FREQUENCIES), dim)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        self.linear = _zero_linear(2 + 4 * len(self.FREQUENCIES), dim)
 
     def features(self, side: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """``(side * side, 2 + 4 · len(FREQUENCIES))`` features of the cell centres, row-major."""
@@ -118,10 +124,7 @@ class GlobalContext(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
-        # skip_init: no draw from the global RNG, so adding the module leaves a run's random stream as is
-        self.linear = nn.utils.skip_init(nn.Linear, in_dim, out_dim)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        self.linear = _zero_linear(in_dim, out_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(..., N, in_dim)`` → ``(..., 1, out_dim)``."""
@@ -139,13 +142,14 @@ class ContextProjector(nn.Sequential):
         normed = tokens
         if isinstance(members[0], GroupLayerNorm):
             normed, members = members[0](tokens), members[1:]
-        out = normed
-        for member in members:
-            if not isinstance(member, GlobalContext):
-                out = member(out)
+        out, contexts = normed, []
         for member in members:
             if isinstance(member, GlobalContext):
-                out = out + member(normed).to(out.dtype)
+                contexts.append(member)
+            else:
+                out = member(out)
+        for context in contexts:
+            out = out + context(normed).to(out.dtype)
         return out
 
 
