@@ -478,8 +478,8 @@ def _sar_pair_hint(session: Session) -> str:
     partner = raster.cross_pol_name(Path(session.path).name)
     if partner is None or raster.find_sar_pair(session.path) is not None:
         return ""
-    return (f"One polarisation: upload {partner} first, then this file again, for the VV/VH composite "
-            "(the model was trained on it)")
+    return (f"One polarisation: upload {partner} while this file is open, for the VV/VH composite (the model "
+            "was trained on it)")
 
 
 def export_file(session: Session, out_dir: str | Path, model_name: str, kind: str) -> tuple[Path, str]:

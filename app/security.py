@@ -303,6 +303,23 @@ def _join_sar_partner(kept: Path, session_hash: str | None) -> None:
         place_file(max(earlier, key=lambda p: p.stat().st_mtime), kept.parent / partner)
 
 
+def pair_with_open_image(kept: Path, open_path: str | None, session_hash: str | None) -> Path:
+    """The file to open after the upload ``kept``: a cross-polarised file (``…_VH.tif``) uploaded
+    while its co-polarised partner (``…_VV.tif``, this session's upload) is open goes beside that
+    file, which opens again, now as the VV/VH composite; any other upload opens as itself (review
+    of 2026-12-04: uploading the VH after the VV did not rebuild the composite)."""
+    from earthgpt.raster import cross_pol_name
+
+    if not open_path:
+        return kept
+    opened = Path(open_path)
+    if (cross_pol_name(opened.name) != kept.name or not opened.is_file()
+            or not is_within(opened, [session_folder(session_hash) / "uploads"])):
+        return kept
+    place_file(kept, opened.parent / kept.name)
+    return opened
+
+
 def readable_roots(session_hash: str | None) -> tuple[Path, ...]:
     """The folders a session's image may be read from: its own uploads and the bundled demos."""
     return session_folder(session_hash) / "uploads", DEMO_DIR

@@ -74,11 +74,14 @@ def _wire_image(c: SimpleNamespace, demos: dict) -> None:
             return (*unchanged, gr.skip(), "No file.")
         try:
             kept = S.take_upload(path, request.session_hash)
-            new = H.load_image(session, kept, sensor=V.sensor_choice(sensor), bands=H.parse_bands(band_text))
+            opened = S.pair_with_open_image(kept, session.path, request.session_hash)
+            new = H.load_image(session, opened, sensor=V.sensor_choice(sensor),
+                               bands=H.parse_bands(band_text))
         except EXPECTED as err:  # the upload box empties; what was open stays open, and says so
             still = f" {session.name} is still loaded." if session.info is not None else ""
             return (*unchanged, None, user_warning(f"{error_text(err)}.{still}"))
-        shown = V.loaded(new, "upload")
+        paired = f"with {kept.name}, just uploaded, as its second polarisation"
+        shown = V.loaded(new, "upload" if opened == kept else paired)
         return (*shown[:-1], None, shown[-1])
 
     def pick_demo(session: Session, key: str) -> tuple:

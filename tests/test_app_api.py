@@ -173,3 +173,18 @@ def test_uploads_are_judged_by_content_not_name(app_url: str, tmp_path: Path) ->
     notes.write_text("# not an image\n")
     *_, status = client.predict(gradio_client.handle_file(str(notes)), "auto", "", api_name="/open_image")
     assert status.startswith("⚠") and "scene.jp2 is still loaded" in status
+
+
+def test_a_vh_uploaded_after_its_vv_opens_the_pair_as_the_composite(app_url: str, tmp_path: Path) -> None:
+    """Review of 2026-12-04: the VH uploaded after the VV opened alone; now the VV opens again with it."""
+    from test_app_security import _sar_pair_files
+
+    files = _sar_pair_files(tmp_path)
+    client = _client(app_url, tmp_path)
+    *_, info, _, status = client.predict(gradio_client.handle_file(str(files["VV"])), "auto", "",
+                                         api_name="/open_image")
+    assert status.startswith("Opened S1A_IW_20250102_VV.tif (upload)") and "One polarisation" in info
+    *_, info, _, status = client.predict(gradio_client.handle_file(str(files["VH"])), "auto", "",
+                                         api_name="/open_image")
+    assert status.startswith("Opened S1A_IW_20250102_VV.tif (with S1A_IW_20250102_VH.tif, just uploaded")
+    assert "One polarisation" not in info and "sar" in info.lower()

@@ -338,9 +338,8 @@ def test_the_served_app_asks_for_a_login(guarded_app: str, tmp_path: Path) -> No
     assert not ours.exists()
 
 
-def test_a_vv_upload_finds_the_vh_uploaded_before_it(tmp_path: Path) -> None:
-    """Review of 2026-12-04: every upload has a folder of its own, so a VV file never had its VH
-    beside it and always opened as one grey band, never the VV/VH composite."""
+def _sar_pair_files(tmp_path: Path) -> dict[str, Path]:
+    """A one-band float32 VV and VH GeoTIFF of one Sentinel-1-like scene, each in a folder of its own."""
     import rasterio
     from rasterio.transform import from_origin
 
@@ -353,9 +352,16 @@ def test_a_vv_upload_finds_the_vh_uploaded_before_it(tmp_path: Path) -> None:
                            crs="EPSG:32611", transform=from_origin(500_000, 4_000_000, 30, 30)) as dst:
             dst.write(rng.gamma(2.0, scale, (1, 48, 64)).astype("float32"))
         files[pol] = path
+    return files
+
+
+def test_a_vv_upload_finds_the_vh_uploaded_before_it(tmp_path: Path) -> None:
+    """Review of 2026-12-04: every upload has a folder of its own, so a VV file never had its VH
+    beside it and always opened as one grey band, never the VV/VH composite."""
+    files = _sar_pair_files(tmp_path)
     alone = H.load_image(Session(), S.take_upload(files["VV"], "tab-sar"), sensor="sar")
     assert np.array_equal(alone.model_image[..., 0], alone.model_image[..., 1])  # one band, grey
-    assert "One polarisation: upload S1A_IW_20250102_VH.tif first" in H.info_markdown(alone)
+    assert "One polarisation: upload S1A_IW_20250102_VH.tif while this file is open" in H.info_markdown(alone)
     S.take_upload(files["VH"], "tab-sar")
     kept = S.take_upload(files["VV"], "tab-sar")
     assert (kept.parent / "S1A_IW_20250102_VH.tif").read_bytes() == files["VH"].read_bytes()
@@ -364,3 +370,21 @@ def test_a_vv_upload_finds_the_vh_uploaded_before_it(tmp_path: Path) -> None:
     assert "One polarisation" not in H.info_markdown(paired)
     other = S.take_upload(files["VV"], "tab-else")  # another session's VH is never taken
     assert not (other.parent / "S1A_IW_20250102_VH.tif").exists()
+
+
+def test_a_vh_upload_while_its_vv_is_open_opens_the_composite(tmp_path: Path) -> None:
+    """Review of 2026-12-04: uploading the VH *after* the VV opened the VH alone, and the VV stayed
+    one grey band until it was uploaded again. Any other upload still opens as itself."""
+    files = _sar_pair_files(tmp_path)
+    vv = S.take_upload(files["VV"], "tab-vh")
+    vh = S.take_upload(files["VH"], "tab-vh")
+    assert S.pair_with_open_image(vh, str(vv), "tab-vh") == vv
+    assert (vv.parent / vh.name).read_bytes() == files["VH"].read_bytes()
+    paired = H.load_image(Session(), vv, sensor="sar")
+    assert not np.array_equal(paired.model_image[..., 0], paired.model_image[..., 1])  # VV, VH, ratio
+    assert S.pair_with_open_image(vh, None, "tab-vh") == vh  # nothing open
+    assert S.pair_with_open_image(vv, str(vv), "tab-vh") == vv  # the VV itself again
+    theirs = S.take_upload(files["VV"], "tab-theirs")
+    mine = S.take_upload(files["VH"], "tab-mine")
+    assert S.pair_with_open_image(mine, str(theirs), "tab-mine") == mine  # another session's VV: untouched
+    assert not (theirs.parent / mine.name).exists()
