@@ -130,7 +130,7 @@ ACROSS_180 = "+proj=longlat +datum=WGS84 +lon_wrap=180 +type=crs"
 def _lonlat_frame(transform: Any, crs: str, width: int, height: int) -> str:
     """EPSG:4326, or :data:`ACROSS_180` when the raster's outline crosses the antimeridian (in
     EPSG:4326 its overlay would be warped into a strip round the whole globe). A raster around a
-    pole keeps EPSG:4326."""
+    pole keeps EPSG:4326 (the map shows it in its pixels: :func:`on_globe`)."""
     from earthgpt.box_spaces import GeoreferenceError, lonlat_ring, raster_to_lonlat
 
     to_lonlat = raster_to_lonlat(transform, crs)
@@ -241,11 +241,37 @@ def map_iframe(page: str, height: int = MAP_HEIGHT) -> str:
             f'style="width:100%;height:{height}px;border:0" sandbox="allow-scripts"></iframe>')
 
 
+WEB_MERCATOR_MAX_LAT = 85.0511287798066
+"""Web Mercator, the projection of the map, ends at this latitude north and south."""
+
+
 def on_globe(info: RasterInfo) -> bool:
-    """Whether the map shows the raster on the globe: it needs a CRS and an affine transform. A
-    raster placed only by GCPs, or not at all, is shown in its own pixel space, and so are its
-    detections (pixel-space features, never lon/lat drawn as pixels)."""
-    return placed_by_affine(info.transform, info.crs)
+    """Whether the map shows the raster on the globe: it needs a CRS and an affine transform, and
+    an outline within Web Mercator's latitudes. A raster placed only by GCPs, or not at all, is
+    shown in its own pixel space, and so are its detections (pixel-space features, never lon/lat
+    drawn as pixels); so is a polar raster (:func:`past_web_mercator`)."""
+    return placed_by_affine(info.transform, info.crs) and not past_web_mercator(info)
+
+
+def past_web_mercator(info: RasterInfo) -> bool:
+    """Whether a raster placed by its affine reaches past ±85.05° of latitude, or around a pole,
+    where the map cannot draw it (review of 2026-12-04: an Arctic scene was warped into a band
+    round the whole map, cut at 85°)."""
+    if not placed_by_affine(info.transform, info.crs):
+        return False
+    return _past_web_mercator(tuple(info.transform)[:6], str(info.crs), info.width, info.height)
+
+
+@cache
+def _past_web_mercator(transform: tuple[float, ...], crs: str, width: int, height: int) -> bool:
+    from earthgpt.box_spaces import GeoreferenceError, lonlat_ring, raster_to_lonlat
+
+    try:
+        ring = lonlat_ring([(0, 0), (width, 0), (width, height), (0, height)],
+                           raster_to_lonlat(transform, crs))
+    except (GeoreferenceError, ValueError):
+        return False
+    return any(abs(lat) > WEB_MERCATOR_MAX_LAT for _, lat in ring)
 
 
 def map_key(session: Session, model_name: str = "", basemap: bool = False) -> str:
@@ -263,9 +289,14 @@ def session_map(session: Session, model_name: str = "", basemap: bool = False) -
     if session.info is None or session.overview is None:
         return "<p>Load an image to see it on the map.</p>"
     info = session.info
-    if not on_globe(info):  # no CRS + affine (GCPs only, or nothing): the image in its pixel space
+    if not on_globe(info):  # no CRS + affine (GCPs only, or nothing), or polar: in its pixel space
         collection = session_geojson(session, model_name, pixel_space=True)
         page = build_map(session.overview, collection, raster_size=(info.width, info.height))
+        if past_web_mercator(info):
+            return map_iframe(page) + _skipped_html(collection) + (
+                '<p class="map-note">The map shows this raster in its own pixels: it reaches past 85° '
+                "of latitude, where the web map's projection (Web Mercator) ends. GeoJSON and "
+                "GeoPackage exports keep their map coordinates.</p>")
     else:
         from rasterio.transform import Affine
 

@@ -159,3 +159,37 @@ def test_map_of_a_raster_across_the_antimeridian_draws_it_and_its_boxes_together
     near = feature_collection([Detection("car", HBB(1, 1, 9, 9))], [{}],
                               to_lonlat=raster_to_lonlat(utm33, "EPSG:32633"))
     assert _into_frame(near, (w33 + e33) / 2) == near
+
+
+def test_map_of_a_polar_raster_draws_it_in_its_pixels_and_says_why(tmp_path: Path) -> None:
+    """Review of 2026-12-04: a raster around the North Pole was warped into lon/lat, a band round
+    the whole map cut at Web Mercator's 85°, with its boxes stretched along it. It is drawn in its
+    own pixels now, as a raster without a CRS is, and a box drawn on that map is read in pixels too."""
+    import html as html_lib
+
+    import numpy as np
+    import rasterio
+    from rasterio.transform import Affine
+
+    from app.map_region import map_box_to_raster
+    from app.maps import on_globe, past_web_mercator
+
+    def polar(name: str, x0: float) -> Session:
+        path = tmp_path / name
+        with rasterio.open(path, "w", driver="GTiff", width=200, height=200, count=3, dtype="uint8",
+                           crs="EPSG:3413", transform=Affine(1000, 0, x0, 0, -1000, 100_000)) as dst:
+            dst.write(np.random.default_rng(0).integers(1, 255, (3, 200, 200), dtype=np.uint8))
+        return H.load_image(Session(), path, sensor="optical")
+
+    around = polar("pole.tif", -100_000)  # 200 × 200 km with the pole in the middle
+    assert past_web_mercator(around.info) and not on_globe(around.info)
+    around = Session(**{**around.__dict__, "found": [Found(Detection("ship", HBB(11, 7, 23, 19)), "p", 1)]})
+    html_page = session_map(around)
+    page = html_lib.unescape(html_page)
+    assert "L.CRS.Simple" in page and "past 85° of latitude" in html_page
+    rings = re.findall(r'"coordinates": \[(\[\[.*?\]\])\]', page)
+    assert sorted({tuple(p) for p in json.loads(rings[0])}) == [(11, -19), (11, -7), (23, -19), (23, -7)]
+    assert map_box_to_raster(around.info, -19, 11, -7, 23) == HBB(11, 7, 23, 19)
+    far = polar("far.tif", 2_000_000)  # 2,000 km from the pole along the x axis: about 72°N
+    assert not past_web_mercator(far.info) and on_globe(far.info)
+    assert "past 85°" not in session_map(far) and "L.CRS.Simple" not in html_lib.unescape(session_map(far))
