@@ -3,7 +3,7 @@
 # build the MMRS set, train stage 1 and the four steps of stage 2 with the CPU recipe (v2, then a
 # classification-heavy continuation and a short polish that gives the answer formats back: v3,
 # then 250 low-rate steps of the classification-heavy mix from v3's exported delta: v4), export
-# the shipped delta.
+# the shipped delta, which replaces assets/earthgpt-nano (git checkout assets/earthgpt-nano restores it).
 #   bash scripts/reproduce_nano.sh            (about 4 hours on 2 CPU cores; resumes if stopped)
 # Start from scratch by removing runs/nano_cpu_stage1, runs/nano_v2_stage2, runs/nano_v3_stage2,
 # runs/nano_v3_polish, runs/nano_v3_export and runs/nano_v4_stage2 first.

@@ -5,8 +5,8 @@
 # val split and writes the delta in the shipped form.
 #   bash scripts/train_nano_gpu.sh [OUT]                  (OUT: runs/nano_gpu)
 #   cp -r runs/nano_gpu/delta/. assets/earthgpt-nano/     (to ship it, after reading its scores)
-# Needs a CUDA build of torch 2.13.0 in .venv (requirements.txt pins the CPU wheel; install the CUDA
-# one over it) and the data folder. Environment, with defaults:
+# Needs a CUDA build of torch 2.13.0 in .venv (a machine whose pip finds the CPU wheel first has that
+# one: install the CUDA one over it) and the data folder. Environment, with defaults:
 #   EARTHGPT_DATA=../shared/data   MMRS=mmrs (built from the data folder when MMRS/train.jsonl is missing)
 #   STAGE1_SECONDS=120  STAGE2_SECONDS=210   training time of each stage, after its probe
 #   PROBE_STEPS=30                            steps of each probe (its first logged window is left out)
