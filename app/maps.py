@@ -127,17 +127,27 @@ ACROSS_180 = "+proj=longlat +datum=WGS84 +lon_wrap=180 +type=crs"
 """Lon/lat on WGS 84 with longitudes in [0, 360): the map's frame for a raster across the antimeridian."""
 
 
+@cache
+def _outline_lonlat(transform: tuple[float, ...], crs: str, width: int,
+                    height: int) -> tuple[tuple[float, float], ...]:
+    """The outline of a ``width`` × ``height`` raster on the globe (:func:`lonlat_ring`), or ``()``
+    when it cannot be placed there."""
+    from earthgpt.box_spaces import GeoreferenceError, lonlat_ring, raster_to_lonlat
+
+    to_lonlat = raster_to_lonlat(transform, crs)
+    if to_lonlat is None:
+        return ()
+    try:
+        return tuple(lonlat_ring([(0, 0), (width, 0), (width, height), (0, height)], to_lonlat))
+    except (GeoreferenceError, ValueError):
+        return ()
+
+
 def _lonlat_frame(transform: Any, crs: str, width: int, height: int) -> str:
     """EPSG:4326, or :data:`ACROSS_180` when the raster's outline crosses the antimeridian (in
     EPSG:4326 its overlay would be warped into a strip round the whole globe). A raster around a
     pole keeps EPSG:4326 (the map shows it in its pixels: :func:`on_globe`)."""
-    from earthgpt.box_spaces import GeoreferenceError, lonlat_ring, raster_to_lonlat
-
-    to_lonlat = raster_to_lonlat(transform, crs)
-    try:
-        ring = lonlat_ring([(0, 0), (width, 0), (width, height), (0, height)], to_lonlat) if to_lonlat else []
-    except (GeoreferenceError, ValueError):
-        return "EPSG:4326"
+    ring = _outline_lonlat(tuple(transform)[:6], str(crs), width, height)
     if not ring or any(abs(lat) >= 90 for _, lat in ring):
         return "EPSG:4326"
     lons = [lon for lon, _ in ring]
@@ -245,6 +255,11 @@ WEB_MERCATOR_MAX_LAT = 85.0511287798066
 """Web Mercator, the projection of the map, ends at this latitude north and south."""
 
 
+POLAR_NOTE = ('<p class="map-note">The map shows this raster in its own pixels: it reaches past 85° of '
+              "latitude, where the web map's projection (Web Mercator) ends. GeoJSON and GeoPackage "
+              "exports keep their map coordinates.</p>")
+
+
 def on_globe(info: RasterInfo) -> bool:
     """Whether the map shows the raster on the globe: it needs a CRS and an affine transform, and
     an outline within Web Mercator's latitudes. A raster placed only by GCPs, or not at all, is
@@ -259,18 +274,7 @@ def past_web_mercator(info: RasterInfo) -> bool:
     round the whole map, cut at 85°)."""
     if not placed_by_affine(info.transform, info.crs):
         return False
-    return _past_web_mercator(tuple(info.transform)[:6], str(info.crs), info.width, info.height)
-
-
-@cache
-def _past_web_mercator(transform: tuple[float, ...], crs: str, width: int, height: int) -> bool:
-    from earthgpt.box_spaces import GeoreferenceError, lonlat_ring, raster_to_lonlat
-
-    try:
-        ring = lonlat_ring([(0, 0), (width, 0), (width, height), (0, height)],
-                           raster_to_lonlat(transform, crs))
-    except (GeoreferenceError, ValueError):
-        return False
+    ring = _outline_lonlat(tuple(info.transform)[:6], str(info.crs), info.width, info.height)
     return any(abs(lat) > WEB_MERCATOR_MAX_LAT for _, lat in ring)
 
 
@@ -292,11 +296,6 @@ def session_map(session: Session, model_name: str = "", basemap: bool = False) -
     if not on_globe(info):  # no CRS + affine (GCPs only, or nothing), or polar: in its pixel space
         collection = session_geojson(session, model_name, pixel_space=True)
         page = build_map(session.overview, collection, raster_size=(info.width, info.height))
-        if past_web_mercator(info):
-            return map_iframe(page) + _skipped_html(collection) + (
-                '<p class="map-note">The map shows this raster in its own pixels: it reaches past 85° '
-                "of latitude, where the web map's projection (Web Mercator) ends. GeoJSON and "
-                "GeoPackage exports keep their map coordinates.</p>")
     else:
         from rasterio.transform import Affine
 
@@ -304,7 +303,7 @@ def session_map(session: Session, model_name: str = "", basemap: bool = False) -
         transform = Affine(*info.transform[:6]) @ Affine.scale(sx, sy)
         collection = session_geojson(session, model_name)
         page = build_map(session.overview, collection, transform=transform, crs=info.crs, basemap=basemap)
-    return map_iframe(page) + _skipped_html(collection)
+    return map_iframe(page) + _skipped_html(collection) + (POLAR_NOTE if past_web_mercator(info) else "")
 
 
 def _skipped_html(collection: dict[str, Any]) -> str:
