@@ -13,8 +13,9 @@ read the set and find its images.
 - **Boxes**: accepted annotations with a class (:mod:`app.annotations`). The windows are the
   current one, those of the chat turns that found accepted boxes and those the analyst drew boxes
   in. A box goes into a window's record when at least half of it lies inside, clipped to the
-  window. A window's accepted boxes are its complete labelling (its detection answer lists them
-  all): review a window fully before exporting it.
+  window (an oriented box stays a rectangle at its own angle). A window's accepted boxes are its
+  complete labelling (its detection answer lists them all): review a window fully before exporting
+  it.
 - **Turns** (:func:`earthgpt.data.builder.to_record`, no template turns): detection with HBBs, and
   with OBBs when any box is oriented (HBBs then count as axis-aligned OBBs); for each box with a
   description (the grounding prompt's referring expression, or the analyst's), grounding and a
@@ -32,6 +33,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import shapely
+import shapely.affinity
 from PIL import Image
 from rasterio.enums import ColorInterp
 
@@ -71,8 +73,10 @@ def _windows(session: Session, accepted: list[Found]) -> list[WindowTuple]:
 
 def clip_to_window(box: Box, window: WindowTuple) -> Box | None:
     """``box`` clipped to ``window`` (full-raster pixels) when at least :data:`MIN_INSIDE` of it lies
-    inside, else None. A clipped OBB becomes the smallest rotated rectangle around what is inside,
-    its corners moved onto the window's edge where they stick out."""
+    inside, else None. A clipped OBB keeps its orientation: it becomes the smallest rectangle at the
+    box's own angle around what is inside, so it stays a rectangle along the object's axes (where
+    the window's edge cuts it at a slant, a corner of that rectangle lies past the edge; the record
+    text's grid clamps it, drawing clips it)."""
     col, row, width, height = window
     frame = shapely.box(col, row, col + width, row + height)
     shape = shapely.box(*box.as_list()) if isinstance(box, HBB) else box.polygon()
@@ -83,8 +87,15 @@ def clip_to_window(box: Box, window: WindowTuple) -> Box | None:
         return box
     if isinstance(box, HBB):
         return HBB(*inside.bounds)
-    ring = shapely.minimum_rotated_rectangle(inside).exterior.coords[:4]
-    return obb_from_corners((min(max(x, col), col + width), min(max(y, row), row + height)) for x, y in ring)
+    return _rectangle_at_angle(inside, box.angle_deg)
+
+
+def _rectangle_at_angle(shape: shapely.Geometry, angle_deg: float) -> OBB:
+    """The smallest rectangle turned ``angle_deg`` (as :attr:`OBB.angle_deg`) that holds ``shape``."""
+    upright = shapely.affinity.rotate(shape, -angle_deg, origin=(0, 0))
+    x1, y1, x2, y2 = upright.bounds
+    corners = shapely.affinity.rotate(shapely.box(x1, y1, x2, y2), angle_deg, origin=(0, 0))
+    return obb_from_corners(corners.exterior.coords[:4])
 
 
 def _objects(session: Session, items: list[Found], window: WindowTuple, size: tuple[int, int],

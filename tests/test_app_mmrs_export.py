@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
 
 from app import annotations as A
 from app import handlers as H
@@ -102,8 +103,28 @@ def test_windows_clipping_and_what_is_left_out(tmp_path: Path) -> None:
     assert "1 accepted box(es) lie outside these windows" in note
     assert clip_to_window(HBB(390, 10, 420, 20), (0, 0, 400, 400)) is None  # a third inside: left out
     assert clip_to_window(HBB(380, 10, 410, 20), (0, 0, 400, 400)) == HBB(380, 10, 400, 20)
-    rotated = clip_to_window(obb_from_cxcywha(395, 200, 20, 10, 30), (0, 0, 400, 400))
-    assert rotated is not None and max(x for x, _ in rotated.corners) == 400 and rotated.area > 0
+
+
+@pytest.mark.parametrize(("angle", "cx"), [(30, 395), (-30, 395), (60, 399), (120, 399)])
+def test_an_oriented_box_cut_by_the_window_edge_stays_a_rectangle_along_its_axes(angle: float,
+                                                                                 cx: float) -> None:
+    """A ship turned with its bow past the window's right edge: the record gets the part that is
+    inside, as a rectangle at the ship's own angle (not a quadrilateral pressed onto the edge)."""
+    box = obb_from_cxcywha(cx, 200, 24, 10, angle)
+    window = (0, 0, 400, 400)
+    clipped = clip_to_window(box, window)
+    assert clipped is not None and clipped != box
+    inside = box.polygon().intersection(shapely.box(0, 0, 400, 400))
+    assert inside.difference(clipped.polygon()).area < 1e-6  # nothing inside is lost
+    assert clipped.area < box.area and clipped.polygon().within(box.polygon().buffer(1e-6))
+    corners = np.array(clipped.corners)
+    for start, end in zip(corners, np.roll(corners, -1, axis=0), strict=True):  # tight: each side touches
+        assert inside.distance(shapely.LineString([start, end])) < 1e-6
+    edges = np.roll(corners, -1, axis=0) - corners
+    for first, second in zip(edges, np.roll(edges, -1, axis=0), strict=True):  # four right angles
+        assert abs(first @ second) < 1e-6 * np.linalg.norm(first) * np.linalg.norm(second)
+    directions = {round(np.degrees(np.arctan2(dy, dx)) % 90, 6) for dx, dy in edges}
+    assert directions == {round(angle % 90, 6)}  # the ship's own orientation
 
 
 def test_nothing_accepted_is_refused(tmp_path: Path) -> None:
