@@ -95,3 +95,43 @@ def test_a_set_without_boxes_is_a_clear_error(tmp_path, capsys):
     (data / "val.jsonl").write_text(json.dumps(record) + "\n")
     assert main(["--data", str(data), "--out", str(tmp_path / "c")]) == 2
     assert "no record with horizontal boxes" in capsys.readouterr().err
+
+
+def test_one_object_chips_hold_one_whole_object_on_its_pixels(tmp_path):
+    """Three white objects in a 640 × 512 frame: two cars 30 px apart, which no 160-px chip can
+    hold alone, and a person far from both. Only the person gets a chip; the chip holds it whole,
+    its grounding answer is its box in the chip's grid, and those pixels are the person."""
+    data = tmp_path / "mmrs"
+    (data / "images").mkdir(parents=True)
+    pixels = np.full((512, 640, 3), 20, np.uint8)
+    boxes = {"car": [[40, 40, 80, 60], [110, 40, 150, 60]], "person": [[500, 400, 510, 420]]}
+    objects = []
+    for label, items in boxes.items():
+        for x1, y1, x2, y2 in items:
+            pixels[y1:y2, x1:x2] = 255
+            objects.append({"label": label, "xyxy_px": [x1, y1, x2, y2], "difficult": False})
+    Image.fromarray(pixels).save(data / "images" / "frame.png")
+    record = {
+        "id": "demo/frame", "image_root": "demo", "image": "images/frame.png", "width": 640, "height": 512,
+        "sensor": "infrared", "dataset": "demo", "licence": "test", "split": "val",
+        "tasks": ["detection_hbb"], "annotations": {"objects_hbb": objects},
+        "conversations": [{"from": "human", "value": "<image>\nq", "task": "detection_hbb"},
+                          {"from": "assistant", "value": "a", "task": "detection_hbb"}],
+    }  # fmt: skip
+    (data / "val.jsonl").write_text(json.dumps(record) + "\n")
+    out = tmp_path / "chips"
+    assert main(["--data", str(data), "--out", str(out), "--size", "160", "--one-object"]) == 0
+    rows = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["demo/frame/object_2"]
+    (person,) = rows[0]["annotations"]["objects_hbb"]
+    x1, y1, x2, y2 = person["xyxy_px"]
+    assert (x2 - x1, y2 - y1) == (10, 20)
+    assert min(x1, y1) >= 0 and max(x2, y2) <= 160
+    answers = {t["task"]: t["value"] for t in rows[0]["conversations"] if t["from"] == "assistant"}
+    assert answers["grounding"] == format_grounding(pixel_to_grid(HBB(x1, y1, x2, y2), 160, 160))
+    chip = np.asarray(Image.open(out / rows[0]["image"]))
+    assert chip.shape == (160, 160, 3)
+    assert (chip[y1:y2, x1:x2] == 255).all() and (chip == 255).sum() == 10 * 20 * 3
+    # the spot is drawn from a hash of the id: the same input gives the same chip
+    assert main(["--data", str(data), "--out", str(tmp_path / "again"), "--size", "160", "--one-object"]) == 0
+    assert json.loads((tmp_path / "again" / "val.jsonl").read_text())["annotations"] == rows[0]["annotations"]

@@ -17,6 +17,12 @@ of each train image (those with objects first, then by a hash of the id), every 
 splits. Rotated boxes are not carried over (a rotated box cut by a chip edge has no exact clipped
 form), nor are class labels, captions, questions and referring expressions of the whole image.
 Deterministic for the same input.
+
+``--one-object`` cuts instead one chip around each object that no other object's box touches
+within ``--size`` pixels: the chip holds that object whole, at a place drawn from a hash of its id
+(so the answer is not always the chip's centre), and nothing else that is labelled. That is the
+toy set's question (one object, ask where it is) on real frames: the step between
+``python -m train.toy_boxes`` and the many-object chips in a grounding curriculum.
 """
 
 from __future__ import annotations
@@ -97,8 +103,61 @@ def chip_samples(record: dict[str, Any], size: int) -> list[tuple[Sample, tuple[
     return out
 
 
+def _unit(key: str) -> float:
+    """A number in [0, 1) drawn from a hash of ``key``."""
+    return int(_rank(key)[:8], 16) / 16**8
+
+
+def _overlaps(box: list[float], x: int, y: int, width: int, height: int) -> bool:
+    return box[0] < x + width and box[2] > x and box[1] < y + height and box[3] > y
+
+
+def one_object_samples(record: dict[str, Any], size: int) -> list[tuple[Sample, tuple[int, int]]]:
+    """One chip of side ``size`` (or the image's side, where smaller) around each object whose
+    whole box fits in it and that no other object's box reaches: the chip's only object, placed
+    at a hashed spot."""
+    width, height = int(record["width"]), int(record["height"])
+    cw, ch = min(size, width), min(size, height)
+    objects = record["annotations"]["objects_hbb"]
+    out = []
+    stem = record["id"].replace("/", "_")
+    for index, obj in enumerate(objects):
+        x1, y1, x2, y2 = obj["xyxy_px"]
+        if x2 - x1 > cw or y2 - y1 > ch or x2 <= x1 or y2 <= y1:
+            continue
+        key = f"{record['id']}/{index}"
+        lo_x, hi_x = max(0, math.ceil(x2) - cw), min(int(x1), width - cw)
+        lo_y, hi_y = max(0, math.ceil(y2) - ch), min(int(y1), height - ch)
+        if hi_x < lo_x or hi_y < lo_y:
+            continue
+        x = lo_x + int(_unit(key + "x") * (hi_x - lo_x + 1))
+        y = lo_y + int(_unit(key + "y") * (hi_y - lo_y + 1))
+        reached = [o for o in objects if _overlaps(o["xyxy_px"], x, y, cw, ch)]
+        if len(reached) != 1:
+            continue
+        sample = Sample(
+            id=f"{record['id']}/object_{index}",
+            image_root="chips",
+            image=f"images/{stem}_o{index}.png",
+            width=cw,
+            height=ch,
+            sensor=Sensor(record["sensor"]),
+            dataset=record["dataset"],
+            licence=record["licence"],
+            split=record["split"],
+            annotations={"objects_hbb": chip_objects([obj], x, y, cw, ch)},
+        )
+        out.append((sample, (x, y)))
+    return out
+
+
 def write_chips(
-    data: Path, out: Path, size: int, datasets: Sequence[str] = (), train_per_image: int = 0
+    data: Path,
+    out: Path,
+    size: int,
+    datasets: Sequence[str] = (),
+    train_per_image: int = 0,
+    one_object: bool = False,
 ) -> dict[str, int]:
     """Write the chip set; returns the records written per split."""
     records = [
@@ -118,7 +177,7 @@ def write_chips(
     (out / "images").mkdir(parents=True, exist_ok=True)
     by_split: dict[str, list[dict[str, Any]]] = {}
     for record in sorted(records, key=lambda r: r["id"]):
-        chips = chip_samples(record, size)
+        chips = one_object_samples(record, size) if one_object else chip_samples(record, size)
         if record["split"] == "train" and train_per_image > 0:
             chips = sorted(chips, key=lambda c: (not c[0].annotations["objects_hbb"], _rank(c[0].id)))
             chips = chips[:train_per_image]
@@ -144,13 +203,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--datasets", nargs="+", default=[], help="only these datasets (default: all with boxes)"
     )
     parser.add_argument("--train-per-image", type=int, default=0, help="chips kept per train image (0: all)")
+    parser.add_argument(
+        "--one-object", action="store_true", help="one chip around each object no other object reaches"
+    )
     args = parser.parse_args(argv)
     if args.size < 32:
         parser.error("--size must be at least 32 pixels")
     if args.train_per_image < 0:
         parser.error("--train-per-image must not be negative")
     try:
-        counts = write_chips(args.data, args.out, args.size, args.datasets, args.train_per_image)
+        counts = write_chips(
+            args.data, args.out, args.size, args.datasets, args.train_per_image, args.one_object
+        )
     except (DataError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
