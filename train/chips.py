@@ -78,6 +78,24 @@ def _rank(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _chip(
+    record: dict[str, Any], name: str, image: str, width: int, height: int, objects: list[dict[str, Any]]
+) -> Sample:
+    """The sample of one chip of ``record``: id ``<record id>/<name>``, image ``images/<image>.png``."""
+    return Sample(
+        id=f"{record['id']}/{name}",
+        image_root="chips",
+        image=f"images/{image}.png",
+        width=width,
+        height=height,
+        sensor=Sensor(record["sensor"]),
+        dataset=record["dataset"],
+        licence=record["licence"],
+        split=record["split"],
+        annotations={"objects_hbb": objects},
+    )
+
+
 def chip_samples(record: dict[str, Any], size: int) -> list[tuple[Sample, tuple[int, int]]]:
     """The chips of one record, as samples with the (x, y) of their top-left corner."""
     width, height = int(record["width"]), int(record["height"])
@@ -87,19 +105,8 @@ def chip_samples(record: dict[str, Any], size: int) -> list[tuple[Sample, tuple[
     for y in offsets(height, size):
         for x in offsets(width, size):
             w, h = min(size, width - x), min(size, height - y)
-            sample = Sample(
-                id=f"{record['id']}/chip_{x}_{y}",
-                image_root="chips",
-                image=f"images/{stem}_{x}_{y}.png",
-                width=w,
-                height=h,
-                sensor=Sensor(record["sensor"]),
-                dataset=record["dataset"],
-                licence=record["licence"],
-                split=record["split"],
-                annotations={"objects_hbb": chip_objects(objects, x, y, w, h)},
-            )
-            out.append((sample, (x, y)))
+            kept = chip_objects(objects, x, y, w, h)
+            out.append((_chip(record, f"chip_{x}_{y}", f"{stem}_{x}_{y}", w, h, kept), (x, y)))
     return out
 
 
@@ -135,19 +142,8 @@ def one_object_samples(record: dict[str, Any], size: int) -> list[tuple[Sample, 
         reached = [o for o in objects if _overlaps(o["xyxy_px"], x, y, cw, ch)]
         if len(reached) != 1:
             continue
-        sample = Sample(
-            id=f"{record['id']}/object_{index}",
-            image_root="chips",
-            image=f"images/{stem}_o{index}.png",
-            width=cw,
-            height=ch,
-            sensor=Sensor(record["sensor"]),
-            dataset=record["dataset"],
-            licence=record["licence"],
-            split=record["split"],
-            annotations={"objects_hbb": chip_objects([obj], x, y, cw, ch)},
-        )
-        out.append((sample, (x, y)))
+        kept = chip_objects([obj], x, y, cw, ch)
+        out.append((_chip(record, f"object_{index}", f"{stem}_o{index}", cw, ch, kept), (x, y)))
     return out
 
 
