@@ -23,7 +23,8 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from earthgpt.geometry import HBB, iou
 
 INPUT_PX = 224
 """Side of the nano's model input: distances in grid units are reported in its pixels too."""
@@ -33,17 +34,11 @@ AXIS_GRID = 100
 """Centre offset along one axis, in grid units, counted as near (a tenth of the image)."""
 
 
-def _centre(box: Any) -> tuple[float, float]:
-    return (box.x1 + box.x2) / 2, (box.y1 + box.y2) / 2
-
-
-def pair_counts(answers: Sequence[Any], objects: Sequence[Any]) -> dict[str, int]:
-    """Counts over paired answers and reference boxes (HBBs in grid units)."""
-    from earthgpt.geometry import iou
-
+def pair_counts(answers: Sequence[HBB], objects: Sequence[HBB]) -> dict[str, int]:
+    """Counts over paired answers and reference boxes (grid units)."""
     counts = {"acc@0.5": 0, "centre_inside": 0, "within_token": 0, "x_near": 0, "y_near": 0}
     for answer, obj in zip(answers, objects, strict=True):
-        (px, py), (ox, oy) = _centre(answer), _centre(obj)
+        (px, py), (ox, oy) = answer.center, obj.center
         counts["acc@0.5"] += iou(answer, obj) >= 0.5
         counts["centre_inside"] += obj.x1 <= px <= obj.x2 and obj.y1 <= py <= obj.y2
         counts["within_token"] += ((px - ox) ** 2 + (py - oy) ** 2) ** 0.5 * INPUT_PX / 1000 <= TOKEN_PX
@@ -52,14 +47,14 @@ def pair_counts(answers: Sequence[Any], objects: Sequence[Any]) -> dict[str, int
     return counts
 
 
-def centre_report(answers: Sequence[Any], objects: Sequence[Any]) -> dict[str, Any]:
+def centre_report(answers: Sequence[HBB], objects: Sequence[HBB]) -> dict[str, object]:
     """The statistics of the module doc for answers paired with their objects, and the control."""
     n = len(objects)
     if n < 2:
         raise ValueError("need at least two answered grounding turns")
     distances = [
         ((a[0] - o[0]) ** 2 + (a[1] - o[1]) ** 2) ** 0.5
-        for a, o in zip(map(_centre, answers), map(_centre, objects), strict=True)
+        for a, o in zip((b.center for b in answers), (b.center for b in objects), strict=True)
     ]
     shifted = [pair_counts(answers, [objects[(i + s) % n] for i in range(n)]) for s in range(1, n)]
     median = statistics.median(distances)
@@ -68,18 +63,17 @@ def centre_report(answers: Sequence[Any], objects: Sequence[Any]) -> dict[str, A
         **pair_counts(answers, objects),
         "median_centre_distance_grid": round(median, 1),
         "median_centre_distance_px": round(median * INPUT_PX / 1000, 1),
-        "distinct_answers": len({(a.x1, a.y1, a.x2, a.y2) for a in answers}),
+        "distinct_answers": len(set(answers)),
         "shifted_mean": {k: round(statistics.mean(c[k] for c in shifted), 2) for k in shifted[0]},
         "shifted_max": {k: max(c[k] for c in shifted) for k in shifted[0]},
     }
 
 
-def paired_boxes(data: Path, predictions: Path, split: str = "val") -> tuple[list[Any], list[Any], int]:
+def paired_boxes(data: Path, predictions: Path, split: str = "val") -> tuple[list[HBB], list[HBB], int]:
     """The parsed answers and reference boxes of the grounding turns in ``predictions``, and how
     many answers held no usable box (left out)."""
     from earthgpt.data.mmrs_reader import read_jsonl, read_records
     from earthgpt.eval.inputs import all_turns, index_predictions
-    from earthgpt.geometry import HBB
     from earthgpt.textbox import parse_box
 
     rows = index_predictions(read_jsonl(predictions, "prediction"), str(predictions))
