@@ -4,21 +4,22 @@ hold identical parameters, and those differ from the start (so the gradients wer
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
-from train_helpers import CONFIGS, generated_records, overrides, write_records
+import pytest
+from train_helpers import (
+    CONFIGS,
+    GLOO_ABORT,
+    cpu_ranks_env,
+    generated_records,
+    overrides,
+    run_ranks,
+    torchrun,
+    write_records,
+)
 
 HERE = Path(__file__).resolve().parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_process_cpu_run_keeps_ranks_identical(tmp_path):
@@ -28,29 +29,9 @@ def test_two_process_cpu_run_keeps_ranks_identical(tmp_path):
     args = overrides(
         records, {"images": tmp_path / "images"}, tmp_path / "run", "optim.batch_size=2", "run.progress=false"
     )
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-    ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]),
-        "OMP_NUM_THREADS": "1",
-        "ACCELERATE_USE_CPU": "true",
-    }
-    done = subprocess.run(
-        [*torchrun, str(HERE / "train_dist_worker.py"), str(CONFIGS / "tiny_stage1.yaml"), str(out), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    worker = [str(HERE / "train_dist_worker.py"), str(CONFIGS / "tiny_stage1.yaml"), str(out), *args]
+    done = run_ranks(
+        lambda port: torchrun(port, worker), cpu_ranks_env(), fresh=[out, tmp_path / "run"], timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -60,3 +41,30 @@ def test_two_process_cpu_run_keeps_ranks_identical(tmp_path):
     assert len(ranks[0]["images"]) == len(ranks[1]["images"]) == 4
     for step in (0, 2):  # each global batch is split: the ranks see different examples
         assert ranks[0]["images"][step : step + 2] != ranks[1]["images"][step : step + 2]
+
+
+def test_a_gloo_abort_launches_once_more_from_empty_folders(tmp_path):
+    """``run_ranks``: a first launch that died of gloo's abort is run again from emptied output
+    folders, with a warning holding its stderr; a second abort is returned as it is."""
+    out, calls, script = tmp_path / "out", tmp_path / "calls", tmp_path / "rank.py"
+    out.mkdir()
+    script.write_text(  # each launch appends its port to CALLS; the first leaves a file in OUT and aborts
+        "import sys\nfrom pathlib import Path\n"
+        "calls, out, port = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]\n"
+        "first = not calls.exists()\n"
+        "calls.write_text(('' if first else calls.read_text()) + port + '\\n')\n"
+        "assert not any(out.iterdir()), 'a launch found the output of the one before'\n"
+        "if first:\n"
+        "    (out / 'partial').touch()\n"
+        f"    sys.exit({GLOO_ABORT!r})\n"
+    )
+    command = lambda port: [sys.executable, str(script), str(calls), str(out), str(port)]  # noqa: E731
+    with pytest.warns(UserWarning, match="launched once more") as caught:
+        done = run_ranks(command, {}, fresh=[out])
+    assert done.returncode == 0, done.stderr
+    assert len(calls.read_text().split()) == 2 and GLOO_ABORT in str(caught[0].message)
+
+    failing = lambda port: [sys.executable, "-c", f"import sys; sys.exit({GLOO_ABORT!r})"]  # noqa: E731
+    with pytest.warns(UserWarning, match="launched once more"):
+        done = run_ranks(failing, {}, fresh=[out])
+    assert done.returncode == 1 and GLOO_ABORT in done.stderr

@@ -35,27 +35,20 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_helpers import CONFIGS, generated_records, overrides, write_records
+from train_helpers import CONFIGS, free_port, generated_records, overrides, run_ranks, write_records
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = ROOT / "train" / "configs" / "accelerate"
 STEPS = 4
 RTOL, ATOL = 1e-4, 1e-5  # parameters of ~1e-2..1; one AdamW step at lr 3e-3 moves them by ~3e-3
-# A C++ ``std::terminate`` in a rank, the abort gloo's CPU collectives are known to hit now and then
-# (pytorch/pytorch#65237, #90549). Seen once, in CI on 2026-12-04: rank 1 of the stage-2 FSDP run,
-# after the feature-cache barrier, without a Python stack; not in 57 launches of that run here.
-GLOO_ABORT = "terminate called without an active exception"
 
 
 def start_cpu_processes() -> None:
@@ -69,38 +62,28 @@ def start_cpu_processes() -> None:
         state.distributed_type = DistributedType.MULTI_GPU
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def launch(engine: str, config: Path, args: list[str], die_after: int = 0) -> subprocess.CompletedProcess:
-    """Two ranks of this file under ``accelerate launch`` with the shipped ``<engine>.yaml``.
-
-    A launch one of whose ranks died of :data:`GLOO_ABORT` runs once more, from an empty output
-    folder, with a warning that holds the first launch's stderr (every thread's Python stack at the
-    abort); a second abort fails the test."""
+    """Two ranks of this file under ``accelerate launch`` with the shipped ``<engine>.yaml``
+    (through :func:`run_ranks`: one launch again after a gloo abort, from an empty output folder)."""
     launcher = [sys.executable, "-m", "accelerate.commands.launch"]
     launcher += ["--config_file", str(ACCELERATE_CONFIGS / f"{engine}.yaml"), "--num_processes", "2"]
     launcher += ["--mixed_precision", "no", "--main_process_ip", "127.0.0.1"]
-    launcher += ["--main_process_port", str(_free_port())]
     paths = [str(ROOT), str(ROOT / "tests")]
     if engine.startswith("deepspeed"):
         import deepspeed
 
         paths.append(str(Path(deepspeed.__file__).parents[1]))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1"}
-    env["PYTHONFAULTHANDLER"] = "1"  # a native abort prints every thread's Python stack
-    command = [*launcher, str(Path(__file__)), str(die_after), str(config), *args]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    if die_after == 0 and done.returncode != 0 and GLOO_ABORT in done.stderr:
-        message = "a rank aborted in native code; the run is launched once more. Its stderr:\n"
-        warnings.warn(message + done.stderr[-6000:], stacklevel=2)
-        output = next(Path(a.split("=", 1)[1]) for a in args if a.startswith("run.output_dir="))
-        shutil.rmtree(output, ignore_errors=True)  # the second launch starts afresh, it does not resume
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    return done
+
+    rank = [str(Path(__file__)), str(die_after), str(config), *args]
+
+    def command(port: int) -> list[str]:
+        return [*launcher, "--main_process_port", str(port), *rank]
+
+    if die_after:  # the run is meant to die
+        return subprocess.run(command(free_port()), env=env, capture_output=True, text=True, timeout=900)
+    output = next(Path(a.split("=", 1)[1]) for a in args if a.startswith("run.output_dir="))
+    return run_ranks(command, env, fresh=[output])
 
 
 def final_delta(output: Path) -> dict[str, torch.Tensor]:

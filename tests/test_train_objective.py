@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from train_helpers import CONFIGS, generated_records, overrides, write_records
+from train_helpers import (
+    CONFIGS,
+    cpu_ranks_env,
+    generated_records,
+    overrides,
+    run_ranks,
+    torchrun,
+    write_records,
+)
 
 from train.config import load_config
 from train.run import setup
@@ -104,32 +110,15 @@ def test_accumulation_gives_the_gradient_of_one_big_batch(uneven_set, one_big_ba
     assert_same_gradients(grads, expected)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_processes_give_the_gradient_of_one_big_batch(uneven_set, one_big_batch, tmp_path):
     records, roots = uneven_set
     expected, expected_sum, tokens = one_big_batch
     out = tmp_path / "ranks"
     out.mkdir()
-    torchrun = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-    ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE.parent), str(HERE)]),
-        "OMP_NUM_THREADS": "1",
-        "ACCELERATE_USE_CPU": "true",
-    }
-    args = run_args(records, roots, tmp_path / "run", EXAMPLES // 2, 1)
-    done = subprocess.run(
-        [*torchrun, str(Path(__file__)), str(STAGE1), str(out), *args],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
+    run = run_args(records, roots, tmp_path / "run", EXAMPLES // 2, 1)
+    args = [str(Path(__file__)), str(STAGE1), str(out), *run]
+    command = lambda port: torchrun(port, args)  # noqa: E731
+    done = run_ranks(command, cpu_ranks_env(), fresh=[out, tmp_path / "run"], timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["tokens"] for r in ranks] == [tokens, tokens]

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from browser_support import free_port
 from PIL import Image
 
 CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
@@ -88,3 +95,45 @@ def overrides(records: Path, roots: dict[str, Path], output: Path, *extra: str) 
     items = [f"data.sources=[mmrs={records}]", f"run.output_dir={output}", "run.tensorboard=false"]
     items += [f"data.image_roots.{name}={path}" for name, path in roots.items()]
     return [*items, *extra]
+
+
+# A C++ ``std::terminate`` in a rank, the abort gloo's CPU collectives are known to hit now and then
+# (pytorch/pytorch#65237, #90549). Seen once, in CI on 2026-12-04: rank 1 of the stage-2 FSDP run,
+# after the feature-cache barrier, without a Python stack; not in 57 launches of that run here.
+GLOO_ABORT = "terminate called without an active exception"
+
+
+def cpu_ranks_env() -> dict[str, str]:
+    """The environment of a two-process CPU run under torchrun: this repository and its tests on
+    the path, one thread a rank (two ranks on two cores), and accelerate told there is no GPU."""
+    paths = [str(CONFIGS.parents[1]), str(Path(__file__).resolve().parent)]
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(paths),
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+    }
+
+
+def torchrun(port: int, script: list[str]) -> list[str]:
+    """``script`` (a file and its arguments) as two CPU ranks under ``torch.distributed.run``."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    return [*launcher, "--master_addr", "127.0.0.1", "--master_port", str(port), *script]
+
+
+def run_ranks(command: Callable[[int], list[str]], env: dict[str, str], fresh: list[Path], timeout=900):
+    """Run ``command(port)``, a launcher of several gloo ranks meeting at ``port`` (a free one). A
+    launch one of whose ranks died of :data:`GLOO_ABORT` runs once more, on another port with the
+    ``fresh`` folders emptied (the second launch starts afresh: it does not resume) and a warning
+    holding the first launch's stderr; a second abort is returned as it is. Ranks run with
+    ``PYTHONFAULTHANDLER``: an abort prints every thread's Python stack."""
+    env = {**env, "PYTHONFAULTHANDLER": "1"}
+    done = subprocess.run(command(free_port()), env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0 and GLOO_ABORT in done.stderr:
+        message = "a rank aborted in native code; the run is launched once more. Its stderr:\n"
+        warnings.warn(message + done.stderr[-6000:], stacklevel=2)
+        for folder in fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+        done = subprocess.run(command(free_port()), env=env, capture_output=True, text=True, timeout=timeout)
+    return done
