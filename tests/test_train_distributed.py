@@ -11,11 +11,10 @@ import pytest
 from train_helpers import (
     CONFIGS,
     GLOO_ABORT,
-    cpu_ranks_env,
     generated_records,
     overrides,
     run_ranks,
-    torchrun,
+    torchrun_ranks,
     write_records,
 )
 
@@ -30,9 +29,7 @@ def test_two_process_cpu_run_keeps_ranks_identical(tmp_path):
         records, {"images": tmp_path / "images"}, tmp_path / "run", "optim.batch_size=2", "run.progress=false"
     )
     worker = [str(HERE / "train_dist_worker.py"), str(CONFIGS / "tiny_stage1.yaml"), str(out), *args]
-    done = run_ranks(
-        lambda port: torchrun(port, worker), cpu_ranks_env(), fresh=[out, tmp_path / "run"], timeout=300
-    )
+    done = torchrun_ranks(worker, fresh=[out, tmp_path / "run"])
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]

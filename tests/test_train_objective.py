@@ -15,15 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from train_helpers import (
-    CONFIGS,
-    cpu_ranks_env,
-    generated_records,
-    overrides,
-    run_ranks,
-    torchrun,
-    write_records,
-)
+from train_helpers import CONFIGS, generated_records, overrides, torchrun_ranks, write_records
 
 from train.config import load_config
 from train.run import setup
@@ -117,8 +109,7 @@ def test_two_processes_give_the_gradient_of_one_big_batch(uneven_set, one_big_ba
     out.mkdir()
     run = run_args(records, roots, tmp_path / "run", EXAMPLES // 2, 1)
     args = [str(Path(__file__)), str(STAGE1), str(out), *run]
-    command = lambda port: torchrun(port, args)  # noqa: E731
-    done = run_ranks(command, cpu_ranks_env(), fresh=[out, tmp_path / "run"], timeout=300)
+    done = torchrun_ranks(args, fresh=[out, tmp_path / "run"])
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["tokens"] for r in ranks] == [tokens, tokens]

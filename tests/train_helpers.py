@@ -103,22 +103,16 @@ def overrides(records: Path, roots: dict[str, Path], output: Path, *extra: str) 
 GLOO_ABORT = "terminate called without an active exception"
 
 
-def cpu_ranks_env() -> dict[str, str]:
-    """The environment of a two-process CPU run under torchrun: this repository and its tests on
-    the path, one thread a rank (two ranks on two cores), and accelerate told there is no GPU."""
+def torchrun_ranks(script: list[str], fresh: list[Path], timeout: int = 300):
+    """``script`` (a file and its arguments) as two CPU ranks under ``torch.distributed.run``,
+    through :func:`run_ranks`: this repository and its tests on the path, one thread a rank (two
+    ranks on two cores), and accelerate told there is no GPU."""
     paths = [str(CONFIGS.parents[1]), str(Path(__file__).resolve().parent)]
-    return {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(paths),
-        "OMP_NUM_THREADS": "1",
-        "ACCELERATE_USE_CPU": "true",
-    }
-
-
-def torchrun(port: int, script: list[str]) -> list[str]:
-    """``script`` (a file and its arguments) as two CPU ranks under ``torch.distributed.run``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "OMP_NUM_THREADS": "1"}
+    env["ACCELERATE_USE_CPU"] = "true"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    return [*launcher, "--master_addr", "127.0.0.1", "--master_port", str(port), *script]
+    launcher += ["--master_addr", "127.0.0.1"]
+    return run_ranks(lambda port: [*launcher, "--master_port", str(port), *script], env, fresh, timeout)
 
 
 def run_ranks(command: Callable[[int], list[str]], env: dict[str, str], fresh: list[Path], timeout=900):
