@@ -61,3 +61,38 @@ def test_a_source_needs_a_numeric_weight() -> None:
     for bad in ("runs/final", "runs/final=half", "=0.5"):
         with pytest.raises(ValueError, match=r"expected FOLDER=WEIGHT|not a number"):
             parse_source(bad)
+
+
+def test_a_fine_tune_that_added_the_position_signal_sums_with_its_start(tmp_path: Path) -> None:
+    """The start has no 2-D position signal; the fine-tune added it (at zero) and trained it. The
+    start counts as having it at zero, which is exactly what it computes: its half of the signal is
+    zero, everything else is the plain average."""
+    a = _tuned(tmp_path / "start", 0.02)
+    cfg = get_preset("tiny")
+    cfg.projector.position = "fourier2d"
+    torch.manual_seed(0)
+    model = EarthGPT.from_config(cfg, pretrained=False, seed=0)
+    apply_stage(model, 2)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(-0.04)
+        position = model.projector[-1].linear
+        position.weight.normal_()
+    save_pretrained(model, tmp_path / "tuned")
+    b = {name: t.clone() for name, t in delta_state(model).items()}
+    # the signal comes after the MLP (Linear, GELU, Linear)
+    assert set(b) - set(a) == {"projector.3.linear.weight", "projector.3.linear.bias"}
+
+    assert main([str(tmp_path / "mid"), f"{tmp_path / 'start'}=0.5", f"{tmp_path / 'tuned'}=0.5"]) == 0
+    mixed = load_pretrained(tmp_path / "mid")
+    assert mixed.config.projector.position == "fourier2d"
+    mid = delta_state(mixed)
+    assert mid.keys() == b.keys()
+    for name, tensor in mid.items():
+        torch.testing.assert_close(tensor, (a.get(name, torch.zeros_like(b[name])) + b[name]) / 2)
+    # the start's own function: with the signal at zero it answers as it did without it
+    assert main([str(tmp_path / "same"), f"{tmp_path / 'start'}=1", f"{tmp_path / 'tuned'}=0"]) == 0
+    same, start = load_pretrained(tmp_path / "same"), load_pretrained(tmp_path / "start")
+    tokens = torch.randn(1, 16, same.vision.out_channels)
+    torch.testing.assert_close(same.projector(tokens), start.projector(tokens))

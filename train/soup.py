@@ -13,7 +13,12 @@ scales included.
 
 The sources must share what makes their tensors comparable: the architecture (config), the stage
 and the base components (their identity). A mismatch is refused naming the first source that
-differs. Whether a sum is any good is what ``earthgpt eval`` says; MODEL_CARD.md, "Averaging and
+differs. One difference is bridged: the projector's 2-D position signal and global context
+(``projector.position``, ``projector.context``) start at zero, so a source without one computes
+exactly what it computes with the module added at zero; such a source gets it added, as stage 2
+adds it to an export (``train/build.py``), and a fine-tune that added it sums with its start
+(``python -m train.soup runs/mix assets/earthgpt-nano=0.5 runs/one_object_600/final=0.5``).
+Whether a sum is any good is what ``earthgpt eval`` says; MODEL_CARD.md, "Averaging and
 extrapolating checkpoints", has what it gave the nano.
 """
 
@@ -51,6 +56,7 @@ def write_soup(sources: Sequence[tuple[Path, float]], dst: Path, dtype: str = "f
     if abs(total - 1.0) > 1e-6:
         raise ValueError(f"the weights sum to {total:g}; they must sum to 1")
     models = [load_pretrained(folder, dtype=torch.float32) for folder, _ in sources]
+    _add_zero_modules(models)
     first = models[0]
     for (folder, _), model in zip(sources[1:], models[1:], strict=True):
         if model.config != first.config or model.stage != first.stage:
@@ -63,6 +69,26 @@ def write_soup(sources: Sequence[tuple[Path, float]], dst: Path, dtype: str = "f
         for name, tensor in states[0].items():
             tensor.copy_(sum(w * state[name].float() for w, state in zip(weights, states, strict=True)))
     return save_pretrained(first, dst, delta=True, dtype=getattr(torch, dtype))
+
+
+def _add_zero_modules(models: Sequence[object]) -> None:
+    """Give every model the projector modules that start at zero (position signal, global context)
+    which any of them has, added at zero: each model computes what it computed before."""
+    from earthgpt.model.projector import add_global_context, add_grid_position
+
+    adders = {
+        "position": lambda m: add_grid_position(m.projector, m.config.llm.hidden_size),
+        "context": lambda m: add_global_context(m.projector, m.vision.out_channels, m.config.llm.hidden_size),
+    }
+    for field, add in adders.items():  # the order stage 2 adds them in (train/build.py)
+        kinds = {getattr(model.config.projector, field) for model in models} - {"none"}
+        if len(kinds) != 1:
+            continue  # none has it, or they differ in kind (refused below as an architecture mismatch)
+        (kind,) = kinds
+        for model in models:
+            if getattr(model.config.projector, field) == "none":
+                model.projector = add(model)
+                setattr(model.config.projector, field, kind)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
