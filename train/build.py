@@ -160,20 +160,28 @@ def build_model(cfg: TrainConfig, *, empty: bool = False) -> EarthGPT:
             model.config.num_visual_tokens = wanted.num_visual_tokens
             model.vision.grid = model.config.grid_size
         _take_low_rank(model, wanted, folder)
-        if wanted.projector.position != model.config.projector.position:  # checked: none → fourier2d
-            model.projector = add_grid_position(model.projector, model.config.llm.hidden_size)
-            model.config.projector.position = wanted.projector.position
-        if wanted.projector.context != model.config.projector.context:  # checked: none → mean
-            model.projector = add_global_context(
-                model.projector, model.vision.out_channels, model.config.llm.hidden_size
-            )
-            model.config.projector.context = wanted.projector.context
+        # checked by check_stage2_base: only from none
+        add_projector_modules(model, wanted.projector.position, wanted.projector.context)
     apply_stage(model, cfg.stage)
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
     _set_attention(model, cfg.model.attn_implementation)
     return model
+
+
+def add_projector_modules(model: EarthGPT, position: str, context: str) -> None:
+    """Give ``model``'s projector the position signal and global context asked for where its own
+    differ (from ``none``): both start at zero, so the model computes what it did until they train.
+    Position first, then context, so that parameter names match a model built with both."""
+    if position != model.config.projector.position:
+        model.projector = add_grid_position(model.projector, model.config.llm.hidden_size)
+        model.config.projector.position = position
+    if context != model.config.projector.context:
+        model.projector = add_global_context(
+            model.projector, model.vision.out_channels, model.config.llm.hidden_size
+        )
+        model.config.projector.context = context
 
 
 def _take_low_rank(model: EarthGPT, wanted: EarthGPTConfig, folder: Path) -> None:

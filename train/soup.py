@@ -74,21 +74,19 @@ def write_soup(sources: Sequence[tuple[Path, float]], dst: Path, dtype: str = "f
 def _add_zero_modules(models: Sequence[object]) -> None:
     """Give every model the projector modules that start at zero (position signal, global context)
     which any of them has, added at zero: each model computes what it computed before."""
-    from earthgpt.model.projector import add_global_context, add_grid_position
+    from train.build import add_projector_modules
 
-    adders = {
-        "position": lambda m: add_grid_position(m.projector, m.config.llm.hidden_size),
-        "context": lambda m: add_global_context(m.projector, m.vision.out_channels, m.config.llm.hidden_size),
-    }
-    for field, add in adders.items():  # the order stage 2 adds them in (train/build.py)
+    wanted = {}
+    for field in ("position", "context"):
         kinds = {getattr(model.config.projector, field) for model in models} - {"none"}
-        if len(kinds) != 1:
-            continue  # none has it, or they differ in kind (refused below as an architecture mismatch)
-        (kind,) = kinds
-        for model in models:
-            if getattr(model.config.projector, field) == "none":
-                model.projector = add(model)
-                setattr(model.config.projector, field, kind)
+        # none has it, or they differ in kind (refused below as an architecture mismatch)
+        wanted[field] = kinds.pop() if len(kinds) == 1 else "none"
+    for model in models:
+        own = model.config.projector
+        add_projector_modules(
+            model, own.position if own.position != "none" else wanted["position"],
+            own.context if own.context != "none" else wanted["context"],
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
