@@ -129,8 +129,32 @@ def test_a_question_type_key_packs_that_type_apart_and_weights_it_alone() -> Non
     half = make_examples(records, processor.tokenizer, **sizes, task_repeats={"vqa/count": 0.5})
     counted = [e.record for e in half if e.pairs == (0, 2)]
     assert len(counted) == 2 and len([e for e in half if e.pairs == (1,)]) == 4
-    with pytest.raises(ValueError, match=r"'vqa/counts'.*\['vqa/count', 'vqa/presence'\]"):
+    with pytest.raises(ValueError, match=r"'vqa/counts'.*keys there are \['vqa/count', 'vqa/presence'\]"):
         make_examples(records, processor.tokenizer, **sizes, task_repeats={"vqa/counts": 2})
+
+
+def test_a_dataset_key_weights_one_datasets_turns_apart_from_the_same_task_of_the_others() -> None:
+    from earthgpt.data.torch_dataset import describe_mix, mix_summary
+
+    processor = tiny_processor()
+    records = [{**_record(f"r{i}", "train", VQA_STYLE), "dataset": "lr" if i < 2 else "hr"} for i in range(4)]
+    sizes = {"num_visual_tokens": 4, "max_length": 4096, "pack_by_task": True}
+    repeats = {"vqa": 1, "lr:vqa": 3, "lr:vqa/count": 2, "vqa/count": 0.5}
+    made = make_examples(records, processor.tokenizer, **sizes, task_repeats=repeats)
+    by_record = [[e.pairs for e in made if e.record == r] for r in range(4)]
+    # lr: its count pairs take lr:vqa/count (2), its presence pair lr:vqa (3); hr: vqa/count (0.5), vqa (1)
+    assert by_record[0] == by_record[1] == [(0, 2)] * 2 + [(1,)] * 3 + [(3,)]
+    assert sorted(len([p for p in pairs if p == (0, 2)]) for pairs in by_record[2:]) == [0, 1]
+    assert all(pairs.count((1,)) == 1 for pairs in by_record[2:])
+    summary = mix_summary(records, made, task_repeats=repeats)
+    assert summary["lr:vqa/count"] == (4, 8) and summary["lr:vqa"] == (6, 6)
+    assert summary["vqa/count"] == (1, 2) and summary["vqa"] == (2, 2)
+    assert "lr:vqa 6 (" in describe_mix(summary, len(made))
+    # a record without a dataset takes no dataset key
+    with pytest.raises(ValueError, match=r"'lr:vqa', 'lr:vqa/count'.*keys there are none"):
+        make_examples([_record("x", "train", VQA_STYLE)], processor.tokenizer, **sizes, task_repeats=repeats)
+    with pytest.raises(ValueError, match=r"'xx:vqa'.*\['hr:vqa', 'hr:vqa/count', 'hr:vqa/presence', 'lr:"):
+        make_examples(records, processor.tokenizer, **sizes, task_repeats={"xx:vqa": 2})
 
 
 def test_the_mix_summary_counts_examples_and_pairs_per_packing_group() -> None:

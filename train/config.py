@@ -62,7 +62,8 @@ class DataSection:
     each task's pairs apart and ``task_repeats`` (``{task: n}``, n > 0) lists each example of that
     task n times per epoch, a fraction of n keeping that share of its records (task-balanced
     sampling, see ``earthgpt.data.torch_dataset.make_examples``); a ``task/question_type`` key
-    (``vqa/count``) weights one question type alone. ``feature_cache`` is a
+    (``vqa/count``) weights one question type alone, a ``dataset:task`` or
+    ``dataset:task/question_type`` key (``rsvqa_lr:vqa``) one dataset's turns. ``feature_cache`` is a
     folder for cached vision-encoder outputs (see ``train/features.py``); ``None`` disables it.
     """
 

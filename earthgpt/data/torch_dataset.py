@@ -74,7 +74,10 @@ def make_examples(
 
     A key ``task/question_type`` (e.g. ``vqa/count``) weights one question type of a task: that
     type's pairs are packed apart from the task's other pairs and take this weight instead of the
-    task's. A typed key no turn matches is an error that lists the types there are.
+    task's. A key may also name the source dataset (the record's ``dataset``) before a colon,
+    ``dataset:task`` or ``dataset:task/question_type`` (e.g. ``rsvqa_lr:vqa/presence``), to weight
+    one dataset's turns apart from the same task of the others. A turn takes its most specific key
+    (:func:`_group`). A typed or dataset key no turn matches is an error that lists those there are.
     """
     repeats = dict(task_repeats or {})
     if repeats and not pack_by_task:
@@ -87,7 +90,8 @@ def make_examples(
     if bad:
         raise ValueError(f"task_repeats must be positive numbers, got {bad}")
     per_record = [wanted_turns(record, tasks) for record in records]
-    _check_typed_keys(repeats, per_record)
+    datasets = [str(record.get("dataset") or "") for record in records]
+    _check_typed_keys(repeats, per_record, datasets)
     texts = [text for turns in per_record for turn in turns for text in (turn.question, turn.answer)]
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     counts = iter(len(ids) for ids in encoded)
@@ -96,7 +100,8 @@ def make_examples(
         costs = [next(counts) + next(counts) + 2 * TURN_OVERHEAD_TOKENS for _ in turns]
         groups: dict[str, list[int]] = {}
         for pair_index, turn in enumerate(turns):
-            groups.setdefault(_group(turn, repeats) if pack_by_task else "", []).append(pair_index)
+            group = _group(turn, repeats, datasets[index]) if pack_by_task else ""
+            groups.setdefault(group, []).append(pair_index)
         for group, pairs in groups.items():
             packed = _pack(index, pairs, costs, num_visual_tokens, max_length, one_pair_per_example)
             examples += packed * copies(repeats.get(group, 1), index)
@@ -121,7 +126,8 @@ def mix_summary(
     turns = [wanted_turns(record, tasks) for record in records]
     counts: dict[str, list[int]] = {}
     for example in examples:
-        groups = Counter(_group(turns[example.record][pair], repeats) for pair in example.pairs)
+        dataset = str(records[example.record].get("dataset") or "")
+        groups = Counter(_group(turns[example.record][pair], repeats, dataset) for pair in example.pairs)
         for group, pairs in groups.items():
             entry = counts.setdefault(group, [0, 0])
             entry[0] += 1
@@ -144,25 +150,45 @@ def typed_key(turn: RecordTurn) -> str:
     return f"{turn.task}/{turn.question_type or ''}"
 
 
-def _group(turn: RecordTurn, repeats: Mapping[str, float]) -> str:
-    """The packing group of a turn: its ``task/question_type`` when that is weighted, else its task."""
-    key = typed_key(turn)
-    return key if key in repeats else str(turn.task)
+def _keys(turn: RecordTurn, dataset: str) -> tuple[str, ...]:
+    """The weighting keys a turn can take, most specific first: ``dataset:task/question_type`` and
+    ``dataset:task`` (when the record names its dataset), then ``task/question_type``."""
+    typed = typed_key(turn)
+    own = (f"{dataset}:{typed}", f"{dataset}:{turn.task}") if dataset else ()
+    return (*own, typed)
 
 
-def _check_typed_keys(repeats: Mapping[str, float], per_record: Sequence[Sequence[RecordTurn]]) -> None:
-    typed = [key for key in repeats if "/" in key]
-    if not typed:
+def _group(turn: RecordTurn, repeats: Mapping[str, float], dataset: str = "") -> str:
+    """The packing group of a turn: its most specific weighted key (:func:`_keys`), else its task."""
+    return next((key for key in _keys(turn, dataset) if key in repeats), str(turn.task))
+
+
+def _check_typed_keys(
+    repeats: Mapping[str, float], per_record: Sequence[Sequence[RecordTurn]], datasets: Sequence[str]
+) -> None:
+    special = [key for key in repeats if "/" in key or ":" in key]
+    present = {
+        key
+        for turns, dataset in zip(per_record, datasets, strict=True)
+        for turn in turns
+        for key in _keys(turn, dataset)
+    }
+    missing = [key for key in special if key not in present]
+    if not missing:
         return
-    present = {typed_key(turn) for turns in per_record for turn in turns}
-    missing = [key for key in typed if key not in present]
-    if missing:
-        tasks = {key.split("/", 1)[0] for key in missing}
-        there = sorted(key for key in present if key.split("/", 1)[0] in tasks and not key.endswith("/"))
-        raise ValueError(
-            f"task_repeats keys {missing} match no turn of the data; "
-            f"the question types there are {there or 'none'}"
-        )
+
+    def task(key: str) -> str:
+        return key.split(":", 1)[-1].split("/", 1)[0]
+
+    there = sorted(
+        key
+        for key in present
+        if not key.endswith("/")
+        and any(task(key) == task(m) and (":" in key) == (":" in m) for m in missing)
+    )
+    raise ValueError(
+        f"task_repeats keys {missing} match no turn of the data; the keys there are {there or 'none'}"
+    )
 
 
 def copies(weight: float, record: int) -> int:
