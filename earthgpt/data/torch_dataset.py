@@ -167,6 +167,8 @@ def _check_typed_keys(
     repeats: Mapping[str, float], per_record: Sequence[Sequence[RecordTurn]], datasets: Sequence[str]
 ) -> None:
     special = [key for key in repeats if "/" in key or ":" in key]
+    if not special:
+        return
     present = {
         key
         for turns, dataset in zip(per_record, datasets, strict=True)
