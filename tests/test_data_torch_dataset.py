@@ -151,10 +151,23 @@ def test_a_dataset_key_weights_one_datasets_turns_apart_from_the_same_task_of_th
     assert summary["vqa/count"] == (1, 2) and summary["vqa"] == (2, 2)
     assert "lr:vqa 6 (" in describe_mix(summary, len(made))
     # a record without a dataset takes no dataset key
-    with pytest.raises(ValueError, match=r"'lr:vqa', 'lr:vqa/count'.*keys there are none"):
+    with pytest.raises(ValueError, match=r"'lr:vqa', 'lr:vqa/count'.*no record names its dataset"):
         make_examples([_record("x", "train", VQA_STYLE)], processor.tokenizer, **sizes, task_repeats=repeats)
     with pytest.raises(ValueError, match=r"'xx:vqa'.*\['hr:vqa', 'hr:vqa/count', 'hr:vqa/presence', 'lr:"):
         make_examples(records, processor.tokenizer, **sizes, task_repeats={"xx:vqa": 2})
+    # a misspelt task names the tasks and datasets there are
+    named = r"'lr:vqaa'.*tasks there are \['classification', 'vqa'\] and the datasets \['hr', 'lr'\]"
+    with pytest.raises(ValueError, match=named):
+        make_examples(records, processor.tokenizer, **sizes, task_repeats={"lr:vqaa": 2})
+    # a key that every turn it matches leaves for a more specific one weights nothing: an error
+    only_lr = records[:2] + [{**r, "dataset": "lr"} for r in records[2:]]
+    with pytest.raises(ValueError, match=r"\['vqa/count'\] weight no turn.*of \['lr:vqa'\]"):
+        make_examples(only_lr, processor.tokenizer, **sizes, task_repeats={"vqa/count": 3, "lr:vqa": 8})
+    # a dataset name may hold a colon: the task is what follows the last one
+    colon = [{**r, "dataset": "rsvqa:lr"} for r in records]
+    made = make_examples(colon, processor.tokenizer, **sizes, task_repeats={"rsvqa:lr:vqa": 2})
+    # 3 VQA pairs a record, twice
+    assert mix_summary(colon, made, task_repeats={"rsvqa:lr:vqa": 2})["rsvqa:lr:vqa"] == (8, 24)
 
 
 def test_the_mix_summary_counts_examples_and_pairs_per_packing_group() -> None:

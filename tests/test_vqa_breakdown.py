@@ -50,19 +50,68 @@ def _write(folder: Path) -> Path:
 def test_each_dataset_and_type_beside_the_type_and_question_priors(tmp_path: Path, capsys) -> None:
     predictions = _write(tmp_path / "d")
     assert main(["--data", str(tmp_path / "d"), str(predictions)]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
     assert lines[0] == "| dataset | question type | n | model | type prior | question prior |"
     rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in lines[2:]}
     # lr presence: the model gets water and bridge ("Yes." matches yes); the type prior (yes, 3 of 5
     # train answers) all three; the question prior says no to the road (asked twice in train: no)
     # and falls back to the type prior for the bridge, never asked in train
     assert rows["lr", "presence"] == "| lr | presence | 3 | 0.667 (2) | 1.000 (3) | 0.667 (2) |"
-    assert rows["lr", "count"] == "| lr | count | 1 | 0.000 (0) | 0.000 (0) | 0.000 (0) |"
+    # the model did not answer the count turn (a cell it answered nothing of reads –); the priors did
+    assert rows["lr", "count"] == "| lr | count | 1 | – | 0.000 (0) | 0.000 (0) |"
     # the same question in another dataset takes that dataset's answers (hr: no), which the model misses
     assert rows["hr", "presence"] == "| hr | presence | 1 | 0.000 (0) | 1.000 (1) | 1.000 (1) |"
-    # a dataset without train VQA: neither prior answers; an unanswered turn counts as wrong
-    assert rows["sar", "presence"] == "| sar | presence | 1 | 0.000 (0) | 0.000 (0) | 0.000 (0) |"
+    # a dataset without train VQA: neither prior answers
+    assert rows["sar", "presence"] == "| sar | presence | 1 | – | – | – |"
+    # the total counts every unanswered turn as wrong: one denominator for every column
     assert lines[-1] == "| **all** |  | 6 | 0.333 (2) | 0.667 (4) | 0.500 (3) |"
+    # the model's file answers 4 of the 6 turns: said on stderr
+    assert err.strip() == (
+        "warning: model answers 4 of the 6 VQA turns (the others count as wrong)")
+
+
+def test_files_sharing_a_name_keep_their_own_columns_and_stray_answers_are_flagged(
+    tmp_path: Path, capsys
+) -> None:
+    predictions = _write(tmp_path / "d")
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    other = tmp_path / "other" / "model.predictions.jsonl"
+    other.parent.mkdir()
+    extra = {"id": "lr/t1", "turn": 0, "task": "vqa", "answer": "yes"}  # a train turn
+    every = [{"id": "lr/v1", "turn": 3, "task": "vqa", "answer": "2"},
+             {"id": "sar/v1", "turn": 0, "task": "vqa", "answer": "yes"}]  # fmt: skip
+    other.write_text("".join(json.dumps(r) + "\n" for r in [*rows, *every, extra]))
+    prior = tmp_path / "type prior.predictions.jsonl"
+    prior.write_text(predictions.read_text())
+    assert main(["--data", str(tmp_path / "d"), str(predictions), str(other), str(prior)]) == 0
+    out, err = capsys.readouterr()
+    header = out.splitlines()[0]
+    assert header == (f"| dataset | question type | n | {predictions} | {other} | {prior} | type prior "
+                      "| question prior |")  # fmt: skip
+    assert out.splitlines()[-1].endswith("| 6 | 0.333 (2) | 0.667 (4) | 0.333 (2) | 0.667 (4) | 0.500 (3) |")
+    assert f"{other} answers 6 of the 6 VQA turns" in err and "1 turns that are not VQA turns" in err
+    assert main(["--data", str(tmp_path / "d"), str(predictions), str(predictions)]) == 2
+    assert "named twice" in capsys.readouterr().err
+
+
+def test_ties_take_the_smaller_answer_and_records_without_a_dataset_or_type_get_a_row(
+    tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    train = [_record("t1", "train", "lr", [_presence("water", "yes"), _presence("water", "no")])]
+    val = [_record("v1", "val", "lr", [_presence("water", "no")]),
+           {**_record("v2", "val", "", [("Is it?", "", "yes")])}]  # fmt: skip
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (folder / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in val))
+    predictions = folder / "m.predictions.jsonl"
+    predictions.write_text(json.dumps({"id": "v2", "turn": 0, "task": "vqa", "answer": "yes"}) + "\n")
+    assert main(["--data", str(folder), str(predictions)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    # yes and no tie once each in train: the prior takes the smaller key, "no"
+    assert "| lr | presence | 1 | – | 1.000 (1) | 1.000 (1) |" in lines
+    assert "| ? |  | 1 | 1.000 (1) | – | – |" in lines
 
 
 def test_a_missing_predictions_file_is_a_clear_error(tmp_path: Path, capsys) -> None:

@@ -10,6 +10,11 @@ or more ``*.predictions.jsonl`` files side by side (answers matched as the evalu
 - **question prior**: the commonest train answer of the same dataset and the same question text
   (the type prior where train never asked it).
 
+A cell is ``–`` where a column answered none of the row's turns (a prior on a dataset without train
+VQA); the **all** row counts every unanswered turn as wrong, so its columns share one denominator.
+A predictions file that does not answer exactly the split's VQA turns (a ``--limit`` run, another
+split) gets a warning on stderr.
+
 Both know the dataset, which the prompt does not name (``earthgpt baselines``' prior groups by
 sensor and question type only). So the question prior marks what a model gets by telling which
 dataset an image comes from and learning that dataset's answer statistics, without reading what is
@@ -30,6 +35,7 @@ from earthgpt.eval.vqa import vqa_match
 
 Row = tuple[str, str]
 """(dataset, question type)."""
+PRIORS = ("type prior", "question prior")
 
 
 def _vqa_turns(records: Sequence[Mapping[str, Any]]) -> list[tuple[Row, str, Any]]:
@@ -56,7 +62,7 @@ def blind_answers(
         key = answer_key(turn.answer)
         by_row[row][key] += 1
         by_question[row, question][key] += 1
-    answers: dict[str, dict[tuple[str, int], str]] = {"type prior": {}, "question prior": {}}
+    answers: dict[str, dict[tuple[str, int], str]] = {name: {} for name in PRIORS}
     for row, question, turn in _vqa_turns(val):
         if row not in by_row:
             continue
@@ -70,20 +76,39 @@ def blind_answers(
 def breakdown(
     val: Sequence[Mapping[str, Any]], columns: Mapping[str, Mapping[tuple[str, int], str]]
 ) -> dict[Row, dict[str, int]]:
-    """Per (dataset, question type): ``n`` VQA turns and how many each column answers right (a turn a
-    column did not answer counts as wrong)."""
+    """Per (dataset, question type): ``n`` VQA turns, how many each column answers right (``name``)
+    and how many it answers at all (``name?``). A turn a column did not answer counts as wrong."""
     table: dict[Row, dict[str, int]] = {}
     for row, _, turn in _vqa_turns(val):
-        counts = table.setdefault(row, {"n": 0, **{name: 0 for name in columns}})
+        counts = table.setdefault(row, {"n": 0, **{k: 0 for name in columns for k in (name, name + "?")}})
         counts["n"] += 1
         for name, answers in columns.items():
             answer = answers.get((turn.record_id, turn.turn))
+            counts[name + "?"] += answer is not None
             counts[name] += answer is not None and vqa_match(answer, turn.answer)
     return dict(sorted(table.items()))
 
 
+def coverage(
+    val: Sequence[Mapping[str, Any]], name: str, answers: Mapping[tuple[str, int], str]
+) -> str | None:
+    """A warning when a predictions file does not answer every VQA turn of ``val`` (a ``--limit``
+    run: its unanswered turns count as wrong) or answers turns that are not VQA turns of ``val``
+    (another split or another build); None when it answers exactly them."""
+    wanted = {(turn.record_id, turn.turn) for _, _, turn in _vqa_turns(val)}
+    answered = len(wanted & answers.keys())
+    stray = len(answers.keys() - wanted)
+    if answered == len(wanted) and not stray:
+        return None
+    words = [f"{name} answers {answered:,} of the {len(wanted):,} VQA turns (the others count as wrong)"]
+    if stray:
+        words.append(f"and {stray:,} turns that are not VQA turns of this split: another split or build?")
+    return "warning: " + " ".join(words)
+
+
 def markdown(table: Mapping[Row, Mapping[str, int]], names: Sequence[str]) -> str:
-    """The table, one row per (dataset, question type) and a total, accuracies with the right counts."""
+    """The table, one row per (dataset, question type) and a total, accuracies with the right counts
+    (``–`` where a column answered none of the row's turns; the total counts those as wrong)."""
     lines = [
         "| dataset | question type | n | " + " | ".join(names) + " |",
         "|---|---|---:|" + "---:|" * len(names),
@@ -98,8 +123,16 @@ def markdown(table: Mapping[Row, Mapping[str, int]], names: Sequence[str]) -> st
 
 def _line(dataset: str, qtype: str, counts: Mapping[str, int], names: Sequence[str]) -> str:
     n = counts["n"]
-    cells = [f"{counts[name] / n:.3f} ({counts[name]})" if n else "–" for name in names]
+    cells = [f"{counts[name] / n:.3f} ({counts[name]})" if counts[name + "?"] else "–" for name in names]
     return f"| {dataset} | {qtype} | {n:,} | " + " | ".join(cells) + " |"
+
+
+def column_names(paths: Sequence[Path]) -> list[str]:
+    """A column name per predictions file: its name without ``.predictions.jsonl``, or the path as
+    given where two files share a name or a file takes a prior's name."""
+    stems = [path.name.removesuffix(".predictions.jsonl") for path in paths]
+    taken = Counter(stems) + Counter(PRIORS)
+    return [stem if taken[stem] == 1 else str(path) for stem, path in zip(stems, paths, strict=True)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,14 +149,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         val = read_records(args.data, split=args.split)
         train = read_records(args.data, split="train")
+        if len(set(args.predictions)) < len(args.predictions):
+            raise ValueError("a predictions file is named twice")
         columns: dict[str, Mapping[tuple[str, int], str]] = {}
-        for path in args.predictions:
-            columns[path.name.removesuffix(".predictions.jsonl")] = {
-                key: str(row["answer"]) for key, row in load_predictions(path).items()
-            }
+        for name, path in zip(column_names(args.predictions), args.predictions, strict=True):
+            columns[name] = {key: str(row["answer"]) for key, row in load_predictions(path).items()}
     except (DataError, EvalError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for name, answers in columns.items():
+        if (warning := coverage(val, name, answers)) is not None:
+            print(warning, file=sys.stderr)
     columns.update(blind_answers(train, val))
     print(markdown(breakdown(val, columns), list(columns)))
     return 0

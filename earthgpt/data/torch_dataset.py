@@ -114,8 +114,9 @@ def mix_summary(
     tasks: Sequence[str] = (),
     task_repeats: Mapping[str, float] | None = None,
 ) -> dict[str, tuple[int, int]]:
-    """What an epoch of ``examples`` holds, per packing group (a task, or ``task/question_type``
-    where ``task_repeats`` weights one): ``(examples, pairs)``, most examples first.
+    """What an epoch of ``examples`` holds, per packing group (a task, or the most specific of
+    ``dataset:task/question_type``, ``dataset:task`` and ``task/question_type`` that ``task_repeats``
+    weights): ``(examples, pairs)``, most examples first.
 
     Weights count examples, not pairs: a question type packed apart forms more, shorter
     examples, so its share of the draws can grow far beyond its weight while every other task's
@@ -166,21 +167,27 @@ def _group(turn: RecordTurn, repeats: Mapping[str, float], dataset: str = "") ->
 def _check_typed_keys(
     repeats: Mapping[str, float], per_record: Sequence[Sequence[RecordTurn]], datasets: Sequence[str]
 ) -> None:
+    """Raise when a ``task/question_type`` or ``dataset:task`` key of ``repeats`` weights no turn:
+    it matches none, or every turn it matches takes a more specific key (:func:`_keys`)."""
     special = [key for key in repeats if "/" in key or ":" in key]
     if not special:
         return
-    present = {
-        key
-        for turns, dataset in zip(per_record, datasets, strict=True)
-        for turn in turns
-        for key in _keys(turn, dataset)
-    }
+    pairs = [(turn, dataset) for turns, dataset in zip(per_record, datasets, strict=True) for turn in turns]
+    present = {key for turn, dataset in pairs for key in _keys(turn, dataset)}
     missing = [key for key in special if key not in present]
     if not missing:
+        taken = {_group(turn, repeats, dataset) for turn, dataset in pairs}
+        shadowed = [key for key in special if key not in taken]
+        if shadowed:
+            raise ValueError(
+                f"task_repeats keys {shadowed} weight no turn: every turn they match takes a more "
+                "specific key (dataset:task/question_type, then dataset:task, then task/question_type) "
+                f"of {sorted(key for key in repeats if key in taken and key not in shadowed)}"
+            )
         return
 
     def task(key: str) -> str:
-        return key.split(":", 1)[-1].split("/", 1)[0]
+        return key.rsplit(":", 1)[-1].split("/", 1)[0]
 
     there = sorted(
         key
@@ -188,9 +195,17 @@ def _check_typed_keys(
         if not key.endswith("/")
         and any(task(key) == task(m) and (":" in key) == (":" in m) for m in missing)
     )
-    raise ValueError(
-        f"task_repeats keys {missing} match no turn of the data; the keys there are {there or 'none'}"
-    )
+    if there:
+        hint = f"the keys there are {there}"
+    else:
+        tasks = sorted({str(turn.task) for turn, _ in pairs})
+        named = sorted({dataset for dataset in datasets if dataset})
+        hint = f"the tasks there are {tasks}" + (
+            f" and the datasets {named}"
+            if named
+            else " and no record names its dataset, so no dataset:task key can match"
+        )
+    raise ValueError(f"task_repeats keys {missing} match no turn of the data; {hint}")
 
 
 def copies(weight: float, record: int) -> int:
