@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from earthgpt.eval.normalize import answer_key
 from earthgpt.eval.vqa import vqa_match
 
 Row = tuple[str, str]
@@ -46,30 +45,26 @@ def _vqa_turns(records: Sequence[Mapping[str, Any]]) -> list[tuple[Row, str, Any
     return [(row, t.question.strip().lower(), t) for row, t in zip(rows, turns, strict=True)]
 
 
-def _commonest(answers: Counter[str]) -> str:
-    """The most frequent answer key (ties: the smaller key)."""
-    return min(answers.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-
-
 def blind_answers(
     train: Sequence[Mapping[str, Any]], val: Sequence[Mapping[str, Any]]
 ) -> dict[str, dict[tuple[str, int], str]]:
     """The type prior's and the question prior's answer to every VQA turn of ``val``, by ``(id, turn)``
     (no answer where train has no VQA turn of that dataset and type)."""
-    by_row: dict[Row, Counter[str]] = defaultdict(Counter)
-    by_question: dict[tuple[Row, str], Counter[str]] = defaultdict(Counter)
+    from earthgpt.eval.baselines import majority_answer
+
+    by_row: dict[Row, list[str]] = defaultdict(list)
+    by_question: dict[tuple[Row, str], list[str]] = defaultdict(list)
     for row, question, turn in _vqa_turns(train):
-        key = answer_key(turn.answer)
-        by_row[row][key] += 1
-        by_question[row, question][key] += 1
+        by_row[row].append(turn.answer)
+        by_question[row, question].append(turn.answer)
     answers: dict[str, dict[tuple[str, int], str]] = {name: {} for name in PRIORS}
     for row, question, turn in _vqa_turns(val):
         if row not in by_row:
             continue
         key = (turn.record_id, turn.turn)
-        answers["type prior"][key] = _commonest(by_row[row])
+        answers["type prior"][key] = majority_answer(by_row[row])
         asked = by_question.get((row, question))
-        answers["question prior"][key] = _commonest(asked) if asked else answers["type prior"][key]
+        answers["question prior"][key] = majority_answer(asked) if asked else answers["type prior"][key]
     return answers
 
 
@@ -89,13 +84,10 @@ def breakdown(
     return dict(sorted(table.items()))
 
 
-def coverage(
-    val: Sequence[Mapping[str, Any]], name: str, answers: Mapping[tuple[str, int], str]
-) -> str | None:
-    """A warning when a predictions file does not answer every VQA turn of ``val`` (a ``--limit``
-    run: its unanswered turns count as wrong) or answers turns that are not VQA turns of ``val``
+def coverage(wanted: set[tuple[str, int]], name: str, answers: Mapping[tuple[str, int], str]) -> str | None:
+    """A warning when a predictions file does not answer every VQA turn ``wanted`` of the split (a
+    ``--limit`` run: its unanswered turns count as wrong) or answers turns that are not among them
     (another split or another build); None when it answers exactly them."""
-    wanted = {(turn.record_id, turn.turn) for _, _, turn in _vqa_turns(val)}
     answered = len(wanted & answers.keys())
     stray = len(answers.keys() - wanted)
     if answered == len(wanted) and not stray:
@@ -157,8 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DataError, EvalError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    wanted = {(turn.record_id, turn.turn) for _, _, turn in _vqa_turns(val)}
     for name, answers in columns.items():
-        if (warning := coverage(val, name, answers)) is not None:
+        if (warning := coverage(wanted, name, answers)) is not None:
             print(warning, file=sys.stderr)
     columns.update(blind_answers(train, val))
     print(markdown(breakdown(val, columns), list(columns)))

@@ -182,7 +182,7 @@ def _check_typed_keys(
             raise ValueError(
                 f"task_repeats keys {shadowed} weight no turn: every turn they match takes a more "
                 "specific key (dataset:task/question_type, then dataset:task, then task/question_type) "
-                f"of {sorted(key for key in repeats if key in taken and key not in shadowed)}"
+                f"of {sorted(key for key in repeats if key in taken)}"
             )
         return
 
