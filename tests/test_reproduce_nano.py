@@ -1,0 +1,62 @@
+"""scripts/reproduce_nano.sh: its arguments, and the v3 delta that `--from-v3` takes from git history."""
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "reproduce_nano.sh"
+
+
+def _script_value(name: str) -> str:
+    match = re.search(rf"^{name}=(\S+)$", SCRIPT.read_text(), flags=re.MULTILINE)
+    assert match, f"{name} not set in {SCRIPT.name}"
+    return match.group(1)
+
+
+def _git_show(commit: str, path: str) -> bytes:
+    result = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"commit {commit} is not in this clone's history (a shallow clone?): {result.stderr!r}")
+    return result.stdout
+
+
+def test_an_unknown_argument_stops_before_any_work(tmp_path):
+    result = subprocess.run(["bash", str(SCRIPT), "--from-v4"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "usage: bash scripts/reproduce_nano.sh [--from-v3]" in result.stderr
+
+
+def test_from_v3_without_the_commit_says_why(tmp_path):
+    # A repository without v3's commit (as a shallow clone is): the script must stop with the
+    # reason, before it builds anything.
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "scripts" / SCRIPT.name)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    result = subprocess.run(
+        ["bash", "scripts/reproduce_nano.sh", "--from-v3"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "--from-v3 needs commit" in result.stderr and "shallow clone" in result.stderr
+    assert not (tmp_path / "mmrs").exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_v3_delta_in_history_is_the_one_v5_was_trained_from():
+    commit, digest = _script_value("V3_COMMIT"), _script_value("V3_SHA256")
+    weights = _git_show(commit, "assets/earthgpt-nano/model.safetensors")
+    assert hashlib.sha256(weights).hexdigest() == digest
+    v3 = json.loads(_git_show(commit, "assets/earthgpt-nano/config.json"))
+    assert v3["weights_sha256"] == digest
+    # Loading refuses a delta whose base differs from the converted base: v3's must be today's.
+    shipped = json.loads((ROOT / "assets" / "earthgpt-nano" / "config.json").read_text())
+    assert v3["base"] == shipped["base"]
+    # The phase the script runs next starts from where --from-v3 puts the delta.
+    config = yaml.safe_load((ROOT / "train" / "configs" / "nano_cpu_stage2_v5.yaml").read_text())
+    assert config["model"]["init_from"] == "runs/nano_v3_export"
+    assert "runs/nano_v3_export/model.safetensors" in SCRIPT.read_text()
