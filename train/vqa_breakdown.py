@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from earthgpt.eval.baselines import majority_answer
 from earthgpt.eval.vqa import vqa_match
 
 Row = tuple[str, str]
@@ -50,8 +51,6 @@ def blind_answers(
 ) -> dict[str, dict[tuple[str, int], str]]:
     """The type prior's and the question prior's answer to every VQA turn of ``val``, by ``(id, turn)``
     (no answer where train has no VQA turn of that dataset and type)."""
-    from earthgpt.eval.baselines import majority_answer
-
     by_row: dict[Row, list[str]] = defaultdict(list)
     by_question: dict[tuple[Row, str], list[str]] = defaultdict(list)
     for row, question, turn in _vqa_turns(train):
