@@ -47,7 +47,7 @@ def test_from_v3_without_the_commit_says_why(tmp_path):
     assert not (tmp_path / "mmrs").exists() and not (tmp_path / "runs").exists()
 
 
-def test_the_v3_delta_in_history_is_the_one_v5_was_trained_from():
+def test_the_v3_delta_in_history_is_the_one_the_last_phase_starts_from():
     commit, digest = _script_value("V3_COMMIT"), _script_value("V3_SHA256")
     weights = _git_show(commit, "assets/earthgpt-nano/model.safetensors")
     assert hashlib.sha256(weights).hexdigest() == digest
@@ -56,7 +56,19 @@ def test_the_v3_delta_in_history_is_the_one_v5_was_trained_from():
     # Loading refuses a delta whose base differs from the converted base: v3's must be today's.
     shipped = json.loads((ROOT / "assets" / "earthgpt-nano" / "config.json").read_text())
     assert v3["base"] == shipped["base"]
-    # The phase the script runs next starts from where --from-v3 puts the delta.
-    config = yaml.safe_load((ROOT / "train" / "configs" / "nano_cpu_stage2_v5.yaml").read_text())
-    assert config["model"]["init_from"] == "runs/nano_v3_export"
-    assert "runs/nano_v3_export/model.safetensors" in SCRIPT.read_text()
+    # Every run of the last phase starts from where --from-v3 puts the delta, and the export that
+    # replaces the shipped weights reads the average of those runs' results.
+    text = SCRIPT.read_text()
+    last_phase = text[text.rindex("\nfi\n"):]
+    runs = re.findall(r"-m train train/configs/(\S+\.yaml)(.*)", last_phase)
+    assert len(runs) == 2
+    finals = []
+    for name, overrides in runs:
+        config = yaml.safe_load((ROOT / "train" / "configs" / name).read_text())
+        assert config["model"]["init_from"] == "runs/nano_v3_export"
+        out = re.search(r"run\.output_dir=(\S+)", overrides)
+        finals.append(f"{out.group(1) if out else config['run']['output_dir']}/final")
+    assert "runs/nano_v3_export/model.safetensors" in text
+    soup = re.search(r"-m train\.soup (\S+) (\S+)=0\.5 (\S+)=0\.5\n", last_phase)
+    assert soup and [soup.group(2), soup.group(3)] == finals
+    assert f"export_weights {soup.group(1)} assets/earthgpt-nano" in last_phase
