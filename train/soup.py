@@ -18,7 +18,7 @@ differs. One difference is bridged: the projector's 2-D position signal and glob
 exactly what it computes with the module added at zero; such a source gets it added, as stage 2
 adds it to an export (``train/build.py``), and a fine-tune that added it sums with its start
 (``python -m train.soup runs/mix assets/earthgpt-nano=0.5 runs/one_object_600/final=0.5``).
-Whether a sum is any good is what ``earthgpt eval`` says; MODEL_CARD.md, "Averaging and
+Whether a sum is any good is what ``earthgpt eval`` says; docs/EXPERIMENTS.md, "Averaging and
 extrapolating checkpoints", has what it gave the nano.
 """
 
